@@ -1,0 +1,1 @@
+"""Stage graph, content-addressed cache and run directories."""

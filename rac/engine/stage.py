@@ -1,0 +1,69 @@
+"""The stage contract: what a stage reads, needs and produces."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:
+    from rac.engine.cache import Cache
+
+
+class ProgressHandle(Protocol):
+    def advance(self, n: int = 1) -> None: ...
+    def close(self) -> None: ...
+
+
+class ProgressReporter(Protocol):
+    def task(self, description: str, total: int | None) -> ProgressHandle: ...
+
+
+class _NullHandle:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullProgress:
+    """Progress reporter that shows nothing (tests, library use)."""
+
+    def task(self, description: str, total: int | None) -> ProgressHandle:
+        return _NullHandle()
+
+
+def _always(recipe: dict) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A step of the pipeline; its artifact is keyed by the fingerprint of what it reads."""
+
+    name: str
+    needs: tuple[str, ...]
+    reads: tuple[str, ...]
+    version: str
+    run: Callable[["StageContext"], dict]
+    enabled: Callable[[dict], bool] = _always
+    cached: bool = True
+    description: str = ""
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may use; stages never guess paths."""
+
+    recipe: dict
+    out_dir: Path
+    inputs: dict[str, Path]
+    cache: "Cache"
+    device: str
+    model_identity: str
+    run_dir: Path
+    progress: ProgressReporter = field(default_factory=NullProgress)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("rac.stage"))
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,77 @@
+"""Shared fixtures: a real small tokenizer and tiny random Qwen2 / Llama models (2 layers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(FIXTURES / "smollm2_tokenizer"))
+
+
+def _tiny(arch: str, tokenizer, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    return model.eval()
+
+
+@pytest.fixture()
+def tiny_llama(tokenizer):
+    """(model, tokenizer): a 2-layer random Llama with the SmolLM2 tokenizer."""
+    return _tiny("llama", tokenizer), tokenizer
+
+
+@pytest.fixture()
+def tiny_qwen2(tokenizer):
+    """(model, tokenizer): a 2-layer random Qwen2 with the SmolLM2 tokenizer."""
+    return _tiny("qwen2", tokenizer), tokenizer
+
+
+@pytest.fixture(params=["llama", "qwen2"])
+def tiny_model(request, tokenizer):
+    """Parametrized over both architectures."""
+    return _tiny(request.param, tokenizer), tokenizer
+
+
+@pytest.fixture()
+def tiny_model_dir(tmp_path, tiny_llama):
+    """A saved HF folder (safetensors + tokenizer) of the tiny Llama, for loaders and stages."""
+    model, tok = tiny_llama
+    path = tmp_path / "tiny-llama"
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own RAC_CACHE so nothing leaks between tests or into ~/.cache."""
+    monkeypatch.setenv("RAC_CACHE", str(tmp_path / "rac-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
