@@ -1,0 +1,283 @@
+"""Execute a plan: run directories, per-stage status, resume, metrics.json.
+
+A run directory holds the recipe as given (every file of its ``base:`` chain), the resolved recipe,
+the overrides, ``env.json``, ``run.log``, ``status.json`` (per stage) and ``metrics.json``. Stage
+artifacts live in the content-addressed cache, so rerunning an interrupted run skips every stage
+that completed and recomputes only the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+import rac
+from rac.engine.cache import Cache, atomic_write_json, atomic_write_text
+from rac.engine.plan import Plan, PlannedStage, build_plan
+from rac.engine.stage import NullProgress, ProgressReporter, Stage, StageContext
+
+log = logging.getLogger("rac.run")
+SUMMARY_FILE = "_summary.json"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    plan: Plan
+    metrics: dict
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class StageFailed(RuntimeError):
+    """A stage raised; the run directory's status.json and run.log say which and why."""
+
+    def __init__(self, stage: str, run_dir: Path, cause: BaseException) -> None:
+        super().__init__(f"stage {stage!r} failed: {cause} (see {run_dir / 'run.log'})")
+        self.stage = stage
+        self.run_dir = run_dir
+        self.cause = cause
+
+
+def recipe_hash(recipe: dict) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def default_run_dir(recipe: dict, name_hint: str) -> Path:
+    run_cfg = recipe.get("run") or {}
+    name = run_cfg.get("name") or name_hint
+    return Path(run_cfg.get("output_dir") or "runs") / f"{name}-{recipe_hash(recipe)}"
+
+
+def resolve_device(name: str | None) -> str:
+    """`auto` -> cuda when available, else cpu."""
+    if name in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(name)
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(rac.__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_info(device: str) -> dict:
+    import torch
+    import transformers
+
+    info: dict[str, Any] = {
+        "rac": rac.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "git_commit": _git_commit(),
+        "device": device,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        import vllm  # noqa: F401
+
+        info["vllm"] = getattr(vllm, "__version__", "unknown")
+    except Exception:
+        info["vllm"] = None
+    return info
+
+
+class _Status:
+    """Per-stage status file, rewritten atomically after every transition."""
+
+    def __init__(self, path: Path, plan: Plan) -> None:
+        self.path = path
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        self.data: dict[str, dict] = {}
+        for planned in plan:
+            old = previous.get(planned.name, {})
+            self.data[planned.name] = {
+                "status": "pending",
+                "fingerprint": planned.fingerprint,
+                "attempts": old.get("attempts", 0) if old.get("fingerprint") == planned.fingerprint else 0,
+            }
+        self.save()
+
+    def set(self, stage: str, **fields: Any) -> None:
+        self.data[stage].update(fields)
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data)
+
+
+def write_run_inputs(run_dir: Path, loaded: Any, recipe: dict) -> None:
+    """Recipe as given (with its base chain), resolved recipe and overrides."""
+    given = run_dir / "recipe"
+    given.mkdir(parents=True, exist_ok=True)
+    for index, file in enumerate(getattr(loaded, "files", []) or []):
+        file = Path(file)
+        if file.is_file():
+            shutil.copyfile(file, given / f"{index:02d}-{file.name}")
+    atomic_write_text(run_dir / "recipe.resolved.yaml", yaml.safe_dump(recipe, sort_keys=False))
+    atomic_write_json(run_dir / "overrides.json", list(getattr(loaded, "overrides", []) or []))
+
+
+def _attach_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("rac")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def execute_plan(
+    plan: Plan,
+    recipe: dict,
+    cache: Cache,
+    run_dir: Path,
+    device: str,
+    progress: ProgressReporter | None = None,
+    on_stage: Callable[[str, str, PlannedStage], None] | None = None,
+    extra: dict | None = None,
+) -> dict[str, dict]:
+    """Run every stage the cache lacks, in order; returns per-stage records for metrics.json."""
+    progress = progress or NullProgress()
+    status = _Status(run_dir / "status.json", plan)
+    records: dict[str, dict] = {}
+    artifacts: dict[str, Path] = {}
+    for planned in plan:
+        stage = planned.stage
+        inputs = {name: artifacts[name] for name in planned.needs if name in artifacts}
+        hit_path = cache.lookup(stage.name, planned.fingerprint) if stage.cached else None
+        if hit_path is not None:
+            summary = _read_summary(hit_path)
+            artifacts[stage.name] = hit_path
+            records[stage.name] = {"status": "cached", "fingerprint": planned.fingerprint, "cache_hit": True,
+                                   "seconds": summary.get("_seconds", 0.0), "summary": summary.get("summary", {})}
+            status.set(stage.name, status="cached", artifact=str(hit_path))
+            log.info("stage %s: cache hit %s", stage.name, planned.fingerprint)
+            if on_stage:
+                on_stage(stage.name, "cached", planned)
+            continue
+        if on_stage:
+            on_stage(stage.name, "running", planned)
+        status.set(stage.name, status="running", attempts=status.data[stage.name]["attempts"] + 1,
+                   started=time.time())
+        log.info("stage %s: running (fingerprint %s)", stage.name, planned.fingerprint)
+        start = time.perf_counter()
+        try:
+            final = _run_one(planned, recipe, cache, run_dir, device, inputs, progress, extra or {})
+        except BaseException as exc:
+            status.set(stage.name, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                       error=f"{type(exc).__name__}: {exc}")
+            log.exception("stage %s failed", stage.name)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise StageFailed(stage.name, run_dir, exc) from exc
+        seconds = time.perf_counter() - start
+        artifacts[stage.name] = final
+        summary = _read_summary(final)
+        records[stage.name] = {"status": "done", "fingerprint": planned.fingerprint, "cache_hit": False,
+                               "seconds": round(seconds, 3), "summary": summary.get("summary", {})}
+        status.set(stage.name, status="done", seconds=round(seconds, 3), artifact=str(final))
+        log.info("stage %s: done in %.1fs", stage.name, seconds)
+        if on_stage:
+            on_stage(stage.name, "done", planned)
+    return records
+
+
+def _run_one(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, device: str,
+             inputs: dict[str, Path], progress: ProgressReporter, extra: dict) -> Path:
+    stage = planned.stage
+
+    def context(out_dir: Path) -> StageContext:
+        return StageContext(recipe=recipe, out_dir=out_dir, inputs=inputs, cache=cache, device=device,
+                            model_identity=str(extra.get("model_identity", "")), run_dir=run_dir,
+                            progress=progress, log=logging.getLogger(f"rac.stages.{stage.name}"), extra=extra)
+
+    start = time.perf_counter()
+    if stage.cached:
+        with cache.writing(stage.name, planned.fingerprint, {"reads": planned.reads}) as tmp:
+            summary = stage.run(context(tmp))
+            atomic_write_json(tmp / SUMMARY_FILE, {"summary": summary or {}, "_seconds": time.perf_counter() - start})
+        return cache.artifact_path(stage.name, planned.fingerprint)
+    final = run_dir / "artifacts" / stage.name
+    tmp = run_dir / "artifacts" / f".{stage.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        summary = stage.run(context(tmp))
+        atomic_write_json(tmp / SUMMARY_FILE, {"summary": summary or {}, "_seconds": time.perf_counter() - start})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _read_summary(path: Path) -> dict:
+    file = path / SUMMARY_FILE
+    try:
+        return json.loads(file.read_text()) if file.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def run_recipe(
+    loaded: Any,
+    stages: Sequence[Stage],
+    model_identity: str,
+    cache: Cache | None = None,
+    run_dir: Path | None = None,
+    progress: ProgressReporter | None = None,
+    on_stage: Callable[[str, str, PlannedStage], None] | None = None,
+    extra_identity: dict[str, str] | None = None,
+) -> RunResult:
+    """Plan and execute a loaded recipe; rerunning with the same recipe resumes in the same run dir."""
+    recipe: dict = loaded.data
+    cache = cache or Cache()
+    name_hint = Path(getattr(loaded, "path", "recipe") or "recipe").stem
+    run_dir = Path(run_dir) if run_dir else default_run_dir(recipe, name_hint)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device((recipe.get("run") or {}).get("device"))
+    handler = _attach_log(run_dir)
+    try:
+        write_run_inputs(run_dir, loaded, recipe)
+        atomic_write_json(run_dir / "env.json", environment_info(device))
+        plan = build_plan(recipe, cache, model_identity, stages, extra_identity)
+        started = time.time()
+        records = execute_plan(plan, recipe, cache, run_dir, device, progress, on_stage,
+                               extra={"model_identity": model_identity})
+        metrics = {
+            "rac_version": rac.__version__,
+            "recipe": {"name": recipe.get("name") or name_hint, "path": str(getattr(loaded, "path", ""))},
+            "run": {"dir": str(run_dir), "device": device, "started": started, "finished": time.time()},
+            "stages": records,
+            "evaluate": (records.get("evaluate") or {}).get("summary", {}),
+        }
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        return RunResult(run_dir, plan, metrics, {k: v["seconds"] for k, v in records.items()})
+    finally:
+        logging.getLogger("rac").removeHandler(handler)
+        handler.close()
