@@ -106,10 +106,10 @@ def recipe_errors(error: Exception) -> None:
     issues = getattr(error, "issues", None)
     if issues:
         for issue in issues:
-            err_console.print(f"error: {issue}", markup=False, highlight=False)
+            err_console.print(f"error: {issue}", markup=False, highlight=False, soft_wrap=True)
         err_console.print(f"{len(issues)} error(s)", style="red")
     else:
-        err_console.print(f"error: {error}", markup=False, highlight=False)
+        err_console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
 
 
 def validated(path: str, ok: bool, detail: str = "") -> None:
@@ -213,7 +213,7 @@ def message(text: str) -> None:
 
 
 def error(text: str) -> None:
-    err_console.print(f"error: {text}", markup=False, highlight=False)
+    err_console.print(f"error: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 def rollout_summary(summary: dict) -> None:

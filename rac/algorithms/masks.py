@@ -47,7 +47,7 @@ def prune_count(total: int, sparsity: float) -> int:
     """Number of weights pruned out of `total` at `sparsity` (rounded to nearest)."""
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"prune.sparsity must be in [0, 1), got {sparsity!r}")
-    return int(round(total * sparsity))
+    return round(total * sparsity)
 
 
 def unstructured_mask(scores: torch.Tensor, sparsity: float, per_row: bool) -> torch.Tensor:
@@ -85,7 +85,7 @@ def sparsity_of(weight: torch.Tensor) -> float:
 class PruneResult:
     """Output of a pruning algorithm: the new weight, its mask (True = pruned) and bookkeeping."""
 
-    __slots__ = ("weight", "mask", "dampening_used", "seconds", "loss")
+    __slots__ = ("dampening_used", "loss", "mask", "seconds", "weight")
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -20,6 +20,7 @@ from rac.algorithms.masks import PatternError, PruneResult, parse_pattern, prune
 log = logging.getLogger(__name__)
 
 _MAX_RETRIES = 4
+_SUB = 16  # columns per inner sub-block of the column loop
 _SOLVE_ELEMS = 1 << 24  # per-chunk size of the batched [rows, B, B] systems (64 MiB in float32)
 
 
@@ -34,20 +35,23 @@ def inverse_hessian_factor(H: torch.Tensor, dampening: float) -> tuple[torch.Ten
     relative dampening multiplied by 10, up to a few times.
     """
     H = H.to(torch.float32).clone()
-    if not bool(torch.isfinite(H).all()):
+    if not bool(torch.isfinite(H.sum())):
         raise SparseGPTError("Hessian has non-finite entries (inf/nan); check the calibration activations")
     diag = H.diagonal()
     dead = diag == 0
     diag.masked_fill_(dead, 1.0)
     mean = diag.mean()
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     damp = float(dampening)
     for _ in range(_MAX_RETRIES + 1):
-        Hd = H.clone()
+        # U = flip(L'^-1) with L' L'^T = flip(H): then U^T U = H^-1 and U is upper triangular. One
+        # Cholesky and one triangular inverse instead of cholesky + cholesky_inverse + cholesky.
+        Hd = H.flip(0, 1)
         Hd.diagonal().add_(damp * mean)
         L, info = torch.linalg.cholesky_ex(Hd)
         if int(info) == 0:
-            U, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
-            if int(info) == 0 and bool(torch.isfinite(U).all()):
+            U = torch.linalg.solve_triangular(L, eye, upper=False).flip(0, 1)
+            if bool(torch.isfinite(U.sum())):
                 if damp != dampening:
                     log.info("SparseGPT: Cholesky needed dampening %.3g (asked %.3g)", damp, dampening)
                 return U, dead, damp
@@ -56,6 +60,19 @@ def inverse_hessian_factor(H: torch.Tensor, dampening: float) -> tuple[torch.Ten
         f"Hessian is not positive definite even with dampening {damp / 10:.3g} x mean(diag); "
         "increase prune.dampening or the calibration budget"
     )
+
+
+def _lowest(scores: torch.Tensor, k: int, dim: int | None) -> torch.Tensor:
+    """Mask of exactly the k lowest scores (over all entries, or along `dim` per slice), ties broken
+    by position; kthvalue + cumsum instead of topk (faster, no host sync)."""
+    flat = scores.reshape(-1) if dim is None else scores
+    axis = 0 if dim is None else dim
+    thresh = flat.kthvalue(k, dim=axis, keepdim=True).values
+    below = flat < thresh
+    ties = flat == thresh
+    need = k - below.sum(axis, keepdim=True)
+    mask = below | (ties & (ties.cumsum(axis) <= need))
+    return mask.reshape(scores.shape)
 
 
 def _select_unstructured(
@@ -68,25 +85,27 @@ def _select_unstructured(
         if per_row:
             k = prune_count(i2, s) - prune_count(i1, s)
             if k:
-                idx = torch.topk(block, k, dim=0, largest=False).indices
-                mask_t[:, r0:r1].scatter_(0, idx, True)
+                mask_t[:, r0:r1] = _lowest(block, k, 0)
         else:
             rows = r1 - r0
             k = prune_count(rows * i2, s) - prune_count(rows * i1, s)
             if k:
-                flat = torch.zeros(block.numel(), dtype=torch.bool, device=block.device)
-                flat[torch.topk(block.reshape(-1), k, largest=False).indices] = True
-                mask_t[:, r0:r1] = flat.reshape(block.shape)
+                mask_t[:, r0:r1] = _lowest(block, k, None)
     return mask_t
 
 
-def _loop(w_t: torch.Tensor, coef_t: torch.Tensor, u: torch.Tensor, e_t: torch.Tensor, lo: int, hi: int) -> None:
-    """OBS steps for columns lo:hi of a block: e_i = w_i * m_i / d_i; later columns -= e_i U[i, i+1:]."""
-    last = w_t.shape[0]
-    for i in range(lo, hi):
-        torch.mul(w_t[i], coef_t[i], out=e_t[i])
-        if i + 1 < last:
-            w_t[i + 1 :].addr_(u[i, i + 1 :], e_t[i], alpha=-1)
+def _loop(w_t: torch.Tensor, coef: torch.Tensor, u: torch.Tensor, e_t: torch.Tensor, lo: int) -> None:
+    """OBS steps for columns lo:hi (hi = lo + len(coef), coef = mask / d): e_i = w_i * coef_i and
+    columns i+1:hi get -= e_i U[i, i+1:hi] (two kernels per column, no host syncs); then one GEMM
+    carries the sub-block's errors to the rest of the block (keeps the column loop in cache)."""
+    hi = lo + coef.shape[0]
+    for j in range(coef.shape[0]):
+        i = lo + j
+        torch.mul(w_t[i], coef[j], out=e_t[i])
+        if i + 1 < hi:
+            w_t[i + 1 : hi].addr_(u[i, i + 1 : hi], e_t[i], alpha=-1)
+    if hi < w_t.shape[0]:
+        w_t[hi:].addmm_(u[lo:hi, hi:].t(), e_t[lo:hi], alpha=-1)
 
 
 def _batched_solve(w_t: torch.Tensor, mask_t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -134,16 +153,16 @@ def _prune_rows(
                 e_t = _batched_solve(wb, mask_t, ub)
                 wb.sub_(ub.t() @ e_t)
             else:
-                _loop(wb, mask_t / d, ub, e_t, 0, i2 - i1)
+                coef = mask_t / d
+                for s0 in range(0, i2 - i1, _SUB):
+                    _loop(wb, coef[s0 : s0 + _SUB], ub, e_t, s0)
         else:
             mask_t = torch.zeros_like(wb, dtype=torch.bool)
             for g in range(0, i2 - i1, m):
                 scores = wb[g : g + m].square() / d[g : g + m].square()
                 idx = torch.topk(scores, m - n, dim=0, largest=False).indices
                 mask_t[g : g + m].scatter_(0, idx, True)
-                _loop(wb, mask_t / d, ub, e_t, g, g + m) if False else None
-                coef = mask_t[g : g + m] / d[g : g + m]
-                _loop_group(wb, coef, ub, e_t, g, g + m)
+                _loop(wb, mask_t[g : g + m] / d[g : g + m], ub, e_t, g)
         wb.masked_fill_(mask_t, 0.0)
         mask_all[i1:i2] = mask_t
         loss += e_t.square().sum(0) / 2
@@ -152,9 +171,107 @@ def _prune_rows(
     return mask_all, loss
 
 
-def _loop_group(w_t, coef_g, u, e_t, lo, hi) -> None:
-    last = w_t.shape[0]
-    for j, i in enumerate(range(lo, hi)):
-        torch.mul(w_t[i], coef_g[j], out=e_t[i])
-        if i + 1 < last:
-            w_t[i + 1 :].addr_(u[i, i + 1 :], e_t[i], alpha=-1)
+def _check_args(weights: Sequence[torch.Tensor], H: torch.Tensor, block_size: int, mask_selection: str) -> int:
+    if not weights:
+        raise SparseGPTError("sparsegpt: no weights given")
+    cols = weights[0].shape[-1]
+    for w in weights:
+        if w.dim() != 2 or w.shape[1] != cols:
+            raise SparseGPTError(f"sparsegpt: weights must be 2-D [out, {cols}], got {tuple(w.shape)}")
+    if tuple(H.shape) != (cols, cols):
+        raise SparseGPTError(f"sparsegpt: Hessian must be [{cols}, {cols}], got {tuple(H.shape)}")
+    if block_size < 1:
+        raise SparseGPTError(f"prune.block_size must be >= 1, got {block_size}")
+    if mask_selection not in ("per_block", "per_row"):
+        raise SparseGPTError(f"prune.mask_selection must be per_block or per_row, got {mask_selection!r}")
+    return cols
+
+
+def sparsegpt_prune_group(
+    weights: Sequence[torch.Tensor],
+    H: torch.Tensor,
+    *,
+    sparsities: Sequence[float] | float = 0.5,
+    patterns: Sequence[str | tuple[int, int] | None] | None = None,
+    block_size: int = 128,
+    dampening: float = 0.01,
+    mask_selection: str = "per_block",
+    solver: str = "auto",
+) -> list[PruneResult]:
+    """Prune modules that share one input (and so one H) with one Cholesky and one column loop.
+
+    Each module keeps its own sparsity / N:M pattern and mask selection; the result equals pruning
+    each alone. Modules with different patterns run in separate loops over their stacked rows.
+    `solver`: "loop", "batched" (unstructured only) or "auto" (batched on CUDA, loop on CPU).
+    `seconds` of each result is the group's time split in proportion to the module's rows.
+    """
+    _check_args(weights, H, block_size, mask_selection)
+    k = len(weights)
+    sp = [float(sparsities)] * k if isinstance(sparsities, (int, float)) else [float(s) for s in sparsities]
+    pats = [None] * k if patterns is None else [parse_pattern(p) for p in patterns]
+    if len(sp) != k or len(pats) != k:
+        raise SparseGPTError(f"sparsegpt: {k} weights but {len(sp)} sparsities and {len(pats)} patterns")
+    for s in sp:
+        prune_count(1, s)
+    if solver not in ("auto", "loop", "batched"):
+        raise SparseGPTError(f"sparsegpt: solver must be auto, loop or batched, got {solver!r}")
+    device = weights[0].device
+    t0 = time.perf_counter()
+    u, dead, damp = inverse_hessian_factor(H.to(device), dampening)
+
+    classes: dict[tuple[int, int] | None, list[int]] = {}
+    for idx, p in enumerate(pats):
+        classes.setdefault(p, []).append(idx)
+    out_w: list[torch.Tensor] = [torch.empty(0)] * k
+    out_m: list[torch.Tensor] = [torch.empty(0)] * k
+    losses = [0.0] * k
+    for nm, members in classes.items():
+        w_t = torch.cat([weights[i].detach().to(torch.float32).t() for i in members], dim=1).contiguous()
+        w_t[dead] = 0.0
+        spans, r0 = [], 0
+        for i in members:
+            rows = weights[i].shape[0]
+            spans.append((r0, r0 + rows, sp[i]))
+            r0 += rows
+        use = solver
+        if use == "auto":
+            use = "batched" if (device.type == "cuda" and nm is None) else "loop"
+        if use == "batched" and nm is not None:
+            use = "loop"
+        mask_t, loss = _prune_rows(w_t, u, spans, nm, block_size, mask_selection == "per_row", use)
+        for i, (a, b, _) in zip(members, spans):
+            out_w[i] = w_t[:, a:b].t().contiguous().to(weights[i].dtype)
+            out_m[i] = mask_t[:, a:b].t().contiguous()
+            losses[i] = float(loss[a:b].sum())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - t0
+    total_rows = sum(w.shape[0] for w in weights)
+    return [
+        PruneResult(out_w[i], out_m[i], damp, elapsed * weights[i].shape[0] / total_rows, losses[i])
+        for i in range(k)
+    ]
+
+
+def sparsegpt_prune(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    *,
+    sparsity: float = 0.5,
+    pattern: str | tuple[int, int] | None = None,
+    block_size: int = 128,
+    dampening: float = 0.01,
+    mask_selection: str = "per_block",
+    solver: str = "auto",
+) -> PruneResult:
+    """Prune one weight [out, in] with Hessian H [in, in]; an N:M `pattern` overrides `sparsity`."""
+    return sparsegpt_prune_group(
+        [W],
+        H,
+        sparsities=[sparsity],
+        patterns=[pattern],
+        block_size=block_size,
+        dampening=dampening,
+        mask_selection=mask_selection,
+        solver=solver,
+    )[0]

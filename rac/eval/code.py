@@ -29,7 +29,7 @@ sys.setrecursionlimit(100000)
 
 HUMANEVAL_PRELUDE = "from typing import *\nimport math\n"
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 class CodeTaskError(ValueError):
@@ -53,7 +53,7 @@ def extract_code(completion: str) -> str:
     candidates = python or [body for _, body in blocks]
     candidates = [c for c in candidates if c.strip()]
     if candidates:
-        with_def = [c for c in candidates if re.search(r"^\s*(def|class)\s", c, re.M)]
+        with_def = [c for c in candidates if re.search(r"^\s*(def|class)\s", c, re.MULTILINE)]
         return (with_def or candidates)[-1].rstrip() + "\n"
     return completion
 
@@ -78,7 +78,7 @@ def build_program(record: dict, completion: str) -> tuple[str, str]:
     if kind == "leetcode":
         return code, f"{LEETCODE_PRELUDE}\n{code}\n\n{record['tests']['functional']}\n"
     entry = record["entry_point"]
-    if not re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.M):
+    if not re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
         # the completion continues the prompt's function body
         code = record.get("prompt", "") + completion
     return code, f"{HUMANEVAL_PRELUDE}\n{code}\n\n{record['test']}\n\ncheck({entry})\n"

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _GSM8K = re.compile(r"####\s*([^\n]+)")
-_ANSWER_IS = re.compile(r"answer\s*(?:is|:)\s*:?\s*\$?\s*([^\n]+)", re.I)
+_ANSWER_IS = re.compile(r"answer\s*(?:is|:)\s*:?\s*\$?\s*([^\n]+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
 
 
@@ -87,7 +87,7 @@ def _parse(expr: str) -> list:
 
     try:
         return parse(f"\\boxed{{{expr}}}", parsing_timeout=5)
-    except Exception as exc:  # math_verify raises on pathological input; treat as unparsable
+    except Exception as exc:  # noqa: BLE001 - math_verify raises anything on pathological input
         log.debug("math_verify could not parse %r: %s", expr, exc)
         return []
 
@@ -103,7 +103,7 @@ def answers_match(predicted: str, reference: str) -> bool:
         return False
     try:
         return bool(verify(gold, pred, timeout_seconds=5))
-    except Exception as exc:  # sympy can fail on exotic expressions: not a match
+    except Exception as exc:  # noqa: BLE001 - sympy fails arbitrarily on exotic expressions
         log.debug("math_verify could not compare %r and %r: %s", predicted, reference, exc)
         return False
 

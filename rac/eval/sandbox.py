@@ -76,7 +76,7 @@ def network_namespace_command() -> tuple[str, ...]:
         return ()
     for flags in (("-n",), ("-rn",)):
         try:
-            done = subprocess.run([exe, *flags, "true"], capture_output=True, timeout=10)
+            done = subprocess.run([exe, *flags, "true"], capture_output=True, timeout=10, check=False)
         except (OSError, subprocess.SubprocessError):
             continue
         if done.returncode == 0:
@@ -127,7 +127,8 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
         cmd = [*network_namespace_command(), sys.executable, "-I", script]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, preexec_fn=_limiter(limits), start_new_session=True)
+                                stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=_limiter(limits))  # noqa: PLW1509 - rlimits must apply before exec
         try:
             out, err = proc.communicate(timeout=limits.timeout_s)
             timed_out = False

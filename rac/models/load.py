@@ -6,7 +6,8 @@ the recipe's ``model.trust_remote_code`` says otherwise.
 Model identity (``ModelRef.identity``) is a sha256 over cheap but content-sensitive facts:
 
 * builtin alias: alias name, package name+version, GGUF file name and size;
-* hub id: repo id plus the resolved commit sha (the snapshot folder name), and ``gguf_file``;
+* hub id: repo id plus the resolved commit sha (``ModelRef.revision``; loading is pinned to it), and
+  ``gguf_file``. Only ``config.json`` is fetched to resolve; hub repos without safetensors fail at load;
 * local folder: resolved path, the bytes of ``config.json``, ``generation_config.json``, the
   safetensors index and tokenizer/chat-template files, and (name, size, mtime_ns) of every weight
   file. Editing weights in place changes their mtime, so a stale cache entry is never reused;
@@ -174,21 +175,19 @@ def _resolve_builtin(alias: str) -> ModelRef:
 
 # -- hub ----------------------------------------------------------------------------------------
 def _resolve_hub(repo_id: str, revision: str | None, gguf_file: str | None) -> ModelRef:
+    """Pin a hub id to a commit by fetching only its config (weights are downloaded at load time)."""
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken", "*.py"]
-    patterns += [gguf_file] if gguf_file else ["*.safetensors"]
     try:
-        local = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
+        local = snapshot_download(repo_id, revision=revision, allow_patterns=["config.json"])
     except Exception as exc:  # offline, missing repo, bad revision, gated repo
         raise ModelLoadError(
             f"model.id={repo_id!r} (revision {revision or 'main'}) is not a local path and could not be "
             f"fetched from the Hugging Face hub ({type(exc).__name__}: {exc}). When offline, download "
             "it first or point model.id at a local folder."
         ) from exc
-    folder = Path(local)
-    _check_folder(folder, gguf_file)
-    return ModelRef(str(folder), gguf_file, _digest("hub", repo_id, folder.name, gguf_file), revision)
+    commit = Path(local).name  # snapshots/<commit sha>
+    return ModelRef(repo_id, gguf_file, _digest("hub", repo_id, commit, gguf_file), commit)
 
 
 def resolve_model(spec: dict) -> ModelRef:
@@ -233,6 +232,8 @@ def load_model(spec: dict, device: str, dtype: str | None = None) -> tuple[Any, 
     torch_dtype = _torch_dtype(dtype or spec.get("dtype"))
     trust = bool(spec.get("trust_remote_code", False))
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust}
+    hub = {"revision": ref.revision} if ref.revision else {}
+    kwargs.update(hub)
     if ref.gguf_file:
         kwargs["gguf_file"] = ref.gguf_file
     else:
@@ -240,7 +241,7 @@ def load_model(spec: dict, device: str, dtype: str | None = None) -> tuple[Any, 
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(
-            ref.path, trust_remote_code=trust, **({"gguf_file": ref.gguf_file} if ref.gguf_file else {})
+            ref.path, trust_remote_code=trust, **hub, **({"gguf_file": ref.gguf_file} if ref.gguf_file else {})
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load model.id={spec.get('id')!r} from {ref.path}: {exc}") from exc
@@ -257,7 +258,9 @@ def load_config(spec: dict) -> Any:
 
     ref = resolve_model(spec)
     trust = bool(spec.get("trust_remote_code", False))
-    kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+    kwargs: dict[str, Any] = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+    if ref.revision:
+        kwargs["revision"] = ref.revision
     return AutoConfig.from_pretrained(ref.path, trust_remote_code=trust, **kwargs)
 
 

@@ -1,6 +1,7 @@
 """Hydra-style command-line overrides applied to a plain (unresolved) recipe and its source map.
 
-``a.b=1`` sets an existing key, ``+a.b=1`` adds a new one, ``++a.b=1`` sets either way (creating
+``a.b=1`` sets an existing key (or one the schema defines, e.g. a default the recipe left out),
+``+a.b=1`` adds a new one, ``++a.b=1`` sets either way (creating
 parents), ``~a.b`` deletes a key or a whole section (``~a.b=v`` only when it currently equals v).
 Values are parsed as YAML (``0.4`` -> float, ``[1, 2]`` -> list, ``null`` -> None). List items are
 addressed as ``tasks[0]`` or ``tasks.0``; ``+`` / ``++`` at index ``len`` appends.
@@ -11,16 +12,17 @@ from __future__ import annotations
 import copy
 import difflib
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any
 
 import yaml
 
 from rac.recipe.errors import CLI_FILE, Location, RecipeIssue, json_path
-from rac.recipe.source import PathToken, RecipeLoader, SourceMap, drop_subtree, join_path, split_path, under
+from rac.recipe.source import PathToken, RecipeLoader, SourceMap, drop_subtree, join_path, split_path
 
 _SEGMENT = r"(?:[A-Za-z_][\w-]*|\d+)"
-_OVERRIDE = re.compile(rf"^(~|\+\+|\+)?({_SEGMENT}(?:\.{_SEGMENT}|\[\d+\])*)(?:=(.*))?$", re.S)
+_OVERRIDE = re.compile(rf"^(~|\+\+|\+)?({_SEGMENT}(?:\.{_SEGMENT}|\[\d+\])*)(?:=(.*))?$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class _Bad(Exception):
     """Internal: an override that cannot be applied (message only)."""
 
 
-def as_overrides(items: Sequence[Union[str, Override]]) -> list[Override]:
+def as_overrides(items: Sequence[str | Override]) -> list[Override]:
     """Normalise strings to :class:`Override` with ``<cli>`` locations (line = 1-based index)."""
     out = []
     for i, item in enumerate(items, start=1):
@@ -50,7 +52,7 @@ def parse_value(text: str) -> Any:
     """Parse an override value as YAML; an empty value is the empty string."""
     if text == "":
         return ""
-    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
+    return yaml.load(text, Loader=RecipeLoader)
 
 
 def _suggest(name: str, options: Sequence[str]) -> str:
@@ -96,7 +98,7 @@ def _step(container: Any, tok: PathToken, walked: list[PathToken]) -> PathToken:
 
 
 def _apply_one(data: dict, smap: SourceMap, op: str, tokens: list[PathToken],
-               value: Any, has_value: bool, loc: Location) -> None:
+               value: Any, has_value: bool, loc: Location, known: Callable[[list], bool]) -> None:
     container: Any = data
     walked: list[PathToken] = []
     for tok in tokens[:-1]:
@@ -104,8 +106,8 @@ def _apply_one(data: dict, smap: SourceMap, op: str, tokens: list[PathToken],
         if isinstance(container, list):
             if tok >= len(container):
                 raise _Bad(f"index {tok} out of range for {join_path(walked)!r} ({len(container)} items)")
-        elif tok not in container or container[tok] is None and op in ("+", "++"):
-            if op not in ("+", "++"):
+        elif tok not in container or container[tok] is None and (op in ("+", "++") or known(walked + [tok])):
+            if op not in ("+", "++") and not known(walked + [tok]):
                 raise _Bad(f"key {join_path(walked + [tok])!r} is not in the recipe"
                            f"{_suggest(str(tok), list(container))}; use +{join_path(tokens)}=... to add it")
             container[tok] = {}
@@ -131,7 +133,7 @@ def _apply_one(data: dict, smap: SourceMap, op: str, tokens: list[PathToken],
         if isinstance(container, list):
             _renumber(smap, walked, last)
         return
-    if op == "" and not exists:
+    if op == "" and not exists and not known(path):
         options = list(container) if isinstance(container, dict) else []
         raise _Bad(f"key {name!r} is not in the recipe{_suggest(str(last), options)}; "
                    f"use +{name}=... to add it")
@@ -146,8 +148,13 @@ def _apply_one(data: dict, smap: SourceMap, op: str, tokens: list[PathToken],
     _record(smap, path, value, loc)
 
 
-def apply_overrides(data: dict, smap: SourceMap, overrides: Sequence[Union[str, Override]]) -> list[RecipeIssue]:
-    """Apply overrides in order to ``data`` and ``smap`` (both mutated); returns the problems found."""
+def apply_overrides(data: dict, smap: SourceMap, overrides: Sequence[str | Override],
+                    known: Callable[[list], bool] = lambda tokens: False) -> list[RecipeIssue]:
+    """Apply overrides in order to ``data`` and ``smap`` (both mutated); returns the problems found.
+
+    ``known(tokens)``: whether a missing key may still be set with plain ``key=value`` (keys the
+    schema defines, whose defaults the recipe did not spell out); unknown keys need ``+``.
+    """
     issues: list[RecipeIssue] = []
     for item in as_overrides(overrides):
         loc = item.location or Location(CLI_FILE, 1, 1)
@@ -168,7 +175,7 @@ def apply_overrides(data: dict, smap: SourceMap, overrides: Sequence[Union[str, 
                                                            f"{getattr(exc, 'problem', exc)}"))
             continue
         try:
-            _apply_one(data, smap, op, tokens, value, raw is not None, loc)
+            _apply_one(data, smap, op, tokens, value, raw is not None, loc, known)
         except _Bad as exc:
             issues.append(RecipeIssue(loc, json_path(key), str(exc)))
     return issues

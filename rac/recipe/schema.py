@@ -75,3 +75,27 @@ def fill_defaults(recipe: dict, schema: dict | None = None) -> dict:
             if section in out and out[section] is None:
                 del out[section]
     return out
+
+
+def schema_knows(tokens: list) -> bool:
+    """Whether a recipe path (tokens: str keys, int list indices) is defined by the schema.
+
+    List items under ``oneOf`` (evaluate tasks) accept a key defined by any branch.
+    """
+    root = recipe_schema()
+    frontier = [root]
+    for tok in tokens:
+        nxt = []
+        for schema in frontier:
+            schema = deref(schema, root)
+            for option in [schema] + list(schema.get("oneOf", [])) + list(schema.get("anyOf", [])):
+                option = deref(option, root)
+                if isinstance(tok, int) or (isinstance(tok, str) and tok.isdigit()):
+                    if isinstance(option.get("items"), dict):
+                        nxt.append(option["items"])
+                elif tok in option.get("properties", {}):
+                    nxt.append(option["properties"][tok])
+        if not nxt:
+            return False
+        frontier = nxt
+    return True

@@ -16,10 +16,12 @@ import yaml
 from rac.recipe.errors import Location, RecipeError, RecipeIssue, json_path
 
 SourceMap = dict[str, Location]
-PathToken = Union[str, int]
+PathToken = Union[str, int]  # noqa: UP007 - runtime alias, Python 3.10
 
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -27,9 +29,17 @@ class RecipeLoader(yaml.SafeLoader):
 
 
 RecipeLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _TIMESTAMP]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_TIMESTAMP, _INT, _FLOAT)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# YAML 1.1 reads "2:4" as the base-60 integer 124; recipes need it as the N:M string.
+RecipeLoader.add_implicit_resolver(
+    _INT, re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+RecipeLoader.add_implicit_resolver(  # also YAML 1.2 floats such as 1e-3
+    _FLOAT, re.compile(r"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"
+                       r"|[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
 
 
 def join_path(tokens: tuple[PathToken, ...] | list[PathToken]) -> str:
@@ -58,7 +68,7 @@ def under(path: str, prefix: str) -> bool:
     """True when ``path`` is ``prefix`` or lies inside it."""
     if not prefix:
         return True
-    return path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "[")
+    return path == prefix or path.startswith((prefix + ".", prefix + "["))
 
 
 def drop_subtree(smap: SourceMap, prefix: str, keep_root: bool = False) -> None:

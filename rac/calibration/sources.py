@@ -1,0 +1,90 @@
+"""Recipe calibration sources as ordered prompt/document items, and budget shares by weight.
+
+Each source's records are shuffled once with the calibration seed (a fixed order per seed), so the
+rollout stage and the mix walk the same sequence and a larger budget only ever extends a smaller one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from rac.calibration.datasets import (
+    BUILTIN_DATASETS,
+    DatasetError,
+    extract_reference_answer,
+    load_records,
+    source_fields,
+)
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One problem (or document) of a calibration source."""
+
+    source: int  # position of the source in ``calibration.sources``
+    record: int  # index of the record in the source file
+    text: str
+    answer: Any  # reference final answer, None when the source has none
+
+
+def source_label(source: dict) -> str:
+    """Short human name of a source (dataset name or path)."""
+    return str(source.get("dataset") or source.get("path") or "?")
+
+
+def source_items(source: dict, source_index: int, seed: int) -> list[SourceItem]:
+    """All usable items of ``source`` in the seeded order (empty problems are skipped)."""
+    records = load_records(source)
+    field, answer_field = source_fields(source)
+    if not field:
+        raise DatasetError(f"calibration source {source_label(source)!r}: `field` (the prompt/text field) is required")
+    info = BUILTIN_DATASETS.get(source.get("dataset") or "")
+    order = list(range(len(records)))
+    random.Random(f"{seed}:{source_index}:{source_label(source)}").shuffle(order)
+    items = []
+    for index in order:
+        text = records[index][field]
+        if not isinstance(text, str):
+            raise DatasetError(
+                f"{source_label(source)}: field {field!r} of record {index} is {type(text).__name__}, not text"
+            )
+        if text.strip():
+            answer = extract_reference_answer(records[index], info, answer_field) if answer_field else None
+            items.append(SourceItem(source_index, index, text, answer))
+    return items
+
+
+def source_weights(sources: list[dict]) -> list[float]:
+    """Normalised weights of the sources (missing weight = 1); they must be positive."""
+    if not sources:
+        raise DatasetError("calibration.sources is empty: name at least one source")
+    raw = [float(s.get("weight", 1.0) if s.get("weight") is not None else 1.0) for s in sources]
+    if any(w <= 0 for w in raw):
+        raise DatasetError(f"calibration.sources: every weight must be > 0, got {raw}")
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def split_budget(total: int, weights: list[float]) -> list[int]:
+    """Integer shares of ``total`` proportional to ``weights`` (largest remainder; they sum to total)."""
+    exact = [total * w for w in weights]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def budget_of(calib_cfg: dict) -> tuple[str, int]:
+    """``("prompts", n)`` when ``calibration.budget.prompts`` is set (it wins over a default token
+    budget), else ``("tokens", n)``."""
+    budget = calib_cfg.get("budget") or {}
+    tokens, prompts = budget.get("tokens"), budget.get("prompts")
+    if tokens is None and prompts is None:
+        raise DatasetError("calibration.budget: set `tokens` or `prompts`")
+    unit, value = ("prompts", prompts) if prompts is not None else ("tokens", tokens)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DatasetError(f"calibration.budget.{unit} must be a positive integer, got {value!r}")
+    return unit, value

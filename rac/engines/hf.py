@@ -1,0 +1,134 @@
+"""Generation with transformers ``generate``: batched, left-padded, KV-cached, CPU or CUDA.
+
+Reproducibility: every batch is sampled under its own seed derived from ``sampling.seed`` and the
+batch index (inside a forked RNG, so the caller's global RNG is untouched); the same prompts, seed
+and batch size give the same tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from rac.engines.base import EngineError, Generation, SamplingConfig, eos_token_ids
+
+if TYPE_CHECKING:
+    from rac.engine.stage import ProgressReporter
+
+log = logging.getLogger(__name__)
+
+
+class HFEngine:
+    """Engine over an already loaded ``(model, tokenizer)``; evaluation reuses its model this way."""
+
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise EngineError(f"hf engine: batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size)
+        self.eos_ids = eos_token_ids(tokenizer, model)
+        if not self.eos_ids:
+            raise EngineError("hf engine: the tokenizer/model define no EOS token; generation could not stop")
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad) if pad is not None else min(self.eos_ids)
+        self.last_stats: dict[str, float] = {}
+
+    @classmethod
+    def from_spec(cls, model_spec: dict, device: str, dtype: str | None, options: dict) -> "HFEngine":
+        """Load the model of a recipe ``model`` section and wrap it."""
+        from rac.models.load import load_model
+
+        model, tokenizer = load_model(model_spec, device, dtype)
+        return cls(model, tokenizer, batch_size=int(options.get("batch_size", 16)))
+
+    def version(self) -> str:
+        import transformers
+
+        return f"transformers {transformers.__version__}, torch {torch.__version__}"
+
+    def close(self) -> None:
+        """Nothing to release: the model belongs to whoever passed it in."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(
+        self, prompts: list[list[int]], sampling: SamplingConfig, progress: "ProgressReporter | None" = None
+    ) -> list[list[Generation]]:
+        """``sampling.n`` completions for every prompt, in prompt order.
+
+        Jobs (prompt, sample) are sorted by prompt length, longest first, so a batch holds prompts of
+        similar length (little padding) and an out-of-memory shows up in the first batch.
+        """
+        if any(len(p) == 0 for p in prompts):
+            raise EngineError("hf engine: empty prompt (0 tokens)")
+        jobs = [(i, s) for i in range(len(prompts)) for s in range(sampling.n)]
+        jobs.sort(key=lambda job: (-len(prompts[job[0]]), job))
+        results: list[list[Generation | None]] = [[None] * sampling.n for _ in prompts]
+        handle = progress.task("generating (hf)", total=len(jobs)) if progress else None
+        start, produced = time.perf_counter(), 0
+        try:
+            for index, offset in enumerate(range(0, len(jobs), self.batch_size)):
+                batch = jobs[offset : offset + self.batch_size]
+                seed = (sampling.seed * 1_000_003 + index) % (2**63)
+                outs = self._generate_batch([prompts[i] for i, _ in batch], sampling, seed)
+                for (i, s), gen in zip(batch, outs):
+                    results[i][s] = gen
+                    produced += len(gen.completion_ids)
+                if handle:
+                    handle.advance(len(batch))
+        finally:
+            if handle:
+                handle.close()
+        seconds = time.perf_counter() - start
+        self.last_stats = {"seconds": seconds, "tokens": produced, "tokens_per_s": produced / max(seconds, 1e-9)}
+        return [[g for g in row if g is not None] for row in results]
+
+    def _generation_kwargs(self, sampling: SamplingConfig) -> dict:
+        from transformers import GenerationConfig
+
+        sample = sampling.temperature > 0
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=sample,
+            temperature=sampling.temperature if sample else 1.0,
+            top_p=sampling.top_p if sample else 1.0,
+            top_k=sampling.top_k if sample else 0,
+            pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids),
+            use_cache=True,
+        )
+        return {"generation_config": config}
+
+    @torch.inference_mode()
+    def _generate_batch(self, prompts: list[list[int]], sampling: SamplingConfig, seed: int) -> list[Generation]:
+        """One left-padded batch through ``model.generate``; cut each row at its first EOS."""
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt) :] = 1
+        device = self.device
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = self.model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), **self._generation_kwargs(sampling)
+            )
+        new = out[:, width:].tolist()
+        generations = []
+        for prompt, row in zip(prompts, new):
+            stop = next((k for k, tok in enumerate(row) if tok in self.eos_ids), None)
+            completion = row[: stop + 1] if stop is not None else row[: sampling.max_new_tokens]
+            reason = "stop" if stop is not None else "length"
+            text = self.tokenizer.decode(completion, skip_special_tokens=True)
+            generations.append(Generation(list(prompt), completion, text, reason))
+        return generations

@@ -1,0 +1,146 @@
+"""Decode-fidelity probe (paper Section 5.1, Figure 2).
+
+For each held-out problem the DENSE model's greedy rollout (at most ``t_max`` tokens, up to and
+including EOS) is appended to the prompt; this fixed sequence is teacher-forced through the dense
+and the compressed model. Per token position t (0-based over prompt + rollout):
+
+- ``abs_error[t] = ||h_c[t] - h_d[t]||_2`` with ``h`` the last-layer hidden state after the final
+  norm (``output_hidden_states[-1]``), ``rel_error[t] = abs_error[t] / ||h_d[t]||_2``;
+- ``nll[t] = -log p_c(z_t | z_<t)`` of the dense sequence's token under the compressed model
+  (``nll[0] = 0``: the first token has no prediction and is excluded from the means).
+
+Prompt positions are ``t < prompt_len``, decode positions ``t >= prompt_len``. The dense part
+(rollouts, hidden states, dense NLL) is computed once by :func:`dense_reference` and can be cached.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_LOGIT_CHUNK = 1024
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def greedy_rollouts(model, tokenizer, prompts: list[list[int]], t_max: int, batch_size: int = 8) -> list[list[int]]:
+    """Greedy completions (token ids, cut after the first EOS) of ``prompts``, left-padded batches."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
+    device = _device(model)
+    out: list[list[int]] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        width = max(len(p) for p in batch)
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+        gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=t_max,
+                             min_new_tokens=1, pad_token_id=pad, eos_token_id=eos, num_beams=1)
+        for row in gen[:, width:].tolist():
+            if eos is not None and eos in row:
+                row = row[:row.index(eos) + 1]
+            out.append(row)
+    return out
+
+
+@torch.no_grad()
+def token_states(model, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(final-norm hidden states [T, H] float32, NLL of each token given its prefix [T], nll[0]=0)."""
+    inputs = torch.tensor([ids], device=_device(model))
+    output = model(input_ids=inputs, output_hidden_states=True, logits_to_keep=1)
+    hidden = output.hidden_states[-1][0]
+    head = model.get_output_embeddings()
+    nll = torch.zeros(len(ids), dtype=torch.float32)
+    targets = inputs[0, 1:]
+    for lo in range(0, len(ids) - 1, _LOGIT_CHUNK):
+        hi = min(lo + _LOGIT_CHUNK, len(ids) - 1)
+        logp = torch.log_softmax(head(hidden[lo:hi]).float(), dim=-1)
+        nll[lo + 1:hi + 1] = -logp.gather(-1, targets[lo:hi, None])[:, 0].cpu()
+    return hidden.float().cpu(), nll
+
+
+def dense_reference(dense, tokenizer, prompts: list[list[int]], t_max: int, batch_size: int = 8) -> dict[str, torch.Tensor]:
+    """Rollouts and dense per-token states, flat with offsets (the cacheable half of the probe)."""
+    if not prompts:
+        raise ValueError("probe needs at least one prompt")
+    rollouts = greedy_rollouts(dense, tokenizer, prompts, t_max, batch_size)
+    ids, hidden, nll, offsets = [], [], [], [0]
+    for prompt, rollout in zip(prompts, rollouts):
+        seq = list(prompt) + rollout
+        h, n = token_states(dense, seq)
+        ids.append(torch.tensor(seq, dtype=torch.int64))
+        hidden.append(h)
+        nll.append(n)
+        offsets.append(offsets[-1] + len(seq))
+    return {
+        "input_ids": torch.cat(ids),
+        "offsets": torch.tensor(offsets, dtype=torch.int64),
+        "prompt_len": torch.tensor([len(p) for p in prompts], dtype=torch.int64),
+        "hidden": torch.cat(hidden),
+        "dense_nll": torch.cat(nll),
+    }
+
+
+def compare(compressed, reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-token errors and NLL of ``compressed`` on the reference sequences (flat, same offsets)."""
+    offsets = reference["offsets"].tolist()
+    abs_err, rel_err, nll = [], [], []
+    for i in range(len(offsets) - 1):
+        lo, hi = offsets[i], offsets[i + 1]
+        h_c, n_c = token_states(compressed, reference["input_ids"][lo:hi].tolist())
+        h_d = reference["hidden"][lo:hi]
+        err = torch.linalg.vector_norm(h_c - h_d, dim=-1)
+        abs_err.append(err)
+        rel_err.append(err / torch.linalg.vector_norm(h_d, dim=-1).clamp_min(1e-12))
+        nll.append(n_c)
+    return {
+        "abs_error": torch.cat(abs_err),
+        "rel_error": torch.cat(rel_err),
+        "nll": torch.cat(nll),
+        "dense_nll": reference["dense_nll"],
+        "offsets": reference["offsets"],
+        "prompt_len": reference["prompt_len"],
+    }
+
+
+def _masks(arrays: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    offsets, prompt_len = arrays["offsets"].tolist(), arrays["prompt_len"].tolist()
+    total = offsets[-1]
+    prompt = torch.zeros(total, dtype=torch.bool)
+    first = torch.zeros(total, dtype=torch.bool)
+    for i, plen in enumerate(prompt_len):
+        prompt[offsets[i]:offsets[i] + plen] = True
+        first[offsets[i]] = True
+    return prompt, ~prompt, first
+
+
+def _mean(values: torch.Tensor, mask: torch.Tensor) -> float | None:
+    return float(values[mask].double().mean()) if bool(mask.any()) else None
+
+
+def summarize_probe(arrays: dict[str, torch.Tensor], t_max: int) -> dict:
+    """Mean errors and NLL on prompt and decode positions (the probe task's metrics)."""
+    prompt, decode, first = _masks(arrays)
+    scored = ~first
+    lengths = (arrays["offsets"][1:] - arrays["offsets"][:-1]) - arrays["prompt_len"]
+    return {
+        "n_problems": int(arrays["prompt_len"].numel()),
+        "t_max": t_max,
+        "mean_decode_length": float(lengths.double().mean()),
+        "prompt_error": _mean(arrays["abs_error"], prompt),
+        "decode_error": _mean(arrays["abs_error"], decode),
+        "prompt_rel_error": _mean(arrays["rel_error"], prompt),
+        "decode_rel_error": _mean(arrays["rel_error"], decode),
+        "prompt_nll": _mean(arrays["nll"], prompt & scored),
+        "decode_nll": _mean(arrays["nll"], decode),
+        "dense_prompt_nll": _mean(arrays["dense_nll"], prompt & scored),
+        "dense_decode_nll": _mean(arrays["dense_nll"], decode),
+    }
+
+
+def probe(dense, compressed, tokenizer, prompts: list[list[int]], t_max: int) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(summary metrics, per-token arrays) of ``compressed`` against ``dense`` on ``prompts``."""
+    arrays = compare(compressed, dense_reference(dense, tokenizer, prompts, t_max))
+    return summarize_probe(arrays, t_max), arrays

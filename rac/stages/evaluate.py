@@ -1,0 +1,256 @@
+"""Evaluate stage: math / code benchmarks, lm-eval tasks, the decode-fidelity probe and throughput.
+
+The evaluated model is the recipe's model with every upstream artifact (prune, quantize) overlaid;
+a dense baseline has no upstream artifacts. Task-level generation keys (max_new_tokens, samples,
+temperature, top_p, limit) default to the ``evaluate``-level ones. Problems are the first ``limit``
+records of the data set (probe: starting at ``offset``), rendered exactly like calibration prompts.
+Outputs: ``metrics.json`` ({task: metrics}), ``records/<task>.jsonl``, ``probe/<task>.safetensors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rac.engine.cache import atomic_write_json
+from rac.engine.stage import Stage, StageContext
+
+PROBE_VERSION = "1"
+HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Answer with the complete function in a "
+                         "```python code block.\n\n```python\n{prompt}```")
+
+
+class EvaluateError(ValueError):
+    """An evaluate task is misconfigured (unknown type, missing data field, ...)."""
+
+
+def task_settings(evaluate: dict, task: dict) -> dict:
+    """The task with unset generation keys taken from the evaluate section."""
+    merged = dict(task)
+    for key, default in (("max_new_tokens", 4096), ("temperature", 0.6), ("top_p", 0.95), ("samples", 1),
+                         ("limit", None), ("batch_size", 16), ("engine", "hf")):
+        if merged.get(key) is None:
+            merged[key] = evaluate.get(key, default)
+    return merged
+
+
+def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
+    """(records, problem field, answer field) of a task's data set, limited and offset."""
+    from rac.calibration.datasets import load_records, source_fields
+
+    source = {"dataset": task.get("dataset"), "path": task.get("path"), "split": task.get("split") or "test",
+              "field": task.get("field"), "answer_field": task.get("answer_field")}
+    if not source["dataset"] and not source["path"]:
+        raise EvaluateError(f"evaluate.tasks[{task['name']}]: needs `dataset` or `path`")
+    records = load_records(source)
+    field, answer_field = source_fields(source)
+    if task["type"] == "math" and (not field or not answer_field):
+        raise EvaluateError(f"evaluate.tasks[{task['name']}]: a math task needs `field` and `answer_field`")
+    start = int(task.get("offset") or 0)
+    limit = task.get("limit")
+    return records[start:start + limit if limit else None], field or "", answer_field
+
+
+def _problem_id(record: dict, index: int) -> str:
+    return str(record.get("task_id") or record.get("unique_id") or record.get("id") or index)
+
+
+def _problem_text(record: dict, field: str) -> str:
+    if "entry_point" in record and "test" in record:  # HumanEval: ask a chat model for the whole function
+        return HUMANEVAL_INSTRUCTION.format(prompt=record["prompt"])
+    return str(record[field])
+
+
+def _engine(ctx: StageContext, model: Any, tokenizer: Any, task: dict, workdir: Path):
+    from rac.engines.base import get_engine
+    from rac.engines.hf import HFEngine
+
+    if task["engine"] == "hf":
+        return HFEngine(model, tokenizer, batch_size=int(task["batch_size"]))
+    spec = dict(ctx.recipe["model"])
+    if ctx.inputs:  # vLLM loads from disk: write the compressed model once
+        from rac.stages.export import write_compressed_tensors
+
+        folder = workdir / "model"
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            if "quantize" in ctx.inputs:
+                model.config.save_pretrained(str(folder))
+                write_compressed_tensors(_dense_copy_with(ctx, "prune"), ctx.inputs["quantize"], folder)
+            else:
+                model.save_pretrained(str(folder), safe_serialization=True)
+            tokenizer.save_pretrained(str(folder))
+        spec.update({"id": str(folder), "gguf_file": None, "revision": None})
+    return get_engine(task["engine"], spec, ctx.device, spec.get("dtype"), {"batch_size": int(task["batch_size"])})
+
+
+def _dense_copy_with(ctx: StageContext, *stages: str, dtype: str | None = None):
+    from rac.models.load import apply_weights, load_model
+
+    model, _ = load_model(ctx.recipe["model"], ctx.device, dtype)
+    apply_weights(model, *[ctx.inputs[s] for s in stages if s in ctx.inputs])
+    return model
+
+
+def _generate(ctx: StageContext, engine: Any, tokenizer: Any, texts: list[str], task: dict):
+    from rac.calibration.render import render_prompt
+    from rac.engines.base import SamplingConfig
+
+    render_cfg = (ctx.recipe.get("calibration") or {}).get("render") or {}
+    prompts = [render_prompt(tokenizer, text, render_cfg) for text in texts]
+    sampling = SamplingConfig(max_new_tokens=int(task["max_new_tokens"]), temperature=float(task["temperature"]),
+                              top_p=float(task["top_p"]), seed=int((ctx.recipe.get("run") or {}).get("seed", 0)),
+                              n=int(task["samples"]))
+    start = time.perf_counter()
+    outputs = engine.generate(prompts, sampling, progress=ctx.progress)
+    return outputs, time.perf_counter() - start
+
+
+def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: Any) -> tuple[dict, list[dict]]:
+    """Math or code task: generate, grade every sample, summarize."""
+    from rac.eval.math import grade, summarize
+
+    problems, field, answer_field = load_problems(task)
+    outputs, wall = _generate(ctx, engine, tokenizer, [_problem_text(r, field) for r in problems], task)
+    records: list[dict] = []
+    extra: dict = {}
+    if task["type"] == "code":
+        from rac.eval.code import grade_code
+        from rac.eval.sandbox import SandboxLimits, isolation_summary
+
+        limits = SandboxLimits(timeout_s=float(task.get("timeout_s") or 10), memory_mb=int(task.get("memory_mb") or 1024))
+        extra["sandbox"] = isolation_summary()
+    for index, (record, gens) in enumerate(zip(problems, outputs)):
+        for sample, gen in enumerate(gens):
+            row = {"id": _problem_id(record, index), "sample": sample, "length": len(gen.completion_ids),
+                   "finish_reason": gen.finish_reason}
+            if task["type"] == "math":
+                result = grade(gen.text, record[answer_field])
+                row.update(answer=str(record[answer_field]).rsplit("####", 1)[-1].strip(),
+                           extracted=result.extracted, correct=result.correct)
+            else:
+                code = grade_code(record, gen.text, limits)
+                row.update(answer=None, extracted=code.extracted, correct=code.passed, status=code.status,
+                           error=code.error)
+            records.append(row)
+    metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, int(task["max_new_tokens"])), **extra}
+    return metrics, records
+
+
+def _probe_key(ctx: StageContext, prompts: list[list[int]], t_max: int) -> str:
+    render_cfg = (ctx.recipe.get("calibration") or {}).get("render") or {}
+    blob = json.dumps({"v": PROBE_VERSION, "model": ctx.model_identity, "prompts": prompts, "t_max": t_max,
+                       "render": render_cfg, "dtype": ctx.recipe["model"].get("dtype")}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) -> tuple[dict, dict]:
+    """Decode-fidelity probe; the dense half comes from the blob cache when another run made it."""
+    from rac.calibration.render import render_prompt
+    from rac.eval.probe import compare, dense_reference, summarize_probe
+
+    problems, field, _ = load_problems({**task, "dataset": task.get("dataset") or "gsm8k_test",
+                                        "limit": task.get("limit") or 16})
+    render_cfg = (ctx.recipe.get("calibration") or {}).get("render") or {}
+    prompts = [render_prompt(tokenizer, _problem_text(r, field), render_cfg) for r in problems]
+    t_max = int(task.get("t_max") or 256)
+    key = _probe_key(ctx, prompts, t_max)
+    hit = ctx.cache.get_blob("probe_dense", key)
+    if hit is not None:
+        reference, cached = hit[0], True
+    else:
+        dense = _dense_copy_with(ctx) if ctx.inputs else model
+        reference, cached = dense_reference(dense, tokenizer, prompts, t_max, int(task["batch_size"])), False
+        ctx.cache.put_blob("probe_dense", key, reference, {"t_max": t_max, "n_problems": len(prompts)})
+        del dense
+    arrays = compare(model, reference)
+    return {"type": "probe", "status": "ok", "dense_cache_hit": cached, **summarize_probe(arrays, t_max)}, arrays
+
+
+def run_throughput_task(ctx: StageContext, task: dict) -> dict:
+    """Dense vs compressed tokens/s per phase (bfloat16 models on CUDA, the recipe dtype on CPU)."""
+    from rac.eval.throughput import kernelize, measure_phases
+
+    dtype = "bfloat16" if ctx.device.startswith("cuda") else None
+    shape = {k: int(task.get(k) or d) for k, d in (("batch_size", 16), ("prompt_len", 128), ("decode_len", 128))}
+    repeats = int(task.get("repeats") or 3)
+    variants: dict[str, dict] = {}
+    for label, stages in (("dense", ()), ("compressed", ("prune", "quantize"))):
+        if label == "compressed" and not ctx.inputs:
+            break
+        model = _dense_copy_with(ctx, *stages, dtype=dtype)
+        kernel = "fp8" if "quantize" in ctx.inputs else "2:4" if "prune" in ctx.inputs else "none"
+        report = kernelize(model, kernel if label == "compressed" else "none")
+        variants[label] = {**measure_phases(model, repeats=repeats, **shape), **report}
+        del model
+    speedup = {}
+    if "compressed" in variants:
+        for phase in ("prefill", "decode"):
+            dense = variants["dense"][f"{phase}_tokens_per_s"]
+            speedup[phase] = variants["compressed"][f"{phase}_tokens_per_s"] / dense if dense else None
+    return {"type": "throughput", "status": "ok", "device": ctx.device, "dtype": dtype or ctx.recipe["model"].get("dtype"),
+            **shape, "repeats": repeats, "variants": variants, "speedup": speedup}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, default=str) + "\n" for row in rows))
+
+
+def run(ctx: StageContext) -> dict:
+    from safetensors.torch import save_file
+
+    from rac.eval.lm_eval import run_lm_eval
+    from rac.models.load import apply_weights, load_model
+
+    evaluate = ctx.recipe.get("evaluate") or {}
+    tasks = [task_settings(evaluate, t) for t in evaluate.get("tasks") or []]
+    names = [t["name"] for t in tasks]
+    if len(set(names)) != len(names):
+        raise EvaluateError(f"evaluate.tasks: task names must be unique, got {names}")
+    model, tokenizer = load_model(ctx.recipe["model"], ctx.device)
+    apply_weights(model, *[ctx.inputs[s] for s in ("prune", "quantize") if s in ctx.inputs])
+    out = Path(ctx.out_dir)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="rac-eval-") as workdir:
+        for task in tasks:
+            ctx.log.info("evaluate task %s (%s)", task["name"], task["type"])
+            start = time.perf_counter()
+            if task["type"] in ("math", "code"):
+                engine = _engine(ctx, model, tokenizer, task, Path(workdir))
+                try:
+                    metrics, records = run_generation_task(ctx, task, engine, tokenizer)
+                finally:
+                    engine.close()
+                _write_jsonl(out / "records" / f"{task['name']}.jsonl", records)
+            elif task["type"] == "probe":
+                metrics, arrays = run_probe_task(ctx, task, model, tokenizer)
+                (out / "probe").mkdir(exist_ok=True)
+                save_file({k: v.contiguous() for k, v in arrays.items()}, str(out / "probe" / f"{task['name']}.safetensors"))
+                metrics["arrays"] = f"probe/{task['name']}.safetensors"
+            elif task["type"] == "lm_eval":
+                metrics = run_lm_eval(model, tokenizer, task["task"], limit=task.get("limit"),
+                                      batch_size=int(task["batch_size"]), num_fewshot=task.get("num_fewshot"))
+            elif task["type"] == "throughput":
+                metrics = run_throughput_task(ctx, task)
+            else:
+                raise EvaluateError(f"evaluate.tasks[{task['name']}]: unknown type {task['type']!r}")
+            metrics["seconds"] = round(time.perf_counter() - start, 3)
+            results[task["name"]] = metrics
+    atomic_write_json(out / "metrics.json", results)
+    return results
+
+
+STAGE = Stage(
+    name="evaluate",
+    needs=("prune", "quantize"),
+    reads=("model", "evaluate", "calibration.render"),
+    version="1",
+    run=run,
+    enabled=lambda r: bool((r.get("evaluate") or {}).get("tasks")),
+    description="benchmarks, decode-fidelity probe and throughput of the compressed model",
+)

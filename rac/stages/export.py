@@ -1,0 +1,136 @@
+"""Stage `export`: a Hugging Face folder of the compressed model.
+
+`hf`: safetensors + config + generation config + tokenizer/chat template, loadable by
+`AutoModelForCausalLM.from_pretrained`. `compressed-tensors`: FP8 W8A8 in the compressed-tensors
+layout (fp8 `weight` + per-channel `weight_scale`, `quantization_config` with quant_method
+compressed-tensors, dynamic per-token activations) that vLLM and transformers load.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rac.engine.stage import Stage, StageContext
+
+FORMATS = ("hf", "compressed-tensors")
+
+
+class ExportError(ValueError):
+    """Export settings that cannot produce a loadable model."""
+
+
+def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without tied duplicates (lm_head tied to the embedding is stored once)."""
+    seen: dict[tuple, str] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tensor.dtype)
+        if tensor.numel() and key in seen:
+            continue
+        seen[key] = name
+        out[name] = tensor.detach().contiguous().cpu()
+    return out
+
+
+def quantization_config(ignore: list[str]) -> dict:
+    """compressed-tensors `quantization_config` for FP8 W8A8: channel-wise static weights,
+    dynamic per-token activations, every Linear except `ignore`."""
+    import compressed_tensors
+    from compressed_tensors.config import CompressionFormat
+    from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme, QuantizationStatus
+    from compressed_tensors.quantization.quant_scheme import FP8_DYNAMIC
+
+    qc = QuantizationConfig(
+        config_groups={"group_0": QuantizationScheme(targets=["Linear"], **FP8_DYNAMIC)},
+        ignore=ignore,
+        format=CompressionFormat.float_quantized.value,
+        quantization_status=QuantizationStatus.COMPRESSED,
+    )
+    return {
+        "version": compressed_tensors.__version__,
+        "quant_method": "compressed-tensors",
+        "sparsity_config": {},
+        "transform_config": {},
+        **qc.model_dump(exclude=["quant_method"]),
+    }
+
+
+def write_compressed_tensors(model: nn.Module, quantize_dir: Path, out: Path) -> dict:
+    """Write model weights with the FP8 modules of `quantize_dir` replacing their dense weights."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    fp8 = load_file(str(Path(quantize_dir) / "weights.safetensors"))
+    quantized = sorted(k[: -len(".weight_scale")] for k in fp8 if k.endswith(".weight_scale"))
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    missing = [n for n in quantized if n not in linears]
+    if missing:
+        raise ExportError(f"{quantize_dir}/weights.safetensors: {missing[0]!r} is not a linear layer of the model")
+    state = _state_dict(model)
+    for name in quantized:
+        state[f"{name}.weight"] = fp8[f"{name}.weight"].contiguous()
+        state[f"{name}.weight_scale"] = fp8[f"{name}.weight_scale"].to(torch.float32).reshape(-1, 1).contiguous()
+    ignore = [n for n in linears if n not in set(quantized)]
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config_file = out / "config.json"
+    config = json.loads(config_file.read_text())
+    config["quantization_config"] = quantization_config(ignore)
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    return {"quantized_modules": len(quantized), "ignored": ignore}
+
+
+def run(ctx: StageContext) -> dict:
+    from rac.models.load import apply_weights, load_model
+
+    cfg = ctx.recipe.get("export") or {}
+    fmt = cfg.get("format", "hf")
+    if fmt not in FORMATS:
+        raise ExportError(f"export.format: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    quantize_dir = ctx.inputs.get("quantize")
+    if quantize_dir is not None and fmt != "compressed-tensors":
+        raise ExportError("export.format: an FP8-quantized model needs format 'compressed-tensors', not 'hf'")
+    if quantize_dir is None and fmt == "compressed-tensors":
+        raise ExportError("export.format 'compressed-tensors' needs a `quantize` section (FP8); use 'hf' for dense")
+    t0 = time.perf_counter()
+    out = Path(ctx.out_dir)
+    model, tokenizer = load_model(ctx.recipe["model"], "cpu")
+    if ctx.inputs.get("prune") is not None:
+        apply_weights(model, ctx.inputs["prune"])
+    summary: dict = {"format": fmt}
+    if fmt == "hf":
+        model.save_pretrained(str(out), safe_serialization=True)
+    else:
+        model.config.save_pretrained(str(out))
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(str(out))
+        summary.update(write_compressed_tensors(model, Path(quantize_dir), out))
+        summary["ignored"] = len(summary["ignored"])
+    tokenizer.save_pretrained(str(out))
+    target = cfg.get("path")
+    if target:
+        target = Path(target)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(out, target)
+    summary["path"] = str(target or out)
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    ctx.log.info("exported %s model to %s", fmt, summary["path"])
+    return summary
+
+
+STAGE = Stage(
+    name="export",
+    needs=("prune", "quantize"),
+    reads=("export", "model", "prune", "quantize"),
+    version="1",
+    run=run,
+    enabled=lambda r: bool(r.get("export")),
+    cached=False,
+    description="Hugging Face / compressed-tensors export",
+)

@@ -1,0 +1,147 @@
+"""Stage ``hessian``: build and save the calibration set, and precompute the Hessians that are exact
+whatever gets pruned (every block in dense-input mode; block 0 in sequential mode).
+
+Hessian cache keys (shared with the prune stage). A Hessian of (block l, input key g) is keyed by
+
+    sha256(HESSIAN_VERSION, calibration fingerprint, model identity, model dtype, replay batch size,
+           l, g, upstream digest)
+
+* calibration fingerprint = sha256 of ``calibration.safetensors`` (token ids, offsets, per-token
+  weights and kinds: the prompt/decode weights are part of it);
+* upstream digest = a running hash over every module pruned upstream of that input: in sequential
+  mode all pruned modules of blocks < l plus the groups of block l pruned before g (with method,
+  sparsity, pattern and the algorithm's settings); in dense-input mode it is empty. A module left
+  dense adds nothing, so a run pruning only later blocks reuses the dense Hessians of earlier ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rac.engine.cache import file_sha256
+from rac.engine.stage import Stage, StageContext
+
+HESSIAN_KIND = "hessian"
+HESSIAN_VERSION = "1"
+EMPTY_UPSTREAM = "dense"
+
+
+def _sha(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def calibration_fingerprint(hessian_dir: Path) -> str:
+    """sha256 of the calibration tensors in a hessian artifact (or its temp dir)."""
+    from rac.calibration.mix import CALIB_TENSORS
+
+    return file_sha256(Path(hessian_dir) / CALIB_TENSORS)
+
+
+def model_identity(ctx: StageContext) -> str:
+    """The engine's model identity, resolved here when the context does not carry one."""
+    if ctx.model_identity:
+        return ctx.model_identity
+    from rac.models.load import resolve_model
+
+    return resolve_model(ctx.recipe["model"]).identity
+
+
+def base_key(calib_fp: str, identity: str, recipe: dict) -> str:
+    """What every Hessian of one calibration replay depends on besides its position and upstream."""
+    model = recipe.get("model") or {}
+    batch_size = int((recipe.get("prune") or {}).get("batch_size", 8))
+    return _sha(HESSIAN_VERSION, calib_fp, identity, model.get("dtype") or "float32", batch_size)
+
+
+def hessian_key(base: str, block: int, input_key: str, upstream: str) -> str:
+    """Cache key of the Hessian of ``input_key`` in ``block`` given the upstream digest."""
+    return _sha(base, block, input_key, upstream)[:40]
+
+
+class Upstream:
+    """Running digest of the compression applied upstream of the current input (sequential mode)."""
+
+    def __init__(self) -> None:
+        self.digest = EMPTY_UPSTREAM
+
+    def add(self, entry: dict) -> None:
+        self.digest = _sha(self.digest, entry)
+
+
+def replay_batches(calib: Any, recipe: dict):
+    """A factory for the calibration replay batches (fresh iterator per call)."""
+    from rac.calibration.replay import iter_batches
+
+    batch_size = int((recipe.get("prune") or {}).get("batch_size", 8))
+    return lambda: iter_batches(calib, batch_size)
+
+
+def store_hessian(ctx: StageContext, key: str, input_key: str, H: Any, total_weight: float, block: int) -> None:
+    ctx.cache.put_blob(HESSIAN_KIND, key, {input_key: H.detach().cpu().contiguous()},
+                       {"block": block, "input_key": input_key, "total_weight": total_weight})
+
+
+def load_hessian(ctx: StageContext, key: str, input_key: str) -> tuple[Any, float] | None:
+    """(H summed over tokens, total token weight) on a cache hit."""
+    found = ctx.cache.get_blob(HESSIAN_KIND, key)
+    if found is None or input_key not in found[0]:
+        return None
+    tensors, meta = found
+    return tensors[input_key], float(meta.get("total_weight", 0.0))
+
+
+def run(ctx: StageContext) -> dict:
+    from rac.calibration.mix import build_calibration_set
+    from rac.models.blocks import find_blocks, input_groups
+    from rac.models.capture import BlockWalker, collect_hessians, on_device
+    from rac.models.load import load_model
+
+    start = time.perf_counter()
+    recipe = ctx.recipe
+    model, tokenizer = load_model(recipe["model"], "cpu")
+    calib_cfg = recipe.get("calibration") or {}
+    rollout = ctx.inputs.get("rollout")
+    calib = build_calibration_set(calib_cfg, tokenizer, Path(rollout) if rollout else None,
+                                  int(calib_cfg.get("seed", 0)))
+    calib.save(ctx.out_dir)
+    base = base_key(calibration_fingerprint(ctx.out_dir), model_identity(ctx), recipe)
+    sequential = bool((recipe.get("prune") or {}).get("sequential", True))
+    blocks = find_blocks(model)[1]
+    exact = 1 if sequential else len(blocks)
+    walker = BlockWalker(model, replay_batches(calib, recipe), ctx.device)
+    computed = hits = 0
+    handle = ctx.progress.task("hessians", exact)
+    for index in range(exact):
+        groups = input_groups(blocks[index])
+        keys = {g: hessian_key(base, index, g, EMPTY_UPSTREAM) for g in groups}
+        missing = {g: groups[g][0].module for g in groups if not ctx.cache.has_blob(HESSIAN_KIND, keys[g])}
+        hits += len(groups) - len(missing)
+        if missing:
+            inputs = walker.inputs_for(index)
+            with on_device(blocks[index], ctx.device) as block:
+                sums = collect_hessians(block, inputs, missing, ctx.device)
+            for g, H in sums.H.items():
+                store_hessian(ctx, keys[g], g, H, sums.total_weight, index)
+            computed += len(missing)
+        handle.advance()
+    handle.close()
+    tokens = int(calib.offsets[-1])
+    ctx.log.info("hessian: %d sequences, %d tokens, %d Hessians computed, %d cached", len(calib), tokens,
+                 computed, hits)
+    return {"sequences": len(calib), "tokens": tokens, "hessians_computed": computed, "hessians_cached": hits,
+            "exact_blocks": exact, "sequential": sequential, "seconds": round(time.perf_counter() - start, 3)}
+
+
+STAGE = Stage(
+    name="hessian",
+    needs=("rollout",),
+    reads=("model", "calibration", "prune.sequential", "prune.batch_size"),
+    version="1",
+    run=run,
+    enabled=lambda recipe: bool(recipe.get("prune")),
+    description="calibration set + Hessians exact regardless of pruning",
+)

@@ -1,0 +1,110 @@
+"""Apply the pruning algorithms to one input group of a block (modules sharing one Hessian).
+
+SparseGPT members of a group share one Cholesky factor (``sparsegpt_prune_group``); Wanda uses the
+group's Hessian diagonal as its activation norms; magnitude needs no Hessian. Modules outside the
+decoder blocks (``lm_head``, ``embed_tokens``) can only be magnitude-pruned: their inputs are not
+block activations (and ``embed_tokens`` has no linear input at all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+
+METHODS = ("sparsegpt", "wanda", "magnitude")
+
+
+class PruneSettingsError(ValueError):
+    """A prune setting that cannot be applied (message names the recipe key)."""
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Prune-section settings shared by all scopes."""
+
+    sequential: bool = True
+    block_size: int = 128
+    dampening: float = 0.01
+    mask_selection: str = "per_block"
+
+    @classmethod
+    def from_recipe(cls, prune: dict) -> "PruneSettings":
+        return cls(bool(prune.get("sequential", True)), int(prune.get("block_size", 128)),
+                   float(prune.get("dampening", 0.01)), str(prune.get("mask_selection", "per_block")))
+
+    @staticmethod
+    def active(assignment: Any) -> bool:
+        """False for a scope that asks for 0% unstructured sparsity (the module stays dense)."""
+        return assignment.pattern is not None or assignment.sparsity > 0
+
+    def entry(self, module: str, assignment: Any) -> dict:
+        """JSON-able description of how a module is pruned (also hashed into Hessian keys downstream)."""
+        if assignment.method not in METHODS:
+            raise PruneSettingsError(f"prune scope {assignment.scope!r}: method must be one of {', '.join(METHODS)}, "
+                                     f"got {assignment.method!r}")
+        pattern = None if assignment.pattern is None else f"{assignment.pattern[0]}:{assignment.pattern[1]}"
+        entry = {"module": module, "scope": assignment.scope, "method": assignment.method,
+                 "sparsity": None if pattern else assignment.sparsity, "pattern": pattern}
+        if assignment.method == "sparsegpt":
+            entry.update(block_size=self.block_size, dampening=self.dampening, mask_selection=self.mask_selection)
+        return entry
+
+
+def prune_group(members: list[tuple[Any, Any]], H: torch.Tensor,
+                settings: PruneSettings) -> list[tuple[Any, Any, Any, dict]]:
+    """Prune ``members`` ((LinearInfo, ScopeAssignment) pairs sharing input Hessian ``H``), in order.
+
+    Returns (info, assignment, PruneResult, entry) per member; the model is not modified."""
+    from rac.algorithms.magnitude import magnitude_prune
+    from rac.algorithms.sparsegpt import sparsegpt_prune_group
+    from rac.algorithms.wanda import wanda_prune
+
+    entries = [settings.entry(info.name, a) for info, a in members]
+    results: list[Any] = [None] * len(members)
+    gpt = [i for i, (_, a) in enumerate(members) if a.method == "sparsegpt"]
+    if gpt:
+        out = sparsegpt_prune_group(
+            [members[i][0].module.weight.data for i in gpt], H,
+            sparsities=[members[i][1].sparsity for i in gpt], patterns=[members[i][1].pattern for i in gpt],
+            block_size=settings.block_size, dampening=settings.dampening, mask_selection=settings.mask_selection)
+        for i, result in zip(gpt, out):
+            results[i] = result
+    for i, (info, a) in enumerate(members):
+        if a.method == "wanda":
+            results[i] = wanda_prune(info.module.weight.data, torch.diagonal(H), sparsity=a.sparsity, pattern=a.pattern)
+        elif a.method == "magnitude":
+            results[i] = magnitude_prune(info.module.weight.data, sparsity=a.sparsity, pattern=a.pattern)
+    return [(info, a, results[i], entries[i]) for i, (info, a) in enumerate(members)]
+
+
+def _module_name(model: nn.Module, target: nn.Module) -> str:
+    for name, module in model.named_modules():
+        if module is target:
+            return name
+    raise PruneSettingsError(f"module {type(target).__name__} not found in the model")
+
+
+def outside_block_results(model: nn.Module, assignments: dict, settings: PruneSettings) -> Iterator[tuple[str, Any, dict]]:
+    """Magnitude-prune ``lm_head`` / ``embed_tokens`` when a scope names them: (param name, result, entry).
+
+    With tied embeddings the two share one tensor, so pruning either prunes both."""
+    from rac.algorithms.magnitude import magnitude_prune
+
+    getters = {"lm_head": model.get_output_embeddings, "embed_tokens": model.get_input_embeddings}
+    for (block, short), assignment in sorted(assignments.items()):
+        if block >= 0 or not settings.active(assignment):
+            continue
+        if assignment.method != "magnitude":
+            raise PruneSettingsError(
+                f"prune scope {assignment.scope!r}: {short} can only use method magnitude (got "
+                f"{assignment.method!r}); its inputs are not decoder-block activations")
+        module = getters[short]()
+        if module is None:
+            raise PruneSettingsError(f"prune scope {assignment.scope!r}: the model has no {short}")
+        result = magnitude_prune(module.weight.data, sparsity=assignment.sparsity, pattern=assignment.pattern)
+        with torch.no_grad():
+            module.weight.copy_(result.weight)
+        yield f"{_module_name(model, module)}.weight", result, settings.entry(short, assignment)

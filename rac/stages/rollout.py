@@ -1,0 +1,177 @@
+"""Rollout stage: sample the dense (or off-policy source) model's own chains of thought.
+
+Prompt selection rule (per source, each gets ``weight / sum(weights)`` of the budget):
+- token budget: round 1 takes ``ceil(share / (samples * (mean prompt len + t_max / 2)))`` prompts,
+  i.e. it expects completions to use half of ``t_max``; later top-up rounds (at most
+  ``MAX_ROUNDS`` in all) measure the kept tokens per prompt so far and take
+  ``ceil(1.1 * missing / measured)`` more prompts, until the kept traces cover the share or the source
+  runs out. A little overshoot is expected; the mix drops whole traces beyond the share.
+- prompt budget: ``share`` prompts; top-ups take ``ceil(missing / max(kept rate, 0.25))`` more prompts
+  when drops leave prompts without a kept trace.
+Prompts longer than ``max_prompt_tokens`` are skipped. Rollouts that hit ``t_max`` with
+``on_truncated: drop`` and wrong answers with ``filter_correct`` stay in the artifact marked ``dropped``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from rac.engine.stage import Stage, StageContext
+
+MAX_ROUNDS = 4
+
+
+def _source_state(ctx: StageContext, tokenizer: Any) -> list[dict]:
+    from rac.calibration.render import render_prompt
+    from rac.calibration.sources import budget_of, source_items, source_weights, split_budget
+
+    calib = ctx.recipe["calibration"]
+    unit, total = budget_of(calib)
+    sources = calib["sources"]
+    shares = split_budget(total, source_weights(sources))
+    limit, render_cfg = calib.get("max_prompt_tokens"), calib.get("render") or {}
+    states = []
+    for index, (source, share) in enumerate(zip(sources, shares)):
+        items = source_items(source, index, int(calib.get("seed", 0)))
+
+        def rendered(items=items):  # lazily render in seeded order, skipping over-long prompts
+            for item in items:
+                ids = render_prompt(tokenizer, item.text, render_cfg)
+                if not limit or len(ids) <= limit:
+                    yield item, ids
+
+        states.append({"unit": unit, "share": share, "todo": rendered(), "exhausted": False,
+                       "prompts": 0, "prompt_tokens": 0, "kept_tokens": 0, "kept_prompts": set()})
+    return states
+
+
+def _wanted(state: dict, samples: int, t_max: int, round_index: int) -> int:
+    """How many more prompts this source needs (see the module docstring)."""
+    if state["exhausted"]:
+        return 0
+    if state["unit"] == "prompts":
+        missing = state["share"] - len(state["kept_prompts"])
+        rate = len(state["kept_prompts"]) / state["prompts"] if state["prompts"] else 1.0
+        return 0 if missing <= 0 else math.ceil(missing / max(rate, 0.25))
+    missing = state["share"] - state["kept_tokens"]
+    if missing <= 0:
+        return 0
+    if round_index == 0 or not state["kept_tokens"]:
+        mean_prompt = state["prompt_tokens"] / state["prompts"] if state["prompts"] else 128.0
+        return max(1, math.ceil(missing / (samples * (mean_prompt + t_max / 2))))
+    return max(1, math.ceil(1.1 * missing / (state["kept_tokens"] / state["prompts"])))
+
+
+def _take(state: dict, count: int) -> list[tuple[Any, list[int]]]:
+    taken = []
+    for _ in range(count):
+        nxt = next(state["todo"], None)
+        if nxt is None:
+            state["exhausted"] = True
+            break
+        taken.append(nxt)
+    return taken
+
+
+def _verdict(text: str, answer: Any, finish: str, rollout_cfg: dict) -> tuple[bool | None, str | None]:
+    """(correct or None when ungradable, drop reason or None)."""
+    correct = None
+    if answer is not None:
+        from rac.eval.math import grade
+
+        correct = grade(text, answer).correct
+    if finish == "length" and rollout_cfg.get("on_truncated", "keep") == "drop":
+        return correct, "truncated"
+    if rollout_cfg.get("filter_correct") and correct is not True:
+        return correct, "incorrect"
+    return correct, None
+
+
+def run(ctx: StageContext) -> dict:
+    """Select prompts, generate, grade, and write rollouts.jsonl / tokens.safetensors / provenance.json."""
+    from rac.calibration.rollouts import RolloutSet, summarize, write_rollouts
+    from rac.engines.base import SamplingConfig, get_engine
+
+    recipe, calib = ctx.recipe, ctx.recipe["calibration"]
+    cfg = calib.get("rollout") or {}
+    on_policy = not cfg.get("model")
+    source_model = recipe["model"] if on_policy else {
+        "gguf_file": None, "revision": None, "dtype": recipe["model"].get("dtype"), "trust_remote_code": False,
+        **cfg["model"]}
+    engine_name = cfg.get("engine", "hf")
+    options = {"batch_size": int(cfg.get("batch_size", 16)), **(cfg.get("vllm") or {})}
+    sampling = SamplingConfig(max_new_tokens=int(cfg.get("t_max", 256)), temperature=float(cfg.get("temperature", 0.6)),
+                              top_p=float(cfg.get("top_p", 0.95)), top_k=int(cfg.get("top_k", 0) or 0),
+                              seed=int(cfg.get("seed", 0)), n=int(cfg.get("samples_per_prompt", 1)))
+    engine = get_engine(engine_name, source_model, ctx.device, source_model.get("dtype"), options)
+    try:
+        states = _source_state(ctx, engine.tokenizer)
+        records: list[dict] = []
+        prompt_ids: list[list[int]] = []
+        completions: list[list[int]] = []
+        for round_index in range(MAX_ROUNDS):
+            batch = [(state, item, ids) for state in states
+                     for item, ids in _take(state, _wanted(state, sampling.n, sampling.max_new_tokens, round_index))]
+            if not batch:
+                break
+            ctx.log.info("rollout round %d: %d prompts x %d samples", round_index + 1, len(batch), sampling.n)
+            outputs = engine.generate([ids for _, _, ids in batch], sampling, progress=ctx.progress)
+            for (state, item, ids), gens in zip(batch, outputs):
+                state["prompts"] += 1
+                state["prompt_tokens"] += len(ids)
+                for sample, gen in enumerate(gens):
+                    correct, dropped = _verdict(gen.text, item.answer, gen.finish_reason, cfg)
+                    if not dropped:
+                        state["kept_tokens"] += len(ids) + len(gen.completion_ids)
+                        state["kept_prompts"].add(len(prompt_ids))
+                    records.append({"prompt_index": len(prompt_ids), "sample": sample, "source": item.source,
+                                    "record": item.record, "problem": item.text, "answer": item.answer,
+                                    "text": gen.text, "finish_reason": gen.finish_reason, "prompt_len": len(ids),
+                                    "completion_len": len(gen.completion_ids), "correct": correct,
+                                    "dropped": dropped, "round": round_index})
+                    completions.append(list(gen.completion_ids))
+                prompt_ids.append(list(ids))
+        provenance = {"model": {k: source_model.get(k) for k in ("id", "revision", "gguf_file", "dtype")},
+                      "model_identity": ctx.model_identity if on_policy else _identity(source_model),
+                      "on_policy": on_policy, "engine": engine_name, "engine_version": engine.version(),
+                      "sampling": sampling.to_dict(), "seed": sampling.seed, "device": ctx.device,
+                      "render": calib.get("render"), "budget": calib.get("budget"),
+                      "on_truncated": cfg.get("on_truncated", "keep"), "filter_correct": bool(cfg.get("filter_correct")),
+                      "calibration_seed": calib.get("seed", 0),
+                      "shares": [{"share": s["share"], "unit": s["unit"], "kept_tokens": s["kept_tokens"],
+                                  "kept_prompts": len(s["kept_prompts"]), "exhausted": s["exhausted"]} for s in states]}
+    finally:
+        engine.close()
+    rollouts = RolloutSet(records, prompt_ids, completions, provenance)
+    write_rollouts(ctx.out_dir, rollouts)
+    summary = summarize(rollouts, n_samples=0)
+    return {k: summary[k] for k in ("rollouts", "prompts", "kept", "dropped", "finish_reasons", "accuracy",
+                                    "prompt_tokens", "completion_tokens", "completion_len")}
+
+
+def _identity(model_spec: dict) -> str:
+    """Identity of the off-policy source model (for provenance)."""
+    from rac.models.load import resolve_model
+
+    return resolve_model(model_spec).identity
+
+
+def summarize_rollouts(artifact_dir: Path | str, n_samples: int = 3) -> dict:
+    """A few sample texts and length statistics of a rollout artifact (``rac rollouts show``)."""
+    from rac.calibration.rollouts import read_rollouts, summarize
+
+    return summarize(read_rollouts(Path(artifact_dir)), n_samples=n_samples)
+
+
+STAGE = Stage(
+    name="rollout",
+    needs=(),
+    reads=("model", "calibration.sources", "calibration.budget", "calibration.render", "calibration.rollout",
+           "calibration.max_prompt_tokens", "calibration.seed"),
+    version="1",
+    run=run,
+    enabled=lambda r: r["calibration"]["kind"] == "rac",
+    description="sample on-policy chains of thought for the calibration prompts",
+)

@@ -1,0 +1,42 @@
+"""Source items in seeded order and budget shares by weight."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rac.calibration.datasets import DatasetError
+from rac.calibration.sources import budget_of, source_items, source_weights, split_budget
+
+
+def test_items_follow_a_fixed_seeded_order():
+    src = {"dataset": "gsm8k_test"}
+    a, b, c = source_items(src, 0, seed=0), source_items(src, 0, seed=0), source_items(src, 0, seed=1)
+    assert [i.record for i in a] == [i.record for i in b]
+    assert [i.record for i in a] != [i.record for i in c]
+    assert sorted(i.record for i in a) == list(range(1319))
+    first = a[0]
+    assert first.answer is not None and "####" not in first.answer and first.text
+
+
+@given(total=st.integers(0, 10**6), weights=st.lists(st.floats(0.01, 100), min_size=1, max_size=5))
+def test_split_budget_is_exact_and_proportional(total, weights):
+    norm = [w / sum(weights) for w in weights]
+    shares = split_budget(total, norm)
+    assert sum(shares) == total
+    assert all(abs(s - total * w) < 1 for s, w in zip(shares, norm))
+
+
+def test_weights_and_budget_validation():
+    assert source_weights([{"weight": 3.0}, {"weight": 1.0}]) == [0.75, 0.25]
+    with pytest.raises(DatasetError, match="weight"):
+        source_weights([{"weight": 0.0}])
+    with pytest.raises(DatasetError, match="empty"):
+        source_weights([])
+    assert budget_of({"budget": {"tokens": 100, "prompts": None}}) == ("tokens", 100)
+    assert budget_of({"budget": {"tokens": 100, "prompts": 5}}) == ("prompts", 5)
+    with pytest.raises(DatasetError, match="positive integer"):
+        budget_of({"budget": {"tokens": -3}})
+    with pytest.raises(DatasetError, match="set `tokens` or `prompts`"):
+        budget_of({"budget": {}})

@@ -1,0 +1,74 @@
+"""Stage hessian: calibration set saved, exact Hessians stored under chain-hash keys."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rac.engine.cache import Cache
+from rac.engine.stage import StageContext
+from rac.stages import hessian
+
+RECIPE = {
+    "model": {"id": None, "dtype": "float32"},
+    "calibration": {"kind": "prompt", "sources": [{"dataset": "gsm8k_train", "field": "question"}],
+                    "budget": {"tokens": None, "prompts": 5}, "max_prompt_tokens": 512,
+                    "render": {"chat_template": True, "system_prompt": None, "prefix": ""},
+                    "weights": {"prompt": 1.0, "decode": 1.0}, "seed": 0},
+    "prune": {"method": "sparsegpt", "sparsity": 0.5, "sequential": True, "batch_size": 2},
+}
+
+
+@pytest.fixture()
+def recipe(tiny_model_dir):
+    data = copy.deepcopy(RECIPE)
+    data["model"]["id"] = str(tiny_model_dir)
+    return data
+
+
+def _ctx(recipe, tmp_path, name, cache):
+    out = tmp_path / name
+    out.mkdir()
+    return StageContext(recipe=recipe, out_dir=out, inputs={}, cache=cache, device="cpu", model_identity="",
+                        run_dir=tmp_path)
+
+
+def _blobs(cache: Cache) -> list:
+    return sorted((cache.root / "blobs" / hessian.HESSIAN_KIND).glob("*.safetensors"))
+
+
+def test_sequential_mode_stores_block0_only(recipe, tmp_path):
+    cache = Cache(tmp_path / "c")
+    summary = hessian.run(_ctx(recipe, tmp_path, "h", cache))
+    assert (tmp_path / "h" / "calibration.safetensors").is_file() and (tmp_path / "h" / "calibration.json").is_file()
+    assert summary["sequences"] == 5 and summary["exact_blocks"] == 1 and summary["hessians_computed"] == 4
+    blobs = _blobs(cache)
+    assert len(blobs) == 4  # attn_in (one for q/k/v), attn_out, mlp_in (one for gate/up), mlp_out
+    base = hessian.base_key(hessian.calibration_fingerprint(tmp_path / "h"), hessian.model_identity(
+        _ctx(recipe, tmp_path, "x", cache)), recipe)
+    H, total = hessian.load_hessian(_ctx(recipe, tmp_path, "y", cache),
+                                    hessian.hessian_key(base, 0, "attn_in", hessian.EMPTY_UPSTREAM), "attn_in")
+    assert H.shape == (64, 64) and H.dtype == torch.float32 and torch.allclose(H, H.T, atol=1e-4)
+    assert total == pytest.approx(summary["tokens"])  # prompt weight 1.0 on every real token
+    again = hessian.run(_ctx(recipe, tmp_path, "h2", cache))
+    assert again["hessians_cached"] == 4 and again["hessians_computed"] == 0
+
+
+def test_dense_mode_stores_every_block(recipe, tmp_path):
+    recipe["prune"]["sequential"] = False
+    cache = Cache(tmp_path / "c")
+    summary = hessian.run(_ctx(recipe, tmp_path, "h", cache))
+    assert summary["exact_blocks"] == 2 and len(_blobs(cache)) == 8
+
+
+def test_keys_depend_on_upstream_and_calibration():
+    base = hessian.base_key("calib-a", "model", RECIPE)
+    assert base != hessian.base_key("calib-b", "model", RECIPE)
+    chain = hessian.Upstream()
+    dense = hessian.hessian_key(base, 1, "attn_in", chain.digest)
+    chain.add({"block": 0, "module": "q_proj", "method": "sparsegpt", "sparsity": 0.5})
+    assert hessian.hessian_key(base, 1, "attn_in", chain.digest) != dense
+    assert hessian.hessian_key(base, 1, "attn_out", hessian.EMPTY_UPSTREAM) != dense
+    assert hessian.STAGE.enabled({"prune": {"sparsity": 0.5}}) and not hessian.STAGE.enabled({})

@@ -1,0 +1,93 @@
+"""Stage `quantize` on the tiny model: FP8 artifact, zeros and N:M preserved, overlay by apply_weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from rac.algorithms.masks import check_nm, nm_mask
+from rac.engine.stage import StageContext
+from rac.models.fp8_linear import Fp8Linear
+from rac.stages import quantize
+from rac.stages.quantize import QuantizeError, pruned_patterns, target_modules
+
+MLP_IN = ("gate_proj", "up_proj")
+
+
+def make_prune_artifact(model_dir: Path, out: Path, pattern: str = "2:4", lie: bool = False) -> Path:
+    """A prune artifact: 2:4 magnitude-pruned gate/up weights of every block + report.json."""
+    weights = load_file(str(model_dir / "model.safetensors"))
+    out.mkdir(parents=True)
+    changed, report = {}, {}
+    n, m = map(int, pattern.split(":"))
+    for name, w in weights.items():
+        if name.endswith(".weight") and any(f"mlp.{p}." in name for p in MLP_IN):
+            changed[name] = w if lie else w.masked_fill(nm_mask(w.abs(), n, m), 0)
+            report[name.removesuffix(".weight")] = {"pattern": pattern, "method": "magnitude", "sparsity": 0.5}
+    save_file(changed, str(out / "weights.safetensors"))
+    (out / "report.json").write_text(json.dumps({"modules": report}))
+    return out
+
+
+def ctx_for(model_dir: Path, tmp: Path, inputs: dict, quant: dict | None = None) -> StageContext:
+    out = tmp / "quantize-out"
+    out.mkdir()
+    recipe = {"model": {"id": str(model_dir), "dtype": "float32"}, "quantize": quant or {"scheme": "fp8_w8a8"}}
+    return StageContext(recipe=recipe, out_dir=out, inputs=inputs, cache=None, device="cpu",
+                        model_identity="x", run_dir=tmp)
+
+
+def test_quantize_stage_keeps_sparsity(tiny_model_dir, tmp_path):
+    prune = make_prune_artifact(tiny_model_dir, tmp_path / "prune")
+    ctx = ctx_for(tiny_model_dir, tmp_path, {"prune": prune})
+    summary = quantize.STAGE.run(ctx)
+    assert summary["modules"] == 14 and summary["nm_checked"] == 4 and summary["max_rel_error"] < 0.05
+    tensors = load_file(str(ctx.out_dir / "weights.safetensors"))
+    assert not any(k.startswith("lm_head") for k in tensors)
+    pruned = load_file(str(prune / "weights.safetensors"))
+    for name, w in pruned.items():
+        q = tensors[name]
+        assert q.dtype == torch.float8_e4m3fn and tensors[name + "_scale"].shape == (w.shape[0], 1)
+        assert (q.float()[w == 0] == 0).all() and check_nm(q.float(), 2, 4)
+    report = json.loads((ctx.out_dir / "report.json").read_text())
+    assert report["modules"]["model.layers.0.mlp.up_proj"]["pattern"] == "2:4"
+    assert report["modules"]["model.layers.0.mlp.up_proj"]["sparsity"] == pytest.approx(0.5)
+
+    from rac.models.load import apply_weights, load_model
+
+    model, _ = load_model({"id": str(tiny_model_dir)}, "cpu")
+    dense_logits = model(torch.tensor([[1, 2, 3, 4]])).logits
+    apply_weights(model, prune, ctx.out_dir)
+    assert isinstance(model.model.layers[1].mlp.down_proj, Fp8Linear)
+    assert not isinstance(model.lm_head, Fp8Linear)
+    logits = model(torch.tensor([[1, 2, 3, 4]])).logits
+    assert torch.isfinite(logits).all() and logits.shape == dense_logits.shape
+
+
+def test_quantize_detects_broken_pattern(tiny_model_dir, tmp_path):
+    prune = make_prune_artifact(tiny_model_dir, tmp_path / "prune", lie=True)  # report says 2:4, weights dense
+    with pytest.raises(QuantizeError, match="N:M pattern 2:4"):
+        quantize.STAGE.run(ctx_for(tiny_model_dir, tmp_path, {"prune": prune}))
+
+
+def test_targets_and_ignore(tiny_llama, tmp_path):
+    model, _ = tiny_llama
+    assert len(target_modules(model, ["attn", "mlp"], ["lm_head"])) == 14
+    assert target_modules(model, ["mlp"], ["down_proj", "model.layers.1.*"]) == [
+        "model.layers.0.mlp.gate_proj",
+        "model.layers.0.mlp.up_proj",
+    ]
+    assert target_modules(model, ["attn", "lm_head"], [])[-1] == "lm_head"
+    (tmp_path / "report.json").write_text("{bad")
+    with pytest.raises(QuantizeError, match="report.json"):
+        pruned_patterns(tmp_path)
+
+
+def test_bad_scheme(tiny_model_dir, tmp_path):
+    with pytest.raises(QuantizeError, match="quantize.scheme"):
+        quantize.STAGE.run(ctx_for(tiny_model_dir, tmp_path, {}, {"scheme": "int4"}))
+    assert quantize.STAGE.enabled({"quantize": {"scheme": "fp8_w8a8"}}) and not quantize.STAGE.enabled({})
