@@ -158,7 +158,7 @@ def source_fields(source: dict) -> tuple[str | None, str | None]:
     return field, answer
 
 
-_GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.S)
+_GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
 
 
 def extract_reference_answer(record: dict, info: DatasetInfo | None, answer_field: str | None = None) -> Any:

@@ -63,7 +63,7 @@ class CalibrationSet:
         (out_dir / CALIB_JSON).write_text(json.dumps(self.stats, indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, in_dir: Path) -> "CalibrationSet":
+    def load(cls, in_dir: Path) -> CalibrationSet:
         from safetensors.torch import load_file
 
         in_dir = Path(in_dir)
@@ -156,12 +156,12 @@ def _traces(rollout_dir: Path, tokenizer: Any, calib_cfg: dict) -> tuple[dict[in
             prompt = render_prompt(tokenizer, record["problem"], render_cfg)
             completion = tokenizer(record["text"], add_special_tokens=False)["input_ids"]
             completion += [eos] if record["finish_reason"] == "stop" and eos is not None else []
-        if on_policy and not per_source and "problem" in record:
-            if render_prompt(tokenizer, record["problem"], render_cfg) != prompt:
-                raise DatasetError(
-                    f"rollouts in {rollout_dir} were rendered with another tokenizer or render config than "
-                    "the target model; set calibration.rollout.model to treat them as off-policy"
-                )
+        first = on_policy and not per_source and "problem" in record
+        if first and render_prompt(tokenizer, record["problem"], render_cfg) != prompt:
+            raise DatasetError(
+                f"rollouts in {rollout_dir} were rendered with another tokenizer or render config than "
+                "the target model; set calibration.rollout.model to treat them as off-policy"
+            )
         per_source.setdefault(int(record.get("source", 0)), []).append((record["prompt_index"], prompt, completion))
     dropped: dict[str, int] = {}
     for record in rollouts.records:

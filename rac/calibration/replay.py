@@ -8,8 +8,8 @@ cut into windows. Pads carry weight 0 and kind -1, so they never enter a Hessian
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -32,7 +32,7 @@ class Batch:
     def num_tokens(self) -> int:
         return int(self.attention_mask.sum())
 
-    def to(self, device: str | torch.device) -> "Batch":
+    def to(self, device: str | torch.device) -> Batch:
         return Batch(self.input_ids.to(device), self.attention_mask.to(device),
                      self.token_weight.to(device), self.token_kind.to(device), self.indices)
 

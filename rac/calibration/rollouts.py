@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def _flat(rows: list[list[int]]) -> tuple[Any, Any]:
 
 def _split(flat: Any, offsets: Any) -> list[list[int]]:
     values, bounds = flat.tolist(), offsets.tolist()
-    return [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [values[a:b] for a, b in pairwise(bounds)]
 
 
 def write_rollouts(out_dir: Path, rollouts: RolloutSet) -> None:
@@ -66,8 +67,7 @@ def write_rollouts(out_dir: Path, rollouts: RolloutSet) -> None:
     if len(rollouts.records) != len(rollouts.completion_ids):
         raise RolloutArtifactError("rollout records and completions differ in number")
     with open(out_dir / ROLLOUTS_FILE, "w", encoding="utf-8") as handle:
-        for record in rollouts.records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in rollouts.records)
     prompt_ids, prompt_offsets = _flat(rollouts.prompt_ids)
     completion_ids, completion_offsets = _flat(rollouts.completion_ids)
     save_file(

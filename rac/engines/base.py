@@ -60,7 +60,7 @@ class Engine(Protocol):
     tokenizer: Any
 
     def generate(
-        self, prompts: list[list[int]], sampling: SamplingConfig, progress: "ProgressReporter | None" = None
+        self, prompts: list[list[int]], sampling: SamplingConfig, progress: ProgressReporter | None = None
     ) -> list[list[Generation]]: ...
 
     def version(self) -> str: ...

@@ -40,7 +40,7 @@ class HFEngine:
         self.last_stats: dict[str, float] = {}
 
     @classmethod
-    def from_spec(cls, model_spec: dict, device: str, dtype: str | None, options: dict) -> "HFEngine":
+    def from_spec(cls, model_spec: dict, device: str, dtype: str | None, options: dict) -> HFEngine:
         """Load the model of a recipe ``model`` section and wrap it."""
         from rac.models.load import load_model
 
@@ -60,7 +60,7 @@ class HFEngine:
         return next(self.model.parameters()).device
 
     def generate(
-        self, prompts: list[list[int]], sampling: SamplingConfig, progress: "ProgressReporter | None" = None
+        self, prompts: list[list[int]], sampling: SamplingConfig, progress: ProgressReporter | None = None
     ) -> list[list[Generation]]:
         """``sampling.n`` completions for every prompt, in prompt order.
 

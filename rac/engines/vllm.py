@@ -37,7 +37,7 @@ class VLLMEngine:
         self.last_stats: dict[str, float] = {}
 
     @classmethod
-    def from_spec(cls, model_spec: dict, device: str, dtype: str | None, options: dict) -> "VLLMEngine":
+    def from_spec(cls, model_spec: dict, device: str, dtype: str | None, options: dict) -> VLLMEngine:
         """Start vLLM on the model of a recipe ``model`` section; ``options`` are ``rollout.vllm`` keys."""
         from transformers import AutoTokenizer
 
@@ -93,7 +93,7 @@ class VLLMEngine:
         )
 
     def generate(
-        self, prompts: list[list[int]], sampling: SamplingConfig, progress: "ProgressReporter | None" = None
+        self, prompts: list[list[int]], sampling: SamplingConfig, progress: ProgressReporter | None = None
     ) -> list[list[Generation]]:
         """``sampling.n`` completions per prompt, in prompt order (vLLM returns requests in input order)."""
         if self.llm is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rac.calibration.mix import KIND_DECODE, KIND_PROMPT, CalibrationSet, _Builder
+from rac.calibration.mix import KIND_PROMPT, CalibrationSet, _Builder
 from rac.calibration.replay import PAD_KIND, iter_batches
 
 
@@ -28,6 +28,7 @@ def test_batches_are_right_padded_and_pads_never_weighted():
             assert batch.attention_mask[row].tolist() == [1] * n + [0] * (batch.input_ids.shape[1] - n)
             assert batch.input_ids[row, :n].tolist() == ids.tolist()
             assert torch.equal(batch.token_weight[row, :n], weight)
+            assert torch.equal(batch.token_kind[row, :n], kind)
             assert bool((batch.token_weight[row, n:] == 0).all()) and bool((batch.token_kind[row, n:] == PAD_KIND).all())
             seen.append(index)
         assert float(batch.token_weight[batch.attention_mask == 0].abs().sum()) == 0.0

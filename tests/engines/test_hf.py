@@ -23,7 +23,7 @@ def test_same_seed_same_tokens_other_seed_other_tokens(tiny_model, prompts):
     second = engine.generate(prompts, sampling)
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is left alone
     other = engine.generate(prompts, SamplingConfig(max_new_tokens=6, temperature=1.0, seed=4, n=2))
-    ids = lambda res: [[g.completion_ids for g in row] for row in res]  # noqa: E731
+    ids = lambda res: [[g.completion_ids for g in row] for row in res]
     assert ids(first) == ids(second) != ids(other)
     assert [len(row) for row in first] == [2, 2, 2]
     assert ids(first)[0][0] != ids(first)[0][1]  # the n samples of a prompt differ

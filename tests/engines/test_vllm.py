@@ -70,7 +70,7 @@ def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, tin
     via_vllm, via_hf = rollout("vllm", "v"), rollout("hf", "h")
     assert via_vllm.prompt_ids == via_hf.prompt_ids
     assert via_vllm.completion_ids == via_hf.completion_ids  # greedy: the same tokens
-    strip = lambda r: {k: v for k, v in r.items() if k != "text"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k != "text"}
     assert [sorted(r) for r in via_vllm.records] == [sorted(r) for r in via_hf.records]
     assert [strip(r) for r in via_vllm.records] == [strip(r) for r in via_hf.records]
     assert via_vllm.provenance["engine_version"].startswith("vllm")

@@ -1,0 +1,57 @@
+"""lm-eval wrapper: metric parsing and the offline skip (no hub access in tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rac.eval import lm_eval as wrapper
+
+
+def test_task_metrics_and_primary():
+    results = {"results": {"arc_easy": {"alias": "arc_easy", "acc,none": 0.5, "acc_stderr,none": 0.1,
+                                        "acc_norm,none": 0.6, "acc_norm_stderr,none": 0.1}}}
+    metrics = wrapper._task_metrics(results, "arc_easy")
+    assert metrics == {"acc": 0.5, "acc_stderr": 0.1, "acc_norm": 0.6, "acc_norm_stderr": 0.1}
+    assert wrapper.primary_metric(metrics) == ("acc", 0.5, 0.1)
+    assert wrapper.primary_metric({"bleu": 3.0}) == ("bleu", 3.0, None)
+
+
+def test_offline_detection_follows_the_cause_chain():
+    try:
+        try:
+            raise RuntimeError("OfflineModeIsEnabled: cannot reach the hub")
+        except RuntimeError as inner:
+            raise KeyError("dataset") from inner
+    except KeyError as outer:
+        assert wrapper._is_offline_failure(outer)
+    assert not wrapper._is_offline_failure(ZeroDivisionError("bug"))
+
+
+def test_offline_task_is_skipped_with_reason(monkeypatch, tiny_llama):
+    import lm_eval
+    import lm_eval.models.huggingface as hf
+
+    model, tok = tiny_llama
+    monkeypatch.setattr(wrapper, "known_task", lambda task: True)
+    monkeypatch.setattr(wrapper, "task_manager", lambda: None)
+    monkeypatch.setattr(hf, "HFLM", lambda **kwargs: object())
+
+    def offline(**kwargs):
+        raise ConnectionError("Couldn't reach 'allenai/ai2_arc' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", offline)
+    result = wrapper.run_lm_eval(model, tok, "arc_easy", limit=2)
+    assert result["status"] == "skipped" and "offline" in result["reason"]
+
+
+def test_unknown_task_is_a_clear_error(monkeypatch, tiny_llama):
+    monkeypatch.setattr(wrapper, "known_task", lambda task: False)
+    with pytest.raises(wrapper.LMEvalTaskError, match="no_such_task"):
+        wrapper.run_lm_eval(*tiny_llama, "no_such_task")
+
+
+@pytest.mark.slow
+def test_real_harness_offline_skip(tiny_llama, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    result = wrapper.run_lm_eval(*tiny_llama, "arc_easy", limit=2)
+    assert result["status"] in ("skipped", "ok")

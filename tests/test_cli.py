@@ -1,0 +1,81 @@
+"""The CLI verbs that need no model: validate, show, diff, grid --dry-run, cache, help."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rac.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "tests" / "recipe" / "data" / "smollm2_rac.yaml"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_help_lists_every_verb(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for verb in ("run", "plan", "validate", "grid", "show", "diff", "cache", "rollouts", "report"):
+        assert verb in out
+
+
+def test_validate_ok_and_error_exit_codes(tmp_path, capsys):
+    assert main(["validate", str(EXAMPLE)]) == 0
+    bad = write(tmp_path / "bad.yaml", "version: 1\nmodel:\n  id: smollm2-135m\nprune:\n  sparsty: 0.5\n")
+    assert main(["validate", str(EXAMPLE), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:5:12: $.prune.sparsty: unknown key 'sparsty' (did you mean 'sparsity'?)" in err.replace("\n", "")
+
+
+def test_validate_reports_cli_override_location(tmp_path, capsys):
+    assert main(["show", str(EXAMPLE), "prune.sparsity=1.5"]) == 2
+    assert "<cli>:1" in capsys.readouterr().err
+
+
+def test_show_applies_overrides_and_defaults(capsys):
+    assert main(["show", str(EXAMPLE), "prune.sparsity=0.4", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["prune"]["sparsity"] == 0.4
+    assert data["prune"]["block_size"] == 128  # schema default filled in
+
+
+def test_diff_names_changes_and_invalidated_stages(tmp_path, capsys):
+    other = write(tmp_path / "other.yaml", f"version: 1\nbase: {EXAMPLE}\nprune:\n  sparsity: 0.3\n")
+    assert main(["diff", str(EXAMPLE), str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "prune.sparsity" in out
+    invalidated = out.split("stages invalidated:")[1]
+    assert "prune" in invalidated and "evaluate" in invalidated
+    assert "rollout" not in invalidated and "hessian" not in invalidated
+
+
+def test_grid_dry_run_expands_and_validates(capsys):
+    assert main(["grid", str(EXAMPLE), "--axis", "prune.sparsity=0.3,0.5", "--axis",
+                 "calibration.kind=prompt,rac", "--dry-run"]) == 0
+    assert "4 cells, all valid" in capsys.readouterr().out
+
+
+def test_cache_ls_and_rm(tmp_path, capsys):
+    from rac.engine.cache import Cache
+
+    cache = Cache(tmp_path / "c")
+    with cache.writing("prune", "abcdef0123") as out:
+        (out / "w.bin").write_bytes(b"x")
+    assert main(["cache", "ls", "--cache", str(tmp_path / "c")]) == 0
+    assert "abcdef0123" in capsys.readouterr().out
+    assert main(["cache", "rm", "--cache", str(tmp_path / "c")]) == 2
+    assert main(["cache", "rm", "abc", "--cache", str(tmp_path / "c")]) == 0
+    assert cache.list() == []
+
+
+def test_report_on_missing_dir_is_a_clean_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no such run or grid directory" in capsys.readouterr().err
