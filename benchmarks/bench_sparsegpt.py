@@ -1,25 +1,40 @@
-"""SparseGPT per-module time and reconstruction error: rac (grouped / per module) vs the classic
-per-column loop (as llm-compressor's `sparsify_weight` does it), side by side in one run.
+"""SparseGPT per-module time and reconstruction error, side by side in one run:
+rac grouped (one Cholesky per shared input), rac per module, the classic per-column loop (the
+reference algorithm, re-typed here) and llm-compressor's own ``sparsify_weight`` (run in its venv).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_sparsegpt.py [--device cuda] [--shapes 7b] [--pattern 2:4]
+    OMP_NUM_THREADS=2 python benchmarks/bench_sparsegpt.py [--pattern 2:4] [--repeats 3]
+    python benchmarks/bench_sparsegpt.py --device cuda --shapes 7b      # GPU rows
 
-Shapes: SmolLM2-135M (hidden 576, intermediate 1536) or DeepSeek-R1-Distill-Qwen-7B (3584 / 18944).
-If `llmcompressor` is importable its `sparsify_weight` is timed too (not a rac dependency).
+Every method gets the same W and the same H (synthetic: low-rank + noise activations, 2048 tokens)
+with block size 128 and dampening 0.01 x mean(diag H). The error column is the relative layer
+reconstruction error ||(W - W_hat) X||^2 / ||W X||^2 = tr(dW H dW^T) / tr(W H W^T).
+Times are the best of ``--repeats``. llm-compressor is not a rac dependency: it is called through
+``benchmarks/llmc_worker.py`` under ``--llmc-python`` (a separate venv); missing -> column skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from rac.algorithms.sparsegpt import sparsegpt_prune, sparsegpt_prune_group
 
+HERE = Path(__file__).resolve().parent
 SHAPES = {
     "smollm2": dict(hidden=576, inter=1536, kv=192),
     "7b": dict(hidden=3584, inter=18944, kv=512),
 }
+METHODS = ("rac_grouped", "rac_module", "classic", "llmc")
+VENV_HINT = "python -m venv V && V/bin/pip install torch==2.13.0 llmcompressor"
 
 
 def classic_loop(W: torch.Tensor, H: torch.Tensor, sparsity: float, nm: tuple[int, int] | None,
@@ -59,70 +74,171 @@ def classic_loop(W: torch.Tensor, H: torch.Tensor, sparsity: float, nm: tuple[in
     return W
 
 
-def hessian(d: int, device: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def hessian(d: int, device: str, seed: int, tokens: int = 2048) -> torch.Tensor:
+    """H = X^T X / n of synthetic activations with a few dominant directions (like real ones)."""
     g = torch.Generator().manual_seed(seed)
-    X = torch.randn(2048, 32, generator=g) @ torch.randn(32, d, generator=g) + 0.3 * torch.randn(2048, d, generator=g)
+    X = torch.randn(tokens, 32, generator=g) @ torch.randn(32, d, generator=g) + 0.3 * torch.randn(tokens, d, generator=g)
     X = X.to(device)
-    return X.t() @ X / X.shape[0], X
+    return X.t() @ X / X.shape[0]
+
+
+def rel_error(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> float:
+    """||(W - W_hat) X||^2 / ||W X||^2 from H = X^T X / n."""
+    W, delta = W.double(), (W - W_hat.to(W.device)).double()
+    H = H.double()
+    return float(((delta @ H) * delta).sum() / ((W @ H) * W).sum())
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def timed(fn, device: str) -> tuple[float, object]:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    sync(device)
     t0 = time.perf_counter()
     out = fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    sync(device)
     return time.perf_counter() - t0, out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--shapes", default="smollm2", choices=sorted(SHAPES))
-    ap.add_argument("--pattern", default=None)
-    ap.add_argument("--sparsity", type=float, default=0.5)
-    args = ap.parse_args()
-    s, dev = SHAPES[args.shapes], args.device
-    nm = tuple(map(int, args.pattern.split(":"))) if args.pattern else None
-    try:
-        from llmcompressor.modifiers.pruning.sparsegpt.sgpt_sparsify import sparsify_weight  # type: ignore
-    except Exception:  # noqa: BLE001 - optional comparison only
-        sparsify_weight = None
-    h, i, kv = s["hidden"], s["inter"], s["kv"]
-    groups = {  # input key -> modules sharing that input
+def problems(shapes: dict, device: str) -> dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Input key -> (H, {module: W}) for one decoder block of the given shapes."""
+    h, i, kv = shapes["hidden"], shapes["inter"], shapes["kv"]
+    layout = {
         "attn_in": {"q_proj": (h, h), "k_proj": (kv, h), "v_proj": (kv, h)},
         "attn_out": {"o_proj": (h, h)},
         "mlp_in": {"gate_proj": (i, h), "up_proj": (i, h)},
         "mlp_out": {"down_proj": (h, i)},
     }
-    print(f"device={dev} shapes={args.shapes} pattern={args.pattern} sparsity={args.sparsity} "
-          f"threads={torch.get_num_threads()} torch={torch.__version__}")
-    print(f"{'module':10s} {'classic s':>10s} {'rac s':>8s} {'ratio':>6s} {'err classic':>12s} {'err rac':>10s}"
-          + ("  llmc s" if sparsify_weight else ""))
-    tot = {"classic": 0.0, "rac": 0.0, "group": 0.0}
-    for gi, (key, mods) in enumerate(groups.items()):
-        H, X = hessian(next(iter(mods.values()))[1], dev, gi)
-        Ws = {n: torch.randn(*shape, generator=torch.Generator().manual_seed(7 * gi + j)).to(dev) for j, (n, shape) in enumerate(mods.items())}
-        for name, W in Ws.items():
-            tc, wc = timed(lambda: classic_loop(W, H, args.sparsity, nm), dev)
-            tr, rr = timed(lambda: sparsegpt_prune(W, H, sparsity=args.sparsity, pattern=args.pattern), dev)
-            ec = float(((W - wc) @ X.t()).pow(2).sum())
-            er = float(((W - rr.weight) @ X.t()).pow(2).sum())
-            tot["classic"] += tc
-            tot["rac"] += tr
-            line = f"{name:10s} {tc:10.3f} {tr:8.3f} {tc / tr:6.1f} {ec:12.4g} {er:10.4g}"
-            if sparsify_weight is not None:
-                tl, _ = timed(lambda: sparsify_weight(W.clone(), H.clone(), args.sparsity, nm[0] if nm else 0,
-                                                       nm[1] if nm else 0, 128, 0.01), dev)
-                line += f"  {tl:6.3f}"
-            print(line)
-        tg, _ = timed(lambda: sparsegpt_prune_group(list(Ws.values()), H, sparsities=args.sparsity,
-                                                    patterns=[args.pattern] * len(Ws)), dev)
-        tot["group"] += tg
-        print(f"  {key} grouped ({'+'.join(Ws)}): {tg:.3f} s")
-    print(f"per block: classic {tot['classic']:.3f} s | rac per-module {tot['rac']:.3f} s "
-          f"({tot['classic'] / tot['rac']:.1f}x) | rac grouped {tot['group']:.3f} s ({tot['classic'] / tot['group']:.1f}x)")
+    out = {}
+    for gi, (key, mods) in enumerate(layout.items()):
+        H = hessian(next(iter(mods.values()))[1], device, gi)
+        Ws = {n: (torch.randn(*shape, generator=torch.Generator().manual_seed(7 * gi + j)) * 0.02).to(device)
+              for j, (n, shape) in enumerate(mods.items())}
+        out[key] = (H, Ws)
+    return out
+
+
+def llmc_python(explicit: str | None) -> str | None:
+    """The llm-compressor venv's interpreter, or None (with a hint on stderr) when it is missing."""
+    path = explicit or os.environ.get("LLMC_PYTHON") or "/work/venv-llmc/bin/python"
+    if shutil.which(path) or Path(path).is_file():
+        return path
+    print(f"llm-compressor interpreter {path!r} not found; its column is skipped. Create it with:\n"
+          f"  {VENV_HINT}\nand pass --llmc-python V/bin/python (or set LLMC_PYTHON).", file=sys.stderr)
+    return None
+
+
+def run_llmc(python: str, probs: dict, args: argparse.Namespace) -> dict[str, tuple[float, torch.Tensor]] | None:
+    """llm-compressor's sparsify_weight on the same W and H, in its own venv; None on failure."""
+    from safetensors.torch import load_file, save_file
+
+    with tempfile.TemporaryDirectory(prefix="bench_llmc_") as tmp:
+        tensors = {}
+        for H, Ws in probs.values():
+            for name, W in Ws.items():
+                tensors[f"W.{name}"], tensors[f"H.{name}"] = W.cpu().contiguous(), H.cpu().clone()
+        src, dst, js = (str(Path(tmp) / n) for n in ("in.safetensors", "out.safetensors", "out.json"))
+        save_file(tensors, src)
+        cmd = [python, str(HERE / "llmc_worker.py"), "sparsify", "--tensors", src, "--out", dst, "--json", js,
+               "--sparsity", str(args.sparsity), "--block-size", "128", "--dampening", "0.01",
+               "--repeats", str(args.repeats), "--device", args.device]
+        if args.pattern:
+            cmd += ["--pattern", args.pattern]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"llm-compressor worker failed (rc {proc.returncode}); column skipped:\n{proc.stderr[-2000:]}",
+                  file=sys.stderr)
+            return None
+        seconds = json.loads(Path(js).read_text())["seconds"]
+        pruned = load_file(dst)
+        return {name: (seconds[name], pruned[f"W.{name}"]) for name in seconds}
+
+
+def run_rac(probs: dict, args: argparse.Namespace, nm: tuple[int, int] | None) -> dict[str, dict]:
+    """Best-of-repeats times and pruned weights of the three in-process methods, per module."""
+    res: dict[str, dict] = {m: {} for m in METHODS[:3]}
+    res["group_seconds"] = {}
+    for key, (H, Ws) in probs.items():
+        names = list(Ws)
+        for _ in range(args.repeats):  # interleaved repeats: load changes hit every method alike
+            tg, out = timed(lambda: sparsegpt_prune_group([Ws[n] for n in names], H, sparsities=args.sparsity,
+                                                          patterns=[args.pattern] * len(names)), args.device)
+            if tg < res["group_seconds"].get(key, float("inf")):
+                res["group_seconds"][key] = tg
+                rows = sum(Ws[n].shape[0] for n in names)
+                for n, r in zip(names, out):
+                    res["rac_grouped"][n] = (tg * Ws[n].shape[0] / rows, r.weight)
+            for n in names:
+                for method, fn in (
+                    ("rac_module", lambda: sparsegpt_prune(Ws[n], H, sparsity=args.sparsity, pattern=args.pattern).weight),
+                    ("classic", lambda: classic_loop(Ws[n], H, args.sparsity, nm)),
+                ):
+                    t, w = timed(fn, args.device)
+                    if t < res[method].get(n, (float("inf"),))[0]:
+                        res[method][n] = (t, w)
+    return res
+
+
+def report(probs: dict, res: dict, args: argparse.Namespace) -> dict:
+    """Print the per-module table and per-block totals; return the JSON-able results."""
+    methods = [m for m in METHODS if res.get(m)]
+    ref = "llmc" if "llmc" in methods else "classic"
+    head = "".join(f"{m + ' s':>15s}" for m in methods) + "".join(f"{'err ' + m:>17s}" for m in methods)
+    print(f"{'module':10s}{'shape':>12s}{head}{'speedup grouped':>17s}")
+    rows, totals = [], {m: 0.0 for m in methods}
+    for H, Ws in probs.values():
+        for n, W in Ws.items():
+            row = {"module": n, "shape": list(W.shape)}
+            for m in methods:
+                t, w = res[m][n]
+                row[f"{m}_s"], row[f"{m}_err"] = t, rel_error(W, w, H)
+                totals[m] += t
+            row["speedup_grouped_vs_" + ref] = row[f"{ref}_s"] / row["rac_grouped_s"]
+            rows.append(row)
+            print(f"{n:10s}{'x'.join(map(str, W.shape)):>12s}" + "".join(f"{row[m + '_s']:15.4f}" for m in methods)
+                  + "".join(f"{row[m + '_err']:17.6f}" for m in methods) + f"{row['speedup_grouped_vs_' + ref]:16.1f}x")
+    print("per decoder block: " + " | ".join(f"{m} {totals[m]:.3f} s" for m in methods))
+    ratios = {f"{ref}/{m}": totals[ref] / totals[m] for m in methods if m != ref}
+    print("ratios (higher = rac faster): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    mean_err = {m: sum(r[f"{m}_err"] for r in rows) / len(rows) for m in methods}
+    print("mean relative error: " + ", ".join(f"{m} {v:.6f}" for m, v in mean_err.items()))
+    return {"modules": rows, "block_seconds": totals, "ratios": ratios, "mean_rel_error": mean_err,
+            "group_seconds": res["group_seconds"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="SparseGPT per module: rac vs classic loop vs llm-compressor")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--shapes", default=None, choices=sorted(SHAPES), help="default: smollm2 on cpu, 7b on cuda")
+    ap.add_argument("--pattern", default=None, help="N:M pattern, e.g. 2:4 (default: unstructured)")
+    ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--llmc-python", default=None, help="llm-compressor venv python (env LLMC_PYTHON)")
+    ap.add_argument("--no-llmc", action="store_true", help="skip the llm-compressor column")
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/sparsegpt_<...>.json)")
+    args = ap.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked but CUDA is not available on this machine")
+    shapes = args.shapes or ("7b" if args.device.startswith("cuda") else "smollm2")
+    nm = tuple(map(int, args.pattern.split(":"))) if args.pattern else None
+    print(f"device={args.device} shapes={shapes} pattern={args.pattern or 'unstructured'} sparsity={args.sparsity} "
+          f"threads={torch.get_num_threads()} torch={torch.__version__} repeats={args.repeats}")
+    probs = problems(SHAPES[shapes], args.device)
+    res = run_rac(probs, args, nm)
+    python = None if args.no_llmc else llmc_python(args.llmc_python)
+    if python:
+        res["llmc"] = run_llmc(python, probs, args) or {}
+    result = report(probs, res, args)
+    result["config"] = {"device": args.device, "shapes": shapes, "pattern": args.pattern, "sparsity": args.sparsity,
+                        "threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": args.repeats,
+                        "date": time.strftime("%Y-%m-%d %H:%M")}
+    out = Path(args.out) if args.out else HERE / "results" / (
+        f"sparsegpt_{shapes}_{args.device.split(':')[0]}_{(args.pattern or 'unstructured').replace(':', 'of')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ Hessian. Embeddings and ``lm_head`` live outside the blocks, so they are never r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
-import torch.nn as nn
+from torch import nn
 
 BLOCK_PATHS: tuple[str, ...] = (
     "model.layers",

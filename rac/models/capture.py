@@ -8,12 +8,13 @@ peak device memory at one block plus one batch of activations.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from rac.algorithms.hessian import accumulate_hessian
 from rac.models.blocks import find_blocks
@@ -34,7 +35,7 @@ class BlockInputs:
     def __len__(self) -> int:
         return len(self.hidden)
 
-    def with_hidden(self, hidden: list[torch.Tensor]) -> "BlockInputs":
+    def with_hidden(self, hidden: list[torch.Tensor]) -> BlockInputs:
         """Same kwargs and weights (they do not change between blocks), new hidden states."""
         return BlockInputs(hidden, self.kwargs, self.weights)
 

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from rac.report.tables import KIND_ORDER, ReportError, RunRecord, primary_task  # noqa: E402
 
@@ -90,21 +91,29 @@ def plot_error_ratio(arrays_a: dict, arrays_b: dict, label_a: str, label_b: str,
     matrix, boundary = error_ratio_matrix(arrays_a, arrays_b)
     finite = np.abs(np.log10(matrix[np.isfinite(matrix)]))
     span = 10 ** float(np.clip(np.percentile(finite, 98) if finite.size else 0.3, 0.05, 2.0))
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("RdBu").with_extremes(bad=(0, 0, 0, 0))  # no data: hatched background shows
     width = min(16.0, max(7.0, matrix.shape[1] / 40))
     fig, ax = plt.subplots(figsize=(width, max(2.5, 0.35 * matrix.shape[0] + 1.5)))
     extent = (-boundary - 0.5, matrix.shape[1] - boundary - 0.5, matrix.shape[0] - 0.5, -0.5)
     image = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", interpolation="nearest", cmap=cmap,
                       norm=LogNorm(vmin=1 / span, vmax=span), extent=extent)
+    ax.patch.set_facecolor("white")
+    ax.patch.set_hatch("///")
+    ax.patch.set_edgecolor("#cccccc")
     ax.axvline(-0.5, color="black", linewidth=2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("token position relative to the prompt/decode boundary (prompt < 0 <= decode)")
     ax.set_ylabel("problem")
     ax.set_yticks(range(matrix.shape[0]))
     ax.tick_params(axis="y", labelsize=7)
     bar = fig.colorbar(image, ax=ax, pad=0.01)
-    bar.set_label(f"r_t = e_t({label_a}) / e_t({label_b})\n>1 (blue): {label_b} lower error; <1 (red): {label_a} lower")
-    ax.set_title(title or f"per-token last-layer error ratio {label_a} / {label_b}")
+    bar.set_label(f"r_t = e_t({label_a}) / e_t({label_b})")
+    ticks = [t for t in (0.1, 0.2, 0.5, 0.8, 1.0, 1.25, 2.0, 5.0, 10.0) if 1 / span <= t <= span]
+    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    bar.ax.minorticks_off()
+    ax.set_title((title or f"per-token last-layer error ratio {label_a} / {label_b}")
+                 + f"\nblue (>1): {label_b} has lower error, red (<1): {label_a} has lower error; hatched: no token",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

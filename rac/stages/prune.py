@@ -100,8 +100,9 @@ def run(ctx: StageContext) -> dict:
             for g, members in todo.items():
                 key = hessian_key(base, index, g, upstream.digest if settings.sequential else EMPTY_UPSTREAM)
 
-                def compute(g: str = g) -> tuple[torch.Tensor, float]:
-                    sums = collect_hessians(block, walker.inputs_for(index), {g: groups[g][0].module}, device)
+                def compute(g: str = g, block: Any = block, index: int = index,
+                            module: Any = groups[g][0].module) -> tuple[torch.Tensor, float]:
+                    sums = collect_hessians(block, walker.inputs_for(index), {g: module}, device)
                     return sums.H[g], sums.total_weight
 
                 H, hit = _hessian(ctx, key, g, index, compute, fresh.get(g))
@@ -116,6 +117,7 @@ def run(ctx: StageContext) -> dict:
                         upstream.add({"block": index, **entry})
                     report.append({"block": index, "name": name, "hessian_hit": hit, **entry, **fields})
         block_seconds.append(time.perf_counter() - t_block)
+        ctx.log.info("prune: block %d/%d done in %.2fs", index + 1, len(blocks), block_seconds[-1])
         handle.advance()
     handle.close()
     for name, result, entry in outside_block_results(model, assignments, settings):

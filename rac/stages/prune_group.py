@@ -8,11 +8,12 @@ block activations (and ``embed_tokens`` has no linear input at all).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 METHODS = ("sparsegpt", "wanda", "magnitude")
 
@@ -31,7 +32,7 @@ class PruneSettings:
     mask_selection: str = "per_block"
 
     @classmethod
-    def from_recipe(cls, prune: dict) -> "PruneSettings":
+    def from_recipe(cls, prune: dict) -> PruneSettings:
         return cls(bool(prune.get("sequential", True)), int(prune.get("block_size", 128)),
                    float(prune.get("dampening", 0.01)), str(prune.get("mask_selection", "per_block")))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch.nn as nn
+from torch import nn
 
 from rac.models.blocks import (
     BlockDiscoveryError,

@@ -30,9 +30,9 @@ def _save_tiny(path, arch, tokenizer, layers):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    kw = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-              num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-              pad_token_id=tokenizer.pad_token_id)
+    kw = {"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": layers,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True,
+              "pad_token_id": tokenizer.pad_token_id}
     model = LlamaForCausalLM(LlamaConfig(**kw)) if arch == "llama" else Qwen2ForCausalLM(Qwen2Config(**kw))
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -109,7 +109,7 @@ def test_sequential_vs_dense_inputs(two_blocks):
 
 
 def test_hessians_are_reused_exactly_when_valid(two_blocks):
-    first, w1, report1, _ = two_blocks.run()
+    first, w1, _report1, _ = two_blocks.run()
     assert first["hessian_misses"] == 7 and first["hessian_hits"] == 1  # block 0 attn_in from the hessian stage
     again, w2, report2, _ = two_blocks.run()
     assert again["hessian_misses"] == 0 and again["hessian_hits"] == 8 and again["block_forward_passes"] == 0
@@ -121,7 +121,7 @@ def test_hessians_are_reused_exactly_when_valid(two_blocks):
 
 
 def test_dense_mode_uses_the_hessian_stage_only(two_blocks):
-    summary, _, report, _ = two_blocks.run(sequential=False)
+    summary, _, _report, _ = two_blocks.run(sequential=False)
     assert summary["hessian_misses"] == 0 and summary["hessian_hits"] == 8
     assert summary["block_forward_passes"] == 0
 
@@ -130,7 +130,7 @@ def test_methods_and_outside_modules(two_blocks):
     scopes = [{"name": "a", "modules": ["attn"], "blocks": "all", "method": "wanda"},
               {"name": "m", "modules": ["mlp"], "blocks": [1], "method": "magnitude", "sparsity": 0.25},
               {"name": "head", "modules": ["lm_head"], "blocks": "all", "method": "magnitude", "sparsity": 0.1}]
-    summary, weights, report, _ = two_blocks.run(scopes=scopes)
+    _summary, weights, report, _ = two_blocks.run(scopes=scopes)
     by = {(r["block"], r["module"]): r for r in report}
     assert by[(0, "q_proj")]["method"] == "wanda" and by[(0, "q_proj")]["achieved"] == 0.5
     assert by[(1, "down_proj")]["achieved"] == 0.25 and (0, "down_proj") not in by
