@@ -228,7 +228,9 @@ def _run_one(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, d
     tmp.mkdir(parents=True)
     try:
         summary = stage.run(context(tmp))
-        atomic_write_json(tmp / SUMMARY_FILE, {"summary": summary or {}, "_seconds": time.perf_counter() - start})
+        # paths the stage reported point into the temp dir; report where they end up
+        summary = json.loads(json.dumps(summary or {}, default=str).replace(str(tmp), str(final)))
+        atomic_write_json(tmp / SUMMARY_FILE, {"summary": summary, "_seconds": time.perf_counter() - start})
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     finally:
