@@ -13,12 +13,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.ticker import MaxNLocator
 
-from rac.report.tables import KIND_ORDER, ReportError, RunRecord, primary_task  # noqa: E402
+from rac.report.tables import KIND_ORDER, ReportError, RunRecord, primary_task
 
 COLORS = {"c4": "tab:gray", "text": "tab:gray", "prompt": "tab:orange", "rac": "tab:blue"}
 
@@ -37,20 +37,16 @@ def plot_metric_vs_sparsity(records: list[RunRecord], task: str, key: str, ylabe
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
     drawn = False
     for ax, (model, runs) in zip(axes[0], models.items()):
-        dense = [r for r in runs if r.sparsity == "dense" and (r.evaluate.get(task) or {}).get(key) is not None]
-        kinds = sorted({r.calibration for r in runs if r.sparsity != "dense"}, key=lambda k: KIND_ORDER.index(k)
-                       if k in KIND_ORDER else 99)
+        measured = [r for r in runs if (r.evaluate.get(task) or {}).get(key) is not None]
+        dense = [r for r in measured if r.sparsity == "dense"]
+        kinds = sorted({r.calibration for r in measured if r.sparsity != "dense"},
+                       key=lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER))
         for kind in kinds:
-            points = [(r.sparsity_value, r.evaluate[task][key], (r.evaluate[task].get(se_key) if se_key else None))
-                      for r in runs if (r.calibration == kind or r in dense) and (r.evaluate.get(task) or {}).get(key)
-                      is not None]
-            points = sorted(dict((x, (y, e)) for x, y, e in points).items())
-            if not points:
-                continue
-            xs = [100 * x for x, _ in points]
-            ys = [y for _, (y, _) in points]
-            errs = [e or 0.0 for _, (_, e) in points]
-            ax.errorbar(xs, ys, yerr=errs if se_key else None, marker="o", capsize=3, label=kind,
+            by_x = {r.sparsity_value: r.evaluate[task] for r in dense + [r for r in measured if r.calibration == kind]}
+            xs = sorted(by_x)
+            ys = [by_x[x][key] for x in xs]
+            errs = [by_x[x].get(se_key) or 0.0 for x in xs] if se_key else None
+            ax.errorbar([100 * x for x in xs], ys, yerr=errs, marker="o", capsize=3, label=kind,
                         color=COLORS.get(kind))
             drawn = True
         ax.set_title(model)

@@ -14,19 +14,40 @@ pytestmark = [
 
 
 @pytest.fixture()
+def vllm_model_dir(tmp_path, tokenizer):
+    """A tiny random Llama that vLLM's CPU attention accepts (head_dim 64; the shared fixture has 16).
+
+    A large init range makes the next-token distribution peaked, so greedy decoding is not decided by
+    rounding differences between the two engines' kernels."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         initializer_range=0.2, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=True)
+    path = tmp_path / "tiny-vllm"
+    LlamaForCausalLM(config).eval().save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
 def vllm_env(monkeypatch):
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # vLLM reads a local folder; keep its defaults
 
 
-def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, tiny_model_dir, tokenizer, vllm_env):
+def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vllm_model_dir, tokenizer, vllm_env):
     from rac.calibration.rollouts import read_rollouts
     from rac.engine.cache import Cache
     from rac.engine.stage import StageContext
     from rac.engines.base import SamplingConfig, get_engine
     from rac.stages.rollout import STAGE
 
-    spec = {"id": str(tiny_model_dir), "dtype": "float32"}
+    spec = {"id": str(vllm_model_dir), "dtype": "float32"}
     prompts = [tokenizer("a b c d")["input_ids"], tokenizer("hello there")["input_ids"]]
     engine = get_engine("vllm", spec, "cpu", None, {"gpu_memory_utilization": 0.3, "enforce_eager": True,
                                                     "max_model_len": 256})
