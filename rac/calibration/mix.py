@@ -1,12 +1,14 @@
 """Calibration sets: generic text, prompt-only, or prompt + on-policy CoT (RAC), mixed by weight.
 
-Budget rules (``calibration.budget``; each source gets ``weight / sum(weights)`` of it):
-- ``tokens``: ``text`` packs ``share // text_seq_len`` full sequences (at least one); ``prompt`` and
-  ``rac`` add whole prompts / whole traces (prompt + completion) in the source's seeded order until the
-  next one would overflow the share: that one is dropped (counted in ``dropped_budget``), never cut,
-  and the source stops. A source always contributes at least one prompt/trace.
-- ``prompts``: ``text`` takes that many sequences; ``prompt`` that many prompts; ``rac`` every kept
-  trace of that many prompts.
+Budget rules (``calibration.budget``: ``tokens`` and/or ``prompts``; when both are set both limits
+apply; each source gets ``weight / sum(weights)`` of each limit):
+- ``text`` packs full ``text_seq_len`` sequences: ``tokens // text_seq_len`` (at least one) and at
+  most ``prompts`` of them.
+- ``prompt`` and ``rac`` add whole prompts / whole traces (prompt + completion) in the source's seeded
+  (rac: artifact) order until the next one would exceed the token share or start prompt number
+  ``prompts + 1``. The trace that would overflow the token share is dropped (``dropped_budget``), never
+  cut, and the source stops there; a source with a non-zero share contributes at least one item.
+  With ``samples_per_prompt > 1`` the prompt limit counts prompts, each with all its kept traces.
 Prompts longer than ``max_prompt_tokens`` are skipped (a chat prompt cut short is not a prompt).
 On-policy traces are used token for token; off-policy traces (``provenance.on_policy`` false) are
 re-rendered and re-tokenized with the target tokenizer.
@@ -15,6 +17,7 @@ re-rendered and re-tokenized with the target tokenizer.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ import torch
 from rac.calibration.datasets import DatasetError
 from rac.calibration.render import render_prompt
 from rac.calibration.rollouts import read_rollouts
-from rac.calibration.sources import budget_of, source_items, source_label, source_weights, split_budget
+from rac.calibration.sources import Share, budget_of, source_items, source_label, source_shares
 
 KIND_PROMPT, KIND_DECODE, KIND_TEXT = 0, 1, 2
 CALIB_TENSORS, CALIB_JSON = "calibration.safetensors", "calibration.json"
@@ -84,7 +87,7 @@ class _Builder:
         self.offsets = [0]
         self.counts = {"prompt_tokens": 0, "decode_tokens": 0, "text_tokens": 0}
 
-    def add(self, first: list[int], first_kind: int, decode: list[int] = ()) -> None:
+    def add(self, first: list[int], first_kind: int, decode: Sequence[int] = ()) -> None:
         self.ids += list(first) + list(decode)
         self.kinds += [first_kind] * len(first) + [KIND_DECODE] * len(decode)
         self.offsets.append(len(self.ids))
@@ -107,9 +110,11 @@ def _weights(calib_cfg: dict) -> tuple[float, float]:
     return w_prompt, w_decode
 
 
-def _add_text(builder: _Builder, items: list, tokenizer: Any, unit: str, share: int, seq_len: int) -> dict:
+def _add_text(builder: _Builder, items: list, tokenizer: Any, share: Share, seq_len: int) -> dict:
     """Tokenize documents (EOS between them) and pack them into full ``seq_len`` sequences."""
-    wanted = share if unit == "prompts" else max(1, share // seq_len)
+    limits = [share.prompts] if share.prompts is not None else []
+    limits += [max(1, share.tokens // seq_len)] if share.tokens is not None else []
+    wanted = min(limits)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
     docs = 0
@@ -121,10 +126,17 @@ def _add_text(builder: _Builder, items: list, tokenizer: Any, unit: str, share: 
     made = min(wanted, len(stream) // seq_len)
     for k in range(made):
         builder.add(stream[k * seq_len : (k + 1) * seq_len], KIND_TEXT)
-    return {"documents": docs, "sequences": made, "exhausted": made < wanted}
+    return {"documents": docs, "sequences": made, "tokens": made * seq_len, "exhausted": made < wanted}
 
 
-def _add_prompts(builder: _Builder, items: list, tokenizer: Any, unit: str, share: int, calib_cfg: dict) -> dict:
+def _full(share: Share, taken_prompts: int, used: int, size: int, new_prompt: bool) -> bool:
+    """True when adding an item of ``size`` tokens (a new prompt or not) would break a limit."""
+    if share.prompts is not None and new_prompt and taken_prompts >= share.prompts:
+        return True
+    return share.tokens is not None and used > 0 and used + size > share.tokens
+
+
+def _add_prompts(builder: _Builder, items: list, tokenizer: Any, share: Share, calib_cfg: dict) -> dict:
     """Rendered prompts only, whole, in the source's seeded order until the share is reached."""
     limit, used, taken, skipped = calib_cfg.get("max_prompt_tokens"), 0, 0, 0
     full = False
@@ -133,7 +145,7 @@ def _add_prompts(builder: _Builder, items: list, tokenizer: Any, unit: str, shar
         if limit and len(ids) > limit:
             skipped += 1
             continue
-        full = taken >= share if unit == "prompts" else bool(taken) and used + len(ids) > share
+        full = _full(share, taken, used, len(ids), True)
         if full:
             break
         builder.add(ids, KIND_PROMPT)
@@ -171,16 +183,15 @@ def _traces(rollout_dir: Path, tokenizer: Any, calib_cfg: dict) -> tuple[dict[in
     return per_source, {"on_policy": on_policy, "rollouts_total": len(rollouts.records), **dropped}
 
 
-def _add_traces(builder: _Builder, traces: list, unit: str, share: int) -> dict:
+def _add_traces(builder: _Builder, traces: list, share: Share) -> dict:
     """Whole traces (prompt + completion) in artifact order until the share is reached."""
     used, taken, over = 0, 0, 0
     prompts: set[int] = set()
     for index, prompt, completion in traces:
         size = len(prompt) + len(completion)
-        if unit == "prompts" and index not in prompts and len(prompts) >= share:
-            break
-        if unit == "tokens" and taken and used + size > share:
-            over = 1  # the whole trace that would overflow the share is dropped, never cut
+        if _full(share, len(prompts), used, size, index not in prompts):
+            # the whole trace that would break the limit is dropped, never cut into a window
+            over = int(share.tokens is not None and used + size > share.tokens)
             break
         builder.add(prompt, KIND_PROMPT, completion)
         used, taken = used + size, taken + 1
@@ -196,10 +207,10 @@ def build_calibration_set(calib_cfg: dict, tokenizer: Any, rollout_dir: Path | N
         raise DatasetError(f"calibration.kind must be text | prompt | rac, got {kind!r}")
     seed = int(calib_cfg.get("seed", 0) if seed is None else seed)
     sources = calib_cfg.get("sources") or []
-    unit, total = budget_of(calib_cfg)
-    shares = split_budget(total, source_weights(sources))
+    tokens, prompts = budget_of(calib_cfg)
+    shares = source_shares(calib_cfg)
     builder = _Builder(*_weights(calib_cfg))
-    stats: dict[str, Any] = {"kind": kind, "budget": {"unit": unit, "value": total}, "seed": seed,
+    stats: dict[str, Any] = {"kind": kind, "budget": {"tokens": tokens, "prompts": prompts}, "seed": seed,
                              "weights": dict(zip(("prompt", "decode"), _weights(calib_cfg)))}
     if kind == "rac":
         if rollout_dir is None:
@@ -208,15 +219,17 @@ def build_calibration_set(calib_cfg: dict, tokenizer: Any, rollout_dir: Path | N
         stats.update(extra)
     per_source = []
     for index, (source, share) in enumerate(zip(sources, shares)):
-        if kind == "rac":
-            realized = _add_traces(builder, traces.get(index, []), unit, share)
+        if share.empty:
+            realized = {"prompts": 0, "tokens": 0}
+        elif kind == "rac":
+            realized = _add_traces(builder, traces.get(index, []), share)
         else:
             items = source_items(source, index, seed)
             if kind == "text":
-                realized = _add_text(builder, items, tokenizer, unit, share, int(calib_cfg.get("text_seq_len", 512)))
+                realized = _add_text(builder, items, tokenizer, share, int(calib_cfg.get("text_seq_len", 512)))
             else:
-                realized = _add_prompts(builder, items, tokenizer, unit, share, calib_cfg)
-        per_source.append({"source": source_label(source), "share": share, **realized})
+                realized = _add_prompts(builder, items, tokenizer, share, calib_cfg)
+        per_source.append({"source": source_label(source), "share": share.to_dict(), **realized})
     stats["sources"] = per_source
     stats["prompts"] = sum(s.get("prompts", 0) for s in per_source)
     for key in ("dropped_budget", "skipped_long_prompts"):
@@ -224,5 +237,6 @@ def build_calibration_set(calib_cfg: dict, tokenizer: Any, rollout_dir: Path | N
     stats["rollouts_used"] = sum(s.get("rollouts", 0) for s in per_source)
     calib = builder.build(stats)
     if len(calib) == 0:
-        raise DatasetError(f"calibration set is empty (kind {kind}, budget {unit}={total}); check sources/budget")
+        raise DatasetError(f"calibration set is empty (kind {kind}, budget tokens={tokens}, "
+                           f"prompts={prompts}); check sources/budget")
     return calib

@@ -57,12 +57,12 @@ def source_items(source: dict, source_index: int, seed: int) -> list[SourceItem]
 
 
 def source_weights(sources: list[dict]) -> list[float]:
-    """Normalised weights of the sources (missing weight = 1); they must be positive."""
+    """Normalised weights of the sources (missing weight = 1); >= 0 each, positive in sum."""
     if not sources:
         raise DatasetError("calibration.sources is empty: name at least one source")
     raw = [float(s.get("weight", 1.0) if s.get("weight") is not None else 1.0) for s in sources]
-    if any(w <= 0 for w in raw):
-        raise DatasetError(f"calibration.sources: every weight must be > 0, got {raw}")
+    if any(w < 0 for w in raw) or sum(raw) <= 0:
+        raise DatasetError(f"calibration.sources: weights must be >= 0 with a positive sum, got {raw}")
     total = sum(raw)
     return [w / total for w in raw]
 
@@ -77,14 +77,37 @@ def split_budget(total: int, weights: list[float]) -> list[int]:
     return shares
 
 
-def budget_of(calib_cfg: dict) -> tuple[str, int]:
-    """``("prompts", n)`` when ``calibration.budget.prompts`` is set (it wins over a default token
-    budget), else ``("tokens", n)``."""
+@dataclass(frozen=True)
+class Share:
+    """One source's part of ``calibration.budget``: a token and/or a prompt limit (None = no limit)."""
+
+    tokens: int | None
+    prompts: int | None
+
+    @property
+    def empty(self) -> bool:
+        return self.tokens == 0 or self.prompts == 0
+
+    def to_dict(self) -> dict:
+        return {"tokens": self.tokens, "prompts": self.prompts}
+
+
+def budget_of(calib_cfg: dict) -> tuple[int | None, int | None]:
+    """(tokens, prompts) of ``calibration.budget``; at least one is set, and when both are, both apply."""
     budget = calib_cfg.get("budget") or {}
     tokens, prompts = budget.get("tokens"), budget.get("prompts")
     if tokens is None and prompts is None:
         raise DatasetError("calibration.budget: set `tokens` or `prompts`")
-    unit, value = ("prompts", prompts) if prompts is not None else ("tokens", tokens)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DatasetError(f"calibration.budget.{unit} must be a positive integer, got {value!r}")
-    return unit, value
+    for unit, value in (("tokens", tokens), ("prompts", prompts)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DatasetError(f"calibration.budget.{unit} must be a positive integer, got {value!r}")
+    return tokens, prompts
+
+
+def source_shares(calib_cfg: dict) -> list[Share]:
+    """Each source's share of the budget, proportional to its weight."""
+    tokens, prompts = budget_of(calib_cfg)
+    weights = source_weights(calib_cfg.get("sources") or [])
+    by_tokens = split_budget(tokens, weights) if tokens is not None else [None] * len(weights)
+    by_prompts = split_budget(prompts, weights) if prompts is not None else [None] * len(weights)
+    return [Share(t, p) for t, p in zip(by_tokens, by_prompts)]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rac.engines.base import EngineError, Generation, SamplingConfig, eos_token_ids
+from rac.engines.base import EngineError, FinishReason, Generation, SamplingConfig, eos_token_ids
 
 if TYPE_CHECKING:
     from rac.engine.stage import ProgressReporter
@@ -128,7 +128,7 @@ class HFEngine:
         for prompt, row in zip(prompts, new):
             stop = next((k for k, tok in enumerate(row) if tok in self.eos_ids), None)
             completion = row[: stop + 1] if stop is not None else row[: sampling.max_new_tokens]
-            reason = "stop" if stop is not None else "length"
+            reason: FinishReason = "stop" if stop is not None else "length"
             text = self.tokenizer.decode(completion, skip_special_tokens=True)
             generations.append(Generation(list(prompt), completion, text, reason))
         return generations

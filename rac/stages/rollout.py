@@ -1,13 +1,13 @@
 """Rollout stage: sample the dense (or off-policy source) model's own chains of thought.
 
-Prompt selection rule (per source, each gets ``weight / sum(weights)`` of the budget):
-- token budget: round 1 takes ``ceil(share / (samples * (mean prompt len + t_max / 2)))`` prompts,
-  i.e. it expects completions to use half of ``t_max``; later top-up rounds (at most
-  ``MAX_ROUNDS`` in all) measure the kept tokens per prompt so far and take
-  ``ceil(1.1 * missing / measured)`` more prompts, until the kept traces cover the share or the source
-  runs out. A little overshoot is expected; the mix drops whole traces beyond the share.
-- prompt budget: ``share`` prompts; top-ups take ``ceil(missing / max(kept rate, 0.25))`` more prompts
-  when drops leave prompts without a kept trace.
+Prompt selection rule (per source; each gets ``weight / sum(weights)`` of the budget limits):
+- token limit: round 1 takes ``ceil(share / (samples * (mean prompt len + t_max / 2)))`` prompts,
+  i.e. it expects completions to use half of ``t_max``; top-up rounds (``MAX_ROUNDS`` rounds in all)
+  measure the kept tokens per prompt so far and take ``ceil(1.1 * missing / measured)`` more, until
+  the kept traces cover the share or the source runs out. Some overshoot is expected: the mix drops
+  whole traces beyond the share.
+- prompt limit: ``share`` prompts; top-ups take ``ceil(missing / max(kept rate, 0.25))`` more when
+  drops leave prompts without a kept trace. With both limits a source takes the smaller count.
 Prompts longer than ``max_prompt_tokens`` are skipped. Rollouts that hit ``t_max`` with
 ``on_truncated: drop`` and wrong answers with ``filter_correct`` stay in the artifact marked ``dropped``.
 """
@@ -15,6 +15,7 @@ Prompts longer than ``max_prompt_tokens`` are skipped. Rollouts that hit ``t_max
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,11 @@ MAX_ROUNDS = 4
 
 def _source_state(ctx: StageContext, tokenizer: Any) -> list[dict]:
     from rac.calibration.render import render_prompt
-    from rac.calibration.sources import budget_of, source_items, source_weights, split_budget
+    from rac.calibration.sources import source_items, source_shares
 
     calib = ctx.recipe["calibration"]
-    unit, total = budget_of(calib)
     sources = calib["sources"]
-    shares = split_budget(total, source_weights(sources))
+    shares = source_shares(calib)
     limit, render_cfg = calib.get("max_prompt_tokens"), calib.get("render") or {}
     states = []
     for index, (source, share) in enumerate(zip(sources, shares)):
@@ -42,26 +42,31 @@ def _source_state(ctx: StageContext, tokenizer: Any) -> list[dict]:
                 if not limit or len(ids) <= limit:
                     yield item, ids
 
-        states.append({"unit": unit, "share": share, "todo": rendered(), "exhausted": False,
+        states.append({"share": share, "todo": rendered(), "exhausted": share.empty,
                        "prompts": 0, "prompt_tokens": 0, "kept_tokens": 0, "kept_prompts": set()})
     return states
 
 
 def _wanted(state: dict, samples: int, t_max: int, round_index: int) -> int:
     """How many more prompts this source needs (see the module docstring)."""
+    share = state["share"]
     if state["exhausted"]:
         return 0
-    if state["unit"] == "prompts":
-        missing = state["share"] - len(state["kept_prompts"])
+    counts = []
+    if share.prompts is not None:
+        missing = share.prompts - len(state["kept_prompts"])
         rate = len(state["kept_prompts"]) / state["prompts"] if state["prompts"] else 1.0
-        return 0 if missing <= 0 else math.ceil(missing / max(rate, 0.25))
-    missing = state["share"] - state["kept_tokens"]
-    if missing <= 0:
-        return 0
-    if round_index == 0 or not state["kept_tokens"]:
-        mean_prompt = state["prompt_tokens"] / state["prompts"] if state["prompts"] else 128.0
-        return max(1, math.ceil(missing / (samples * (mean_prompt + t_max / 2))))
-    return max(1, math.ceil(1.1 * missing / (state["kept_tokens"] / state["prompts"])))
+        counts.append(0 if missing <= 0 else math.ceil(missing / max(rate, 0.25)))
+    if share.tokens is not None:
+        missing = share.tokens - state["kept_tokens"]
+        if missing <= 0:
+            counts.append(0)
+        elif round_index == 0 or not state["kept_tokens"]:
+            mean_prompt = state["prompt_tokens"] / state["prompts"] if state["prompts"] else 128.0
+            counts.append(max(1, math.ceil(missing / (samples * (mean_prompt + t_max / 2)))))
+        else:
+            counts.append(max(1, math.ceil(1.1 * missing / (state["kept_tokens"] / state["prompts"]))))
+    return min(counts)
 
 
 def _take(state: dict, count: int) -> list[tuple[Any, list[int]]]:
@@ -79,9 +84,13 @@ def _verdict(text: str, answer: Any, finish: str, rollout_cfg: dict) -> tuple[bo
     """(correct or None when ungradable, drop reason or None)."""
     correct = None
     if answer is not None:
-        from rac.eval.math import grade
+        try:
+            from rac.eval.math import grade
 
-        correct = grade(text, answer).correct
+            correct = grade(text, answer).correct
+        except ImportError as exc:  # math-verify missing: grading is optional unless filtering
+            if rollout_cfg.get("filter_correct"):
+                raise ValueError(f"calibration.rollout.filter_correct needs math-verify: {exc}") from exc
     if finish == "length" and rollout_cfg.get("on_truncated", "keep") == "drop":
         return correct, "truncated"
     if rollout_cfg.get("filter_correct") and correct is not True:
@@ -117,7 +126,8 @@ def run(ctx: StageContext) -> dict:
             if not batch:
                 break
             ctx.log.info("rollout round %d: %d prompts x %d samples", round_index + 1, len(batch), sampling.n)
-            outputs = engine.generate([ids for _, _, ids in batch], sampling, progress=ctx.progress)
+            round_sampling = replace(sampling, seed=sampling.seed + 7919 * round_index)  # fresh noise per round
+            outputs = engine.generate([ids for _, _, ids in batch], round_sampling, progress=ctx.progress)
             for (state, item, ids), gens in zip(batch, outputs):
                 state["prompts"] += 1
                 state["prompt_tokens"] += len(ids)
@@ -140,7 +150,7 @@ def run(ctx: StageContext) -> dict:
                       "render": calib.get("render"), "budget": calib.get("budget"),
                       "on_truncated": cfg.get("on_truncated", "keep"), "filter_correct": bool(cfg.get("filter_correct")),
                       "calibration_seed": calib.get("seed", 0),
-                      "shares": [{"share": s["share"], "unit": s["unit"], "kept_tokens": s["kept_tokens"],
+                      "shares": [{"share": s["share"].to_dict(), "kept_tokens": s["kept_tokens"],
                                   "kept_prompts": len(s["kept_prompts"]), "exhausted": s["exhausted"]} for s in states]}
     finally:
         engine.close()

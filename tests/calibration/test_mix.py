@@ -46,9 +46,19 @@ def test_mix_by_weight_splits_the_token_budget(tokenizer):
     sources = [{"dataset": "gsm8k_train", "weight": 3.0}, {"dataset": "math_train", "weight": 1.0}]
     calib = build_calibration_set(cfg("prompt", sources, tokens=4000), tokenizer)
     gsm, math = calib.stats["sources"]
-    assert (gsm["share"], math["share"]) == (3000, 1000)
+    assert (gsm["share"]["tokens"], math["share"]["tokens"]) == (3000, 1000)
     assert 3000 - 150 < gsm["tokens"] <= 3000 and 1000 - 400 < math["tokens"] <= 1000
     assert calib.stats["prompts"] == gsm["prompts"] + math["prompts"] == len(calib)
+
+
+def test_both_limits_apply_and_zero_weight_sources_add_nothing(tokenizer):
+    sources = [{"dataset": "gsm8k_train", "weight": 1.0}, {"dataset": "c4", "weight": 0.0}]
+    by_prompts = build_calibration_set(cfg("prompt", sources, tokens=100_000, prompts=5), tokenizer)
+    assert len(by_prompts) == 5 and by_prompts.stats["sources"][1]["prompts"] == 0
+    by_tokens = build_calibration_set(cfg("prompt", sources, tokens=300, prompts=50), tokenizer)
+    assert 0 < len(by_tokens) < 50 and by_tokens.stats["total_tokens"] <= 300
+    text = build_calibration_set(cfg("text", [{"dataset": "c4"}], tokens=64 * 10, prompts=3), tokenizer)
+    assert len(text) == 3
 
 
 def test_long_prompts_are_skipped_not_cut(tokenizer):

@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rac.calibration.datasets import DatasetError
-from rac.calibration.sources import budget_of, source_items, source_weights, split_budget
+from rac.calibration.sources import (
+    Share,
+    budget_of,
+    source_items,
+    source_shares,
+    source_weights,
+    split_budget,
+)
 
 
 def test_items_follow_a_fixed_seeded_order():
@@ -29,14 +36,22 @@ def test_split_budget_is_exact_and_proportional(total, weights):
 
 
 def test_weights_and_budget_validation():
-    assert source_weights([{"weight": 3.0}, {"weight": 1.0}]) == [0.75, 0.25]
+    assert source_weights([{"weight": 3.0}, {"weight": 1.0}, {"weight": 0.0}]) == [0.75, 0.25, 0.0]
     with pytest.raises(DatasetError, match="weight"):
         source_weights([{"weight": 0.0}])
     with pytest.raises(DatasetError, match="empty"):
         source_weights([])
-    assert budget_of({"budget": {"tokens": 100, "prompts": None}}) == ("tokens", 100)
-    assert budget_of({"budget": {"tokens": 100, "prompts": 5}}) == ("prompts", 5)
+    assert budget_of({"budget": {"tokens": 100, "prompts": None}}) == (100, None)
+    assert budget_of({"budget": {"tokens": 100, "prompts": 5}}) == (100, 5)
     with pytest.raises(DatasetError, match="positive integer"):
         budget_of({"budget": {"tokens": -3}})
     with pytest.raises(DatasetError, match="set `tokens` or `prompts`"):
         budget_of({"budget": {}})
+
+
+def test_shares_split_every_limit_by_weight():
+    cfg = {"budget": {"tokens": 1000, "prompts": 10}, "sources": [{"weight": 3}, {"weight": 1}, {"weight": 0}]}
+    assert source_shares(cfg) == [Share(750, 8), Share(250, 2), Share(0, 0)]
+    assert source_shares(cfg)[2].empty and not source_shares(cfg)[0].empty
+    cfg["budget"] = {"tokens": None, "prompts": 4}
+    assert source_shares(cfg)[0] == Share(None, 3)
