@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate recipe and grid files; non-zero exit on any error")
     p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--portable", action="store_true",
+                   help="check the recipe only, not this machine (e.g. vLLM recipes on a machine without vLLM)")
 
     p = sub.add_parser("grid", help="run the cartesian product of axes or a grid file")
     p.add_argument("recipe", help="recipe YAML, or a grid file (with `axes`/`overlays`)")

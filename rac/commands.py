@@ -48,10 +48,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             if is_grid_file(path):
-                cells = expand_grid(grid_file=path)
+                cells = expand_grid(grid_file=path, environment=not args.portable)
                 ui.validated(str(path), True, f"(grid: {len(cells)} cells)")
             else:
-                _load(str(path), [])
+                from rac.recipe.validate import load_and_validate
+
+                load_and_validate(str(path), [], environment=not args.portable)
                 ui.validated(str(path), True)
         except RecipeError as exc:
             failures += 1

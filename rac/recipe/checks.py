@@ -186,6 +186,10 @@ def check_model(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
     return issues
 
 
+# Checks of this machine rather than of the recipe (skipped by `rac validate --portable`, e.g. when a
+# reviewer without a GPU validates a vLLM recipe).
+ENVIRONMENT_CHECKS: tuple[Check, ...] = (check_engines,)
+
 SEMANTIC_CHECKS: list[tuple[tuple[str, ...], Check]] = [
     (("prune",), check_prune),
     (("calibration", "evaluate"), check_engines),

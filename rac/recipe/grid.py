@@ -178,8 +178,10 @@ def recipe_hash(data: dict) -> str:
 
 
 def expand_grid(recipe_path: PathLike | None = None, axes: Sequence[str] = (), grid_file: PathLike | None = None,
-                overrides: Sequence[str] = ()) -> list[GridCell]:
+                overrides: Sequence[str] = (), environment: bool = True) -> list[GridCell]:
     """Expand a grid to its cells, every one resolved and validated (one RecipeError for all cells).
+
+    ``environment=False`` skips the checks of this machine (see ``validate``).
 
     Order: the grid file's axes, then its overlay axes, then CLI ``axes``; the last axis varies
     fastest. ``overrides`` apply to every cell before the axis values.
@@ -207,7 +209,7 @@ def expand_grid(recipe_path: PathLike | None = None, axes: Sequence[str] = (), g
         overlays = [c.overlay for c in combo if c.overlay is not None]
         try:
             loaded = load_recipe(recipe, cell_overrides, overlays)
-            issues = validate(loaded)
+            issues = validate(loaded, environment=environment)
         except RecipeError as exc:
             issues = exc.issues
         if issues:

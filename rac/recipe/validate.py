@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 import rac
-from rac.recipe.checks import SEMANTIC_CHECKS
+from rac.recipe.checks import ENVIRONMENT_CHECKS, SEMANTIC_CHECKS
 from rac.recipe.errors import RecipeError, RecipeIssue, json_path
 from rac.recipe.load import LoadedRecipe, load_recipe
 from rac.recipe.overrides import Override
@@ -160,19 +160,20 @@ def _version_issue(loaded: LoadedRecipe) -> RecipeIssue | None:
                        f"unsupported recipe version {_short(version)}; this rac reads versions: {supported_versions()}")
 
 
-def validate(loaded: LoadedRecipe, n_blocks: int | None = None) -> list[RecipeIssue]:
+def validate(loaded: LoadedRecipe, n_blocks: int | None = None, environment: bool = True) -> list[RecipeIssue]:
     """Every problem of a loaded recipe (empty list = valid).
 
     An unknown ``version`` is reported alone (the rest would be checked against the wrong
     schema). Semantic checks run per section once that section passes the schema. ``n_blocks``
-    (the model depth, when known) enables the bounds check of block ranges.
+    (the model depth, when known) enables the bounds check of block ranges. ``environment=False``
+    skips the checks of this machine (installed engines) and checks only the recipe itself.
     """
     version = _version_issue(loaded)
     if version is not None:
         return [version]
     issues, bad_sections = _schema_issues(loaded)
     for sections, check in SEMANTIC_CHECKS:
-        if bad_sections & (set(sections) | {"*"}):
+        if bad_sections & (set(sections) | {"*"}) or (not environment and check in ENVIRONMENT_CHECKS):
             continue
         issues.extend(check(loaded, n_blocks))
     return issues
@@ -180,10 +181,10 @@ def validate(loaded: LoadedRecipe, n_blocks: int | None = None) -> list[RecipeIs
 
 def load_and_validate(path: str | os.PathLike[str], overrides: Sequence[str | Override] = (),
                       overlays: Sequence[str | os.PathLike[str]] = (),
-                      n_blocks: int | None = None) -> LoadedRecipe:
+                      n_blocks: int | None = None, environment: bool = True) -> LoadedRecipe:
     """Load, resolve and validate a recipe; raises RecipeError with every issue at once."""
     loaded = load_recipe(path, overrides, overlays)
-    issues = validate(loaded, n_blocks)
+    issues = validate(loaded, n_blocks, environment)
     if issues:
         raise RecipeError(issues)
     return loaded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 from jsonschema import Draft202012Validator
@@ -45,7 +46,7 @@ def test_recipe_package_never_imports_torch():
     code = (
         "import sys, rac.recipe as r\n"
         "from rac.recipe import load, validate, grid, diff, scopes, schema, checks, overrides, source, errors\n"
-        f"r.load_and_validate({str(__import__('conftest').EXAMPLE)!r})\n"
+        f"r.load_and_validate({str(Path(__file__).parent / 'data' / 'smollm2_rac.yaml')!r})\n"
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
