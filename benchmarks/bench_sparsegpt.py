@@ -8,7 +8,7 @@ reference algorithm, re-typed here) and llm-compressor's own ``sparsify_weight``
 Every method gets the same W and the same H (synthetic: low-rank + noise activations, 2048 tokens)
 with block size 128 and dampening 0.01 x mean(diag H). The error column is the relative layer
 reconstruction error ||(W - W_hat) X||^2 / ||W X||^2 = tr(dW H dW^T) / tr(W H W^T).
-Times are the best of ``--repeats``. llm-compressor is not a rac dependency: it is called through
+Times are the best of ``--repeats``; each repeat runs rac then llm-compressor, so load changes hit both. llm-compressor is not a rac dependency: it is called through
 ``benchmarks/llmc_worker.py`` under ``--llmc-python`` (a separate venv); missing -> column skipped.
 """
 
@@ -143,7 +143,7 @@ def run_llmc(python: str, probs: dict, args: argparse.Namespace) -> dict[str, tu
         save_file(tensors, src)
         cmd = [python, str(HERE / "llmc_worker.py"), "sparsify", "--tensors", src, "--out", dst, "--json", js,
                "--sparsity", str(args.sparsity), "--block-size", "128", "--dampening", "0.01",
-               "--repeats", str(args.repeats), "--device", args.device]
+               "--repeats", "1", "--device", args.device]
         if args.pattern:
             cmd += ["--pattern", args.pattern]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -157,28 +157,33 @@ def run_llmc(python: str, probs: dict, args: argparse.Namespace) -> dict[str, tu
 
 
 def run_rac(probs: dict, args: argparse.Namespace, nm: tuple[int, int] | None) -> dict[str, dict]:
-    """Best-of-repeats times and pruned weights of the three in-process methods, per module."""
+    """One timed pass of the three in-process methods: method -> module -> (seconds, pruned W)."""
     res: dict[str, dict] = {m: {} for m in METHODS[:3]}
     res["group_seconds"] = {}
     for key, (H, Ws) in probs.items():
         names = list(Ws)
-        for _ in range(args.repeats):  # interleaved repeats: load changes hit every method alike
-            tg, out = timed(lambda: sparsegpt_prune_group([Ws[n] for n in names], H, sparsities=args.sparsity,
-                                                          patterns=[args.pattern] * len(names)), args.device)
-            if tg < res["group_seconds"].get(key, float("inf")):
-                res["group_seconds"][key] = tg
-                rows = sum(Ws[n].shape[0] for n in names)
-                for n, r in zip(names, out):
-                    res["rac_grouped"][n] = (tg * Ws[n].shape[0] / rows, r.weight)
-            for n in names:
-                for method, fn in (
-                    ("rac_module", lambda: sparsegpt_prune(Ws[n], H, sparsity=args.sparsity, pattern=args.pattern).weight),
-                    ("classic", lambda: classic_loop(Ws[n], H, args.sparsity, nm)),
-                ):
-                    t, w = timed(fn, args.device)
-                    if t < res[method].get(n, (float("inf"),))[0]:
-                        res[method][n] = (t, w)
+        tg, out = timed(lambda: sparsegpt_prune_group([Ws[n] for n in names], H, sparsities=args.sparsity,
+                                                      patterns=[args.pattern] * len(names)), args.device)
+        res["group_seconds"][key] = tg
+        rows = sum(Ws[n].shape[0] for n in names)
+        for n, r in zip(names, out):
+            res["rac_grouped"][n] = (tg * Ws[n].shape[0] / rows, r.weight)
+        for n in names:
+            res["rac_module"][n] = timed(lambda: sparsegpt_prune(Ws[n], H, sparsity=args.sparsity,
+                                                                 pattern=args.pattern).weight, args.device)
+            res["classic"][n] = timed(lambda: classic_loop(Ws[n], H, args.sparsity, nm), args.device)
     return res
+
+
+def merge_best(best: dict, new: dict) -> None:
+    """Keep, per method and module, the fastest (seconds, weight) seen so far."""
+    for method, table in new.items():
+        slot = best.setdefault(method, {})
+        for name, value in table.items():
+            old = slot.get(name)
+            t = value[0] if isinstance(value, tuple) else value
+            if old is None or t < (old[0] if isinstance(old, tuple) else old):
+                slot[name] = value
 
 
 def report(probs: dict, res: dict, args: argparse.Namespace) -> dict:
@@ -226,10 +231,16 @@ def main() -> None:
     print(f"device={args.device} shapes={shapes} pattern={args.pattern or 'unstructured'} sparsity={args.sparsity} "
           f"threads={torch.get_num_threads()} torch={torch.__version__} repeats={args.repeats}")
     probs = problems(SHAPES[shapes], args.device)
-    res = run_rac(probs, args, nm)
     python = None if args.no_llmc else llmc_python(args.llmc_python)
-    if python:
-        res["llmc"] = run_llmc(python, probs, args) or {}
+    res: dict = {}
+    for _ in range(args.repeats):  # rac and llm-compressor alternate: load changes hit both alike
+        merge_best(res, run_rac(probs, args, nm))
+        if python:
+            llmc = run_llmc(python, probs, args)
+            if llmc is None:
+                python = None
+            else:
+                merge_best(res, {"llmc": llmc})
     result = report(probs, res, args)
     result["config"] = {"device": args.device, "shapes": shapes, "pattern": args.pattern, "sparsity": args.sparsity,
                         "threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": args.repeats,

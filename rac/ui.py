@@ -221,11 +221,19 @@ def rollout_summary(summary: dict) -> None:
     stats.add_column("statistic")
     stats.add_column("value")
     for key, value in summary.items():
-        if key != "samples" and not isinstance(value, list):
+        if key == "provenance" and isinstance(value, dict):
+            for sub in ("engine", "engine_version", "model_identity", "on_policy", "sampling"):
+                if sub in value:
+                    stats.add_row(f"provenance.{sub}", _short(value[sub], 100))
+        elif key != "samples" and not isinstance(value, list):
             stats.add_row(key, _short(value, 100))
     console.print(stats)
     for sample in summary.get("samples", []):
-        console.rule(str({k: v for k, v in sample.items() if k != "text"}))
+        header = ", ".join(f"{k}={sample[k]}" for k in ("prompt_index", "sample", "finish_reason", "completion_len")
+                           if k in sample)
+        console.rule(header)
+        if sample.get("problem"):
+            console.print(f"[bold]problem:[/] {_short(sample['problem'], 300)}", highlight=False)
         console.print(sample.get("text", ""), markup=False, highlight=False)
 
 

@@ -278,7 +278,7 @@ def run_recipe(
             "stages": records,
             "evaluate": (records.get("evaluate") or {}).get("summary", {}),
         }
-        atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic_write_json(run_dir / "metrics.json", metrics, sort_keys=False)  # stages in pipeline order
         return RunResult(run_dir, plan, metrics, {k: v["seconds"] for k, v in records.items()})
     finally:
         logging.getLogger("rac").removeHandler(handler)
