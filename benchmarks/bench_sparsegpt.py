@@ -30,8 +30,8 @@ from rac.algorithms.sparsegpt import sparsegpt_prune, sparsegpt_prune_group
 
 HERE = Path(__file__).resolve().parent
 SHAPES = {
-    "smollm2": dict(hidden=576, inter=1536, kv=192),
-    "7b": dict(hidden=3584, inter=18944, kv=512),
+    "smollm2": {"hidden": 576, "inter": 1536, "kv": 192},
+    "7b": {"hidden": 3584, "inter": 18944, "kv": 512},
 }
 METHODS = ("rac_grouped", "rac_module", "classic", "llmc")
 VENV_HINT = "python -m venv V && V/bin/pip install torch==2.13.0 llmcompressor"
@@ -146,7 +146,7 @@ def run_llmc(python: str, probs: dict, args: argparse.Namespace) -> dict[str, tu
                "--repeats", "1", "--device", args.device]
         if args.pattern:
             cmd += ["--pattern", args.pattern]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"llm-compressor worker failed (rc {proc.returncode}); column skipped:\n{proc.stderr[-2000:]}",
                   file=sys.stderr)
@@ -162,16 +162,17 @@ def run_rac(probs: dict, args: argparse.Namespace, nm: tuple[int, int] | None) -
     res["group_seconds"] = {}
     for key, (H, Ws) in probs.items():
         names = list(Ws)
-        tg, out = timed(lambda: sparsegpt_prune_group([Ws[n] for n in names], H, sparsities=args.sparsity,
-                                                      patterns=[args.pattern] * len(names)), args.device)
+        tg, out = timed(lambda Ws=Ws, H=H, names=names: sparsegpt_prune_group(
+            [Ws[n] for n in names], H, sparsities=args.sparsity, patterns=[args.pattern] * len(names)), args.device)
         res["group_seconds"][key] = tg
         rows = sum(Ws[n].shape[0] for n in names)
         for n, r in zip(names, out):
             res["rac_grouped"][n] = (tg * Ws[n].shape[0] / rows, r.weight)
         for n in names:
-            res["rac_module"][n] = timed(lambda: sparsegpt_prune(Ws[n], H, sparsity=args.sparsity,
-                                                                 pattern=args.pattern).weight, args.device)
-            res["classic"][n] = timed(lambda: classic_loop(Ws[n], H, args.sparsity, nm), args.device)
+            W = Ws[n]
+            res["rac_module"][n] = timed(lambda W=W, H=H: sparsegpt_prune(W, H, sparsity=args.sparsity,
+                                                                          pattern=args.pattern).weight, args.device)
+            res["classic"][n] = timed(lambda W=W, H=H: classic_loop(W, H, args.sparsity, nm), args.device)
     return res
 
 

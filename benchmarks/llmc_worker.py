@@ -19,6 +19,7 @@ sequential pipeline on exactly the token sequences of a rac calibration set (fla
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ def _dataset(calib_path: str):
 
     t = load_file(calib_path)
     ids, offsets = t["input_ids"].tolist(), t["offsets"].tolist()
-    rows = [ids[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    rows = [ids[a:b] for a, b in itertools.pairwise(offsets)]
     return Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows]}), rows
 
 
