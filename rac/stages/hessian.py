@@ -8,10 +8,15 @@ Hessian cache keys (shared with the prune stage). A Hessian of (block l, input k
 
 * calibration fingerprint = sha256 of ``calibration.safetensors`` (token ids, offsets, per-token
   weights and kinds: the prompt/decode weights are part of it);
-* upstream digest = a running hash over every module pruned upstream of that input: in sequential
-  mode all pruned modules of blocks < l plus the groups of block l pruned before g (with method,
-  sparsity, pattern and the algorithm's settings); in dense-input mode it is empty. A module left
-  dense adds nothing, so a run pruning only later blocks reuses the dense Hessians of earlier ones.
+* upstream digest = a running hash over every module pruned upstream of that input (with method,
+  sparsity, pattern, the algorithm's settings and ``prune.true_sequential``): in sequential mode all
+  pruned modules of blocks < l, and with ``prune.true_sequential`` also the groups of block l pruned
+  before g; in dense-input mode it is empty. A module left dense adds nothing, so a run pruning only
+  later blocks reuses the dense Hessians of earlier ones (they are the same in either within-block
+  order, while everything downstream of a pruned module differs between the two orders).
+
+Blobs are written on one background thread (``HessianWriter``): the safetensors write and its
+sha256 overlap the next block's compute.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +92,28 @@ def store_hessian(ctx: StageContext, key: str, input_key: str, H: Any, total_wei
                        {"block": block, "input_key": input_key, "total_weight": total_weight})
 
 
+class HessianWriter:
+    """Stores Hessian blobs on one background thread; ``close()`` (use ``contextlib.closing``) waits
+    for every write and re-raises the first failure. Stored tensors must not be modified afterwards."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hessian-store")
+        self.pending: list[Future] = []
+
+    def put(self, key: str, input_key: str, H: Any, total_weight: float, block: int) -> None:
+        H = H.detach().cpu()  # device copies happen here, not on the worker
+        self.pending.append(self.pool.submit(store_hessian, self.ctx, key, input_key, H, total_weight, block))
+
+    def close(self) -> None:
+        try:
+            for future in self.pending:
+                future.result()
+        finally:
+            self.pending.clear()
+            self.pool.shutdown(wait=True)
+
+
 def load_hessian(ctx: StageContext, key: str, input_key: str) -> tuple[Any, float] | None:
     """(H summed over tokens, total token weight) on a cache hit."""
     found = ctx.cache.get_blob(HESSIAN_KIND, key)
@@ -96,8 +125,8 @@ def load_hessian(ctx: StageContext, key: str, input_key: str) -> tuple[Any, floa
 
 def run(ctx: StageContext) -> dict:
     from rac.calibration.mix import build_calibration_set
-    from rac.models.blocks import find_blocks, input_groups
-    from rac.models.capture import BlockWalker, collect_hessians, on_device
+    from rac.models.blocks import find_blocks
+    from rac.models.capture import BlockWalker
     from rac.models.load import load_model
 
     start = time.perf_counter()
@@ -115,25 +144,34 @@ def run(ctx: StageContext) -> dict:
     walker = BlockWalker(model, replay_batches(calib, recipe), ctx.device)
     computed = hits = 0
     handle = ctx.progress.task("hessians", exact)
-    for index in range(exact):
-        groups = input_groups(blocks[index])
-        keys = {g: hessian_key(base, index, g, EMPTY_UPSTREAM) for g in groups}
-        missing = {g: groups[g][0].module for g in groups if not ctx.cache.has_blob(HESSIAN_KIND, keys[g])}
-        hits += len(groups) - len(missing)
-        if missing:
-            inputs = walker.inputs_for(index)
-            with on_device(blocks[index], ctx.device) as block:
-                sums = collect_hessians(block, inputs, missing, ctx.device)
-            for g, H in sums.H.items():
-                store_hessian(ctx, keys[g], g, H, sums.total_weight, index)
-            computed += len(missing)
-        handle.advance()
+    with closing(HessianWriter(ctx)) as writer:
+        for index in range(exact):
+            computed, hits = _block(ctx, writer, walker, blocks, base, index, computed, hits)
+            handle.advance()
     handle.close()
     tokens = int(calib.offsets[-1])
     ctx.log.info("hessian: %d sequences, %d tokens, %d Hessians computed, %d cached", len(calib), tokens,
                  computed, hits)
     return {"sequences": len(calib), "tokens": tokens, "hessians_computed": computed, "hessians_cached": hits,
             "exact_blocks": exact, "sequential": sequential, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _block(ctx: StageContext, writer: HessianWriter, walker: Any, blocks: list, base: str, index: int,
+           computed: int, hits: int) -> tuple[int, int]:
+    """The dense-input Hessians of every input group of one block (one replay for all that are missing)."""
+    from rac.models.blocks import input_groups
+    from rac.models.capture import collect_hessians, on_device
+
+    groups = input_groups(blocks[index])
+    keys = {g: hessian_key(base, index, g, EMPTY_UPSTREAM) for g in groups}
+    missing = {g: groups[g][0].module for g in groups if not ctx.cache.has_blob(HESSIAN_KIND, keys[g])}
+    if missing:
+        inputs = walker.inputs_for(index)
+        with on_device(blocks[index], ctx.device) as block:
+            sums = collect_hessians(block, inputs, missing, ctx.device)
+        for g, H in sums.H.items():
+            writer.put(keys[g], g, H, sums.total_weight, index)
+    return computed + len(missing), hits + len(groups) - len(missing)
 
 
 STAGE = Stage(

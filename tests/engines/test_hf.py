@@ -62,3 +62,79 @@ def test_engine_from_a_saved_model_folder(tiny_model_dir, prompts):
     assert len(engine.generate(prompts[:1], SamplingConfig(max_new_tokens=2))[0]) == 1
     with pytest.raises(EngineError, match="empty prompt"):
         engine.generate([[]], SamplingConfig(max_new_tokens=2))
+
+
+# --- CPU fast path: transposed-stride weights + static KV cache ------------------------------------
+
+
+@pytest.fixture()
+def ragged(tokenizer):
+    """Prompts of clearly different lengths, so every batch is left-padded."""
+    texts = ("one two three four five six seven eight nine ten", "hi", "a b c", "the cat sat on the mat today")
+    return [tokenizer(t)["input_ids"] for t in texts]
+
+
+def _ids(result):
+    return [[g.completion_ids for g in row] for row in result]
+
+
+def test_fast_path_gives_the_plain_greedy_tokens_with_padding_and_eos(tiny_model, ragged):
+    model, tok = tiny_model
+    greedy = SamplingConfig(max_new_tokens=10, temperature=0.0)
+    plain = HFEngine(model, tok, batch_size=3, fast_cpu=False)
+    fast = HFEngine(model, tok, batch_size=3, fast_cpu=True)
+    assert fast.fast and not plain.fast and HFEngine(model, tok).fast  # auto = on for a CPU model
+    reference = plain.generate(ragged, greedy)
+    assert _ids(fast.generate(ragged, greedy)) == _ids(reference)
+    # stop some rows early (a token from the middle of one completion becomes an EOS) while others run on
+    model.generation_config.eos_token_id = [tok.eos_token_id, reference[0][0].completion_ids[3]]
+    plain = HFEngine(model, tok, batch_size=3, fast_cpu=False)
+    fast = HFEngine(model, tok, batch_size=3, fast_cpu=True)
+    stopped = plain.generate(ragged, greedy)
+    assert stopped[0][0].finish_reason == "stop" and len(stopped[0][0].completion_ids) <= 4
+    assert any(row[0].finish_reason == "length" for row in stopped)
+    again = fast.generate(ragged, greedy)
+    assert _ids(again) == _ids(stopped)
+    assert [r[0].finish_reason for r in again] == [r[0].finish_reason for r in stopped]
+
+
+def test_fast_path_gives_the_plain_sampled_tokens_for_a_seed(tiny_model, ragged):
+    model, tok = tiny_model
+    sampling = SamplingConfig(max_new_tokens=8, temperature=0.8, top_p=0.9, seed=7, n=2)
+    plain = HFEngine(model, tok, batch_size=4, fast_cpu=False).generate(ragged, sampling)
+    fast = HFEngine(model, tok, batch_size=4, fast_cpu=True).generate(ragged, sampling)
+    assert _ids(fast) == _ids(plain)
+
+
+def test_weights_are_strided_during_and_bitwise_contiguous_after_generate(tiny_llama, ragged):
+    model, tok = tiny_llama
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    objects = {name: p for name, p in model.named_parameters()}
+    seen: list[tuple[int, ...]] = []
+    proj = model.model.layers[0].mlp.up_proj
+    hook = proj.register_forward_hook(lambda module, args, out: seen.append(module.weight.stride()))
+    HFEngine(model, tok, batch_size=2, fast_cpu=True).generate(ragged, SamplingConfig(max_new_tokens=3, temperature=0.0))
+    hook.remove()
+    assert seen and all(stride == (1, proj.out_features) for stride in seen)  # the fast layout was used
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+    for name, p in model.named_parameters():
+        assert p is objects[name] and p.is_contiguous(), name
+        assert torch.equal(p, before[name]), name
+
+
+def test_weights_are_restored_when_generate_fails(tiny_llama, ragged):
+    model, tok = tiny_llama
+
+    def boom(module, args, out):
+        raise RuntimeError("boom")
+
+    hook = model.model.layers[1].self_attn.o_proj.register_forward_hook(boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        HFEngine(model, tok, fast_cpu=True).generate(ragged, SamplingConfig(max_new_tokens=2, temperature=0.0))
+    hook.remove()
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_bad_fast_cpu_option_is_rejected(tiny_llama):
+    with pytest.raises(EngineError, match="fast_cpu"):
+        HFEngine(*tiny_llama, fast_cpu="yes")  # type: ignore[arg-type]

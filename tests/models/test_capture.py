@@ -70,3 +70,20 @@ def test_pads_never_enter_a_hessian(tiny_model):
     unpadded = collect_hessians(block, capture_block_inputs(model, alone, "cpu"), {"attn_in": q}, "cpu")
     assert torch.allclose(padded.H["attn_in"], unpadded.H["attn_in"], rtol=1e-4, atol=1e-5)
     assert abs(padded.total_weight - unpadded.total_weight) < 1e-5
+
+
+def test_unit_weights_give_the_plain_gram_of_real_tokens(tiny_model):
+    model, _ = tiny_model
+    batch = _batch(ROWS)
+    batch["token_weight"] = batch["attention_mask"].float()  # packed-text case: 1 on real tokens, 0 on pads
+    inputs = capture_block_inputs(model, [batch], "cpu")
+    block = decoder_blocks(model)[0]
+    lin = linear_modules(block)
+    seen = {}
+    handle = lin["o_proj"].module.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0].detach()))
+    run_block(block, inputs, "cpu")
+    handle.remove()
+    sums = collect_hessians(block, inputs, {"attn_out": lin["o_proj"].module, "attn_in": lin["q_proj"].module}, "cpu")
+    X = seen["x"][batch["attention_mask"].bool()].double()
+    assert torch.allclose(sums.H["attn_out"].double(), X.T @ X, rtol=1e-4, atol=1e-4)
+    assert sums.total_weight == len(ROWS[0]) + len(ROWS[1])

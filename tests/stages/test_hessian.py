@@ -72,3 +72,25 @@ def test_keys_depend_on_upstream_and_calibration():
     assert hessian.hessian_key(base, 1, "attn_in", chain.digest) != dense
     assert hessian.hessian_key(base, 1, "attn_out", hessian.EMPTY_UPSTREAM) != dense
     assert hessian.STAGE.enabled({"prune": {"sparsity": 0.5}}) and not hessian.STAGE.enabled({})
+
+
+def test_background_writer_stores_and_reports_failures(tmp_path):
+    cache = Cache(tmp_path / "c")
+    ctx = StageContext(recipe={}, out_dir=tmp_path, inputs={}, cache=cache, device="cpu", model_identity="m",
+                       run_dir=tmp_path)
+    writer = hessian.HessianWriter(ctx)
+    H = torch.eye(4)
+    writer.put("k1", "attn_in", H, 3.0, 0)
+    writer.close()
+    loaded, total = hessian.load_hessian(ctx, "k1", "attn_in")
+    assert torch.equal(loaded, H) and total == 3.0
+
+    class Broken:
+        def put_blob(self, *args, **kwargs):
+            raise OSError("disk full")
+
+    ctx.cache = Broken()
+    writer = hessian.HessianWriter(ctx)
+    writer.put("k2", "attn_in", H, 1.0, 0)
+    with pytest.raises(OSError, match="disk full"):
+        writer.close()

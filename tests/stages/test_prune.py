@@ -14,6 +14,7 @@ from rac.engine.cache import Cache
 from rac.engine.stage import StageContext
 from rac.models.load import apply_weights, load_model
 from rac.stages import hessian, prune
+from rac.stages.prune_group import recon_errors
 
 RECIPE = {
     "model": {"id": None, "dtype": "float32"},
@@ -99,25 +100,51 @@ def test_scopes_prune_only_what_they_select(three_blocks):
 
 def test_sequential_vs_dense_inputs(two_blocks):
     _, seq, _, _ = two_blocks.run(sequential=True)
+    _, true_seq, _, _ = two_blocks.run(sequential=True, true_sequential=True)
     _, dense, _, _ = two_blocks.run(sequential=False)
-    assert set(seq) == set(dense) and len(seq) == 14
-    for m in ("q_proj", "k_proj", "v_proj"):  # block 0's first group sees the same (dense) inputs
-        assert torch.equal(seq[f"model.layers.0.self_attn.{m}.weight"], dense[f"model.layers.0.self_attn.{m}.weight"])
+    assert set(seq) == set(dense) == set(true_seq) and len(seq) == 14
+    block0 = [k for k in seq if ".layers.0." in k]
+    # default order: every Hessian of block 0 comes from one dense pass, so block 0 matches dense mode
+    assert len(block0) == 7 and all(torch.equal(seq[k], dense[k]) for k in block0)
     assert not torch.equal(seq["model.layers.1.self_attn.q_proj.weight"], dense["model.layers.1.self_attn.q_proj.weight"])
-    # within block 0, o_proj sees the pruned attention in sequential mode only
-    assert not torch.equal(seq["model.layers.0.self_attn.o_proj.weight"], dense["model.layers.0.self_attn.o_proj.weight"])
+    for m in ("q_proj", "k_proj", "v_proj"):  # block 0's first group sees the same (dense) inputs
+        name = f"model.layers.0.self_attn.{m}.weight"
+        assert torch.equal(true_seq[name], dense[name])
+    # true sequential: within block 0, o_proj and down_proj see the pruned layers feeding them
+    for name in ("model.layers.0.self_attn.o_proj.weight", "model.layers.0.mlp.down_proj.weight"):
+        assert not torch.equal(true_seq[name], dense[name]) and torch.equal(seq[name], dense[name])
 
 
-def test_hessians_are_reused_exactly_when_valid(two_blocks):
-    first, w1, _report1, _ = two_blocks.run()
-    assert first["hessian_misses"] == 7 and first["hessian_hits"] == 1  # block 0 attn_in from the hessian stage
-    again, w2, report2, _ = two_blocks.run()
+def test_default_order_replays_each_block_twice(two_blocks):
+    summary, _, _, _ = two_blocks.run()
+    # block 0: all four Hessians from the hessian stage; block 1: one pass collects all four, and the
+    # walker runs the pruned block 0 once to produce block 1's inputs
+    assert summary["hessian_passes"] == 1 and summary["block_forward_passes"] == 1
+    assert summary["true_sequential"] is False
+    slow, _, _, _ = two_blocks.run(true_sequential=True)
+    assert slow["hessian_passes"] == 7 and slow["block_forward_passes"] == 1  # one pass per group, minus attn_in of block 0
+
+
+@pytest.mark.parametrize("true_sequential", [False, True])
+def test_hessians_are_reused_exactly_when_valid(two_blocks, true_sequential):
+    first, w1, _report1, _ = two_blocks.run(true_sequential=true_sequential)
+    exact = 1 if true_sequential else 4  # block 0 Hessians from the hessian stage that stay valid
+    assert first["hessian_misses"] == 8 - exact and first["hessian_hits"] == exact
+    again, w2, report2, _ = two_blocks.run(true_sequential=true_sequential)
     assert again["hessian_misses"] == 0 and again["hessian_hits"] == 8 and again["block_forward_passes"] == 0
+    assert again["hessian_passes"] == 0
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert all(r["hessian_hit"] for r in report2)
-    other, _, report3, _ = two_blocks.run(sparsity=0.6)
+    other, _, report3, _ = two_blocks.run(sparsity=0.6, true_sequential=true_sequential)
     hits = {(r["block"], r["module"]) for r in report3 if r["hessian_hit"]}
-    assert hits == {(0, "q_proj"), (0, "k_proj"), (0, "v_proj")} and other["hessian_misses"] == 7
+    dense_inputs = {"q_proj", "k_proj", "v_proj"} if true_sequential else \
+        {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert hits == {(0, m) for m in dense_inputs} and other["hessian_misses"] == 8 - exact
+    # the other within-block order never reuses a Hessian downstream of a pruned module
+    flipped, w3, _, _ = two_blocks.run(true_sequential=not true_sequential)
+    expected = (4, 4) if true_sequential else (1, 7)  # (hits, misses): only dense-input Hessians are shared
+    assert (flipped["hessian_hits"], flipped["hessian_misses"]) == expected
+    assert not torch.equal(w1["model.layers.1.mlp.down_proj.weight"], w3["model.layers.1.mlp.down_proj.weight"])
 
 
 def test_dense_mode_uses_the_hessian_stage_only(two_blocks):
@@ -141,6 +168,25 @@ def test_methods_and_outside_modules(two_blocks):
     bad = [{"name": "h", "modules": ["lm_head"], "blocks": "all", "method": "sparsegpt"}]
     with pytest.raises(ValueError, match="lm_head can only use method magnitude"):
         two_blocks.run(scopes=bad)
+
+
+def test_true_sequential_must_be_boolean(two_blocks):
+    with pytest.raises(ValueError, match="prune.true_sequential"):
+        two_blocks.run(true_sequential="yes")
+
+
+def test_recon_errors_match_the_direct_formula():
+    torch.manual_seed(0)
+    X = torch.randn(300, 48) @ torch.randn(48, 48)
+    H = X.T @ X / 300
+    originals = [torch.randn(40, 48), torch.randn(8, 48)]
+    pruned = [w * (torch.rand_like(w) > 0.5) for w in originals]
+    pruned[1][3] = originals[1][3]  # an unchanged row
+    got = recon_errors(originals, pruned, H)
+    for w, q, e in zip(originals, pruned, got):
+        direct = float(((w - q).double() @ X.T.double()).square().sum() / (w.double() @ X.T.double()).square().sum())
+        assert e == pytest.approx(direct, rel=1e-4)
+    assert recon_errors([originals[0]], [originals[0]], H) == [0.0]
 
 
 def test_sparsegpt_reconstructs_better_than_magnitude(two_blocks):

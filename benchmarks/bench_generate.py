@@ -1,0 +1,112 @@
+"""Rollout throughput of the ``hf`` engine on CPU: plain path vs the CPU fast path, side by side.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_generate.py [--batch-sizes 16 32 64] [--max-new-tokens 128]
+
+SmolLM2-135M (float32) generates greedily for the first ``B`` GSM8K-test prompts (rendered with the
+chat template, the way rollouts render them), one batch of ``B`` per run. For every batch size the
+plain engine (``fast_cpu=False``: contiguous weights, dynamic KV cache) and the fast engine
+(``fast_cpu=True``: transposed-stride Linear weights, static KV cache) run alternately ``--repeats``
+times on the same model, so a change of machine load hits both; the best run of each is reported.
+A third column, "relayout only", runs the plain engine inside ``transposed_linear_weights`` (dynamic
+KV cache), to split the gain between the weight layout and the static cache.
+The completions of the two paths are compared token by token. Tokens/s counts generated tokens
+(a row stops at EOS). Results: a table and ``benchmarks/results/generate_cpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def prompts(tokenizer, count: int) -> list[list[int]]:
+    """The first ``count`` GSM8K-test questions, rendered as rollout prompts."""
+    from rac.calibration.datasets import load_records
+    from rac.calibration.render import render_prompt
+
+    records = load_records({"dataset": "gsm8k_test", "field": "question", "answer_field": None})
+    return [render_prompt(tokenizer, r["question"], {"chat_template": True}) for r in records[:count]]
+
+
+VARIANTS = ("plain", "relayout", "fast")
+
+
+def timed(engine, variant: str, batch: list[list[int]], sampling) -> tuple[float, int, list[list[int]]]:
+    """(seconds, generated tokens, completions) of one ``generate`` call."""
+    from rac.engines.hf import transposed_linear_weights
+
+    start = time.perf_counter()
+    if variant == "relayout":
+        with transposed_linear_weights(engine.model):
+            result = engine.generate(batch, sampling)
+    else:
+        result = engine.generate(batch, sampling)
+    seconds = time.perf_counter() - start
+    ids = [row[0].completion_ids for row in result]
+    return seconds, sum(len(c) for c in ids), ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "generate_cpu.json")
+    args = parser.parse_args()
+
+    from rac.engines.base import SamplingConfig
+    from rac.engines.hf import HFEngine
+    from rac.models.load import load_model
+
+    model, tokenizer = load_model({"id": "smollm2-135m", "dtype": "float32"}, "cpu")
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    warm = prompts(tokenizer, 4)
+    for fast in (False, True):  # first-call costs (allocator, MKL init) out of the timings
+        HFEngine(model, tokenizer, batch_size=4, fast_cpu=fast).generate(warm, SamplingConfig(max_new_tokens=4))
+
+    rows = []
+    print(f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+    print("| batch | plain tok/s | relayout only tok/s | fast tok/s | fast / plain | tokens | same tokens |")
+    print("|---|---|---|---|---|---|---|")
+    for size in args.batch_sizes:
+        batch = prompts(tokenizer, size)
+        best = {v: float("inf") for v in VARIANTS}
+        outputs: dict[str, list[list[int]]] = {}
+        tokens: dict[str, int] = {}
+        for _ in range(args.repeats):
+            for variant in VARIANTS:
+                engine = HFEngine(model, tokenizer, batch_size=size, fast_cpu=variant == "fast")
+                seconds, tokens[variant], outputs[variant] = timed(engine, variant, batch, sampling)
+                best[variant] = min(best[variant], seconds)
+        rate = {v: tokens[v] / best[v] for v in VARIANTS}
+        differing = {v: sum(a != b for a, b in zip(outputs["plain"], outputs[v])) for v in VARIANTS}
+        row = {
+            "batch": size, **{f"{v}_tok_s": rate[v] for v in VARIANTS}, "ratio": rate["fast"] / rate["plain"],
+            **{f"tokens_{v}": tokens[v] for v in VARIANTS}, "rows_differing": differing,
+            "same_tokens": not any(differing.values()), "load_average": os.getloadavg()[0],
+        }
+        rows.append(row)
+        same = "yes" if row["same_tokens"] else f"no (rows differing: {differing})"
+        print(f"| {size} | {rate['plain']:.1f} | {rate['relayout']:.1f} | {rate['fast']:.1f} | "
+              f"{row['ratio']:.2f}x | {tokens['fast']} | {same} |", flush=True)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
+    }
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
