@@ -9,10 +9,18 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 console = Console()
@@ -79,14 +87,14 @@ class ProgressUI:
     def __init__(self) -> None:
         self.progress: Progress | None = None
 
-    def __enter__(self) -> "ProgressUI":
+    def __enter__(self) -> ProgressUI:
         if interactive():
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
             self.progress.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
 
@@ -244,7 +252,7 @@ def report_table(table: Any) -> None:
     (model, sparsity, metric), one column per calibration kind; the markdown/CSV keep the wide form.
     """
     best = getattr(table, "best", None) or [[False] * len(table.columns) for _ in table.rows]
-    fmt = lambda cell, flag: f"[bold green]{cell}[/]" if flag else str(cell)  # noqa: E731
+    fmt = lambda cell, flag: f"[bold green]{cell}[/]" if flag else str(cell)
     if len(table.columns) <= 8 or " " not in str(table.columns[-1]):
         rich_table = Table(title=getattr(table, "title", "report"))
         for column in table.columns:

@@ -13,7 +13,7 @@ def _mm_out_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b with bf16 operands and float32 output where torch supports it, else in float32."""
     try:
         return torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16), out_dtype=torch.float32)
-    except (TypeError, RuntimeError, NotImplementedError):
+    except (TypeError, RuntimeError):  # incl. NotImplemented (a RuntimeError)
         return torch.mm(a.float(), b.float())
 
 

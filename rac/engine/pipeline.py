@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rac.engine.cache import Cache, atomic_write_json, atomic_write_text
 from rac.engine.plan import Plan, build_plan, invalidated_stages

@@ -17,9 +17,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 
@@ -97,7 +98,7 @@ def environment_info(device: str) -> dict:
         info["cuda"] = torch.version.cuda
         info["gpu"] = torch.cuda.get_device_name(0)
     try:
-        import vllm  # noqa: F401
+        import vllm
 
         info["vllm"] = getattr(vllm, "__version__", "unknown")
     except Exception:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from rac.engine.cache import Cache
@@ -47,7 +48,7 @@ class Stage:
     needs: tuple[str, ...]
     reads: tuple[str, ...]
     version: str
-    run: Callable[["StageContext"], dict]
+    run: Callable[[StageContext], dict]
     enabled: Callable[[dict], bool] = _always
     cached: bool = True
     description: str = ""
@@ -60,7 +61,7 @@ class StageContext:
     recipe: dict
     out_dir: Path
     inputs: dict[str, Path]
-    cache: "Cache"
+    cache: Cache
     device: str
     model_identity: str
     run_dir: Path

@@ -158,10 +158,11 @@ class HFEngine:
         config = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens,
             do_sample=sample,
-            # greedy leaves the sampling knobs unset (transformers warns about them otherwise)
+            # greedy leaves the sampling knobs unset (transformers warns about them otherwise); when
+            # sampling they are all explicit, top_k=0 included (unset would mean transformers' 50)
             temperature=sampling.temperature if sample else None,
             top_p=sampling.top_p if sample else None,
-            top_k=(sampling.top_k or None) if sample else None,
+            top_k=sampling.top_k if sample else None,
             pad_token_id=self.pad_id,
             eos_token_id=sorted(self.eos_ids),
             use_cache=True,

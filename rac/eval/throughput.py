@@ -104,7 +104,7 @@ def _swap(model: nn.Module, build: Callable[[nn.Linear], nn.Module], accept: Cal
                 new = build(child)
                 probe = torch.randn(16, child.in_features, device=child.weight.device, dtype=child.weight.dtype)
                 new(probe)
-            except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:
+            except (RuntimeError, TypeError, ValueError) as exc:  # NotImplemented is a RuntimeError
                 return swapped, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             setattr(module, child_name, new)
             swapped += 1

@@ -1,9 +1,9 @@
 import copy
 
+from standin import STAGES
+
 from rac.engine.cache import Cache
 from rac.engine.plan import build_plan, invalidated_stages, read_key
-
-from standin import STAGES
 
 
 def recipe(tmp_path, **changes):

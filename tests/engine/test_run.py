@@ -6,11 +6,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from standin import STAGES, counts, loaded
 
 from rac.engine.cache import Cache
 from rac.engine.run import StageFailed, run_recipe
-
-from standin import STAGES, counts, loaded
 
 
 def make_recipe(tmp_path, factor=2):

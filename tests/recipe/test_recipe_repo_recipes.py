@@ -32,10 +32,10 @@ def test_recipe_validates(path):
         pytest.skip("overlay fragment (checked through the grids that use it)")
     if is_grid_file(path):
         assert expand_grid(grid_file=path, environment=False)
-        check = lambda: expand_grid(grid_file=path)  # noqa: E731
+        check = lambda: expand_grid(grid_file=path)
     else:
         load_and_validate(path, environment=False)
-        check = lambda: load_and_validate(path)  # noqa: E731
+        check = lambda: load_and_validate(path)
     try:
         check()
     except RecipeError as exc:
