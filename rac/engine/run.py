@@ -51,6 +51,16 @@ class StageFailed(RuntimeError):
         self.cause = cause
 
 
+def metrics_schema_errors(metrics: dict) -> list[str]:
+    """Messages for every way ``metrics`` violates the installed metrics schema (empty = valid)."""
+    from jsonschema import Draft202012Validator
+
+    schema_path = Path(rac.__file__).parent / "schemas" / "metrics.schema.json"
+    schema = json.loads(schema_path.read_text())
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in Draft202012Validator(schema).iter_errors(metrics)]
+
+
 def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -280,6 +290,8 @@ def run_recipe(
             "evaluate": (records.get("evaluate") or {}).get("summary", {}),
         }
         atomic_write_json(run_dir / "metrics.json", metrics, sort_keys=False)  # stages in pipeline order
+        for problem in metrics_schema_errors(metrics):
+            log.warning("metrics.json does not match schemas/metrics.schema.json: %s", problem)
         return RunResult(run_dir, plan, metrics, {k: v["seconds"] for k, v in records.items()})
     finally:
         logging.getLogger("rac").removeHandler(handler)
