@@ -102,6 +102,9 @@ def check_export(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue
     if loaded.data.get("quantize") and isinstance(export, dict) and export.get("format") == "hf":
         return [_issue(loaded, "export.format", "a quantized model cannot be exported with format 'hf'; "
                                                 "use format: compressed-tensors")]
+    if not loaded.data.get("quantize") and isinstance(export, dict) and export.get("format") == "compressed-tensors":
+        return [_issue(loaded, "export.format", "format 'compressed-tensors' stores FP8 weights and needs a "
+                                                "quantize section; use format: hf for a pruned-only model")]
     return []
 
 

@@ -167,6 +167,9 @@ def test_quantize_needs_compressed_tensors_export(write):
         "use format: compressed-tensors")]
     write("ok.yaml", HEAD + "quantize: {}\nexport: {format: compressed-tensors}\n")
     load_and_validate("ok.yaml")
+    assert errors(write, "export:\n  format: compressed-tensors\n") == [
+        ("r.yaml:5:11: $.export.format: format 'compressed-tensors' stores FP8 weights and needs a quantize "
+         "section; use format: hf for a pruned-only model")]
 
 
 def test_sources(write):
