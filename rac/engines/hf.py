@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Default batch size on CPU: decode steps at batch 16-32 cost little more than at batch 1 (the
-# weights are read once per step either way), while larger batches waste steps on padding and on
-# rows that already stopped; see benchmarks/README.md, "Generation (hf engine)".
+# Default batch sizes (when neither the caller nor the recipe names one). On CPU a decode step at
+# batch 32 costs far less than two at batch 16 (the weights are read once per step either way),
+# while larger batches gain little more and waste steps on padding and on rows that already
+# stopped; see benchmarks/README.md, "Generation (hf engine)".
 CPU_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 16
 
 
 @contextmanager
@@ -38,7 +40,8 @@ def transposed_linear_weights(model: torch.nn.Module) -> Iterator[int]:
     """Give every float ``nn.Linear`` weight of ``model`` transposed strides while the block runs.
 
     ``F.linear(x, W)`` computes ``x @ W.T``; with ``W`` [out, in] contiguous, MKL's GEMM for a few rows
-    of ``x`` (a decode step) is several times slower than with ``W.T`` contiguous. Storing ``W`` as
+    of ``x`` (a decode step) is slower than with ``W.T`` contiguous (1.1-1.8x with one thread, 5x with
+two for a 1536x576 weight at 16 rows, on the AVX-512 Xeon of benchmarks/README.md). Storing ``W`` as
     ``W.t().contiguous().t()`` keeps its shape and values (the same Parameter objects, only ``.data``
     is swapped), so modules, hooks and tied parameters are untouched. The output embedding is left
     as it is: its GEMM (vocabulary-wide) is not faster transposed, and when it is tied to the input
@@ -75,16 +78,21 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16, fast_cpu: bool | None = None) -> None:
-        """``fast_cpu``: the CPU fast path (None = on when the model is on CPU, off elsewhere)."""
-        if batch_size < 1:
-            raise EngineError(f"hf engine: batch_size must be >= 1, got {batch_size}")
+    def __init__(
+        self, model: Any, tokenizer: Any, batch_size: int | None = None, fast_cpu: bool | None = None
+    ) -> None:
+        """``batch_size``: None = ``CPU_BATCH_SIZE`` on CPU, ``DEFAULT_BATCH_SIZE`` elsewhere.
+        ``fast_cpu``: the CPU fast path (None = on when the model is on CPU, off elsewhere)."""
         if fast_cpu is not None and not isinstance(fast_cpu, bool):
             raise EngineError(f"hf engine: fast_cpu must be true, false or null, got {fast_cpu!r}")
         self.model = model
         self.tokenizer = tokenizer
-        self.batch_size = int(batch_size)
         self.fast_cpu = fast_cpu
+        if batch_size is None:
+            batch_size = CPU_BATCH_SIZE if self.device.type == "cpu" else DEFAULT_BATCH_SIZE
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise EngineError(f"hf engine: batch_size must be an integer >= 1, got {batch_size!r}")
+        self.batch_size = batch_size
         self.eos_ids = eos_token_ids(tokenizer, model)
         if not self.eos_ids:
             raise EngineError("hf engine: the tokenizer/model define no EOS token; generation could not stop")
@@ -98,7 +106,7 @@ class HFEngine:
         from rac.models.load import load_model
 
         model, tokenizer = load_model(model_spec, device, dtype)
-        return cls(model, tokenizer, batch_size=int(options.get("batch_size", 16)), fast_cpu=options.get("fast_cpu"))
+        return cls(model, tokenizer, batch_size=options.get("batch_size"), fast_cpu=options.get("fast_cpu"))
 
     def version(self) -> str:
         import transformers

@@ -135,6 +135,11 @@ def test_weights_are_restored_when_generate_fails(tiny_llama, ragged):
     assert all(p.is_contiguous() for p in model.parameters())
 
 
-def test_bad_fast_cpu_option_is_rejected(tiny_llama):
+def test_default_batch_size_and_bad_options(tiny_llama):
+    from rac.engines.hf import CPU_BATCH_SIZE
+
+    assert HFEngine(*tiny_llama).batch_size == CPU_BATCH_SIZE  # the model is on CPU
     with pytest.raises(EngineError, match="fast_cpu"):
         HFEngine(*tiny_llama, fast_cpu="yes")  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="batch_size"):
+        HFEngine(*tiny_llama, batch_size=0)
