@@ -182,6 +182,7 @@ STAGE = Stage(
            "calibration.max_prompt_tokens", "calibration.seed"),
     version="1",
     run=run,
-    enabled=lambda r: r["calibration"]["kind"] == "rac",
+    # rollouts only feed the Hessians: a dense (evaluation-only) recipe never generates them
+    enabled=lambda r: r["calibration"]["kind"] == "rac" and bool(r.get("prune")),
     description="sample on-policy chains of thought for the calibration prompts",
 )
