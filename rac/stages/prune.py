@@ -98,7 +98,7 @@ def run(ctx: StageContext) -> dict:
             t_block = time.perf_counter()
             _prune_block(ctx, writer, settings, walker, state, base, prefix, index, block, assignments)
             block_seconds.append(time.perf_counter() - t_block)
-            ctx.log.info("prune: block %d/%d done in %.2fs", index + 1, len(blocks), block_seconds[-1])
+            ctx.log.debug("prune: block %d/%d done in %.2fs", index + 1, len(blocks), block_seconds[-1])
             handle.advance()
     handle.close()
     changed, report = state.changed, state.report
