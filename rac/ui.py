@@ -191,17 +191,45 @@ def run_summary(result: Any) -> None:
 
 
 def grid_summary(rows: Sequence[dict], paths: Sequence[Any]) -> None:
+    """A few cells: one column per cell (fits a terminal); many cells: one compact row per cell.
+
+    The full table (every override, stage time and metric) is in summary.csv / summary.md.
+    """
     if not rows:
         return
-    columns: list[str] = []
+    fields: list[str] = []
     for row in rows:
-        columns += [k for k in row if k not in columns and k not in ("run_dir", "error")]
+        fields += [k for k in row if k not in fields and k not in ("run_dir", "error", "cell")]
+    stage_order = ("rollout_s", "hessian_s", "prune_s", "quantize_s", "evaluate_s", "export_s")
+
+    def rank(field: str) -> tuple[int, int]:
+        if field in stage_order:
+            return 2, stage_order.index(field)
+        if field == "status":
+            return 1, 0
+        return (3, 0) if "." in field and field.split(".")[0] not in ("prune", "calibration") else (0, 0)
+
+    fields.sort(key=rank)
     table = Table(title="grid summary")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[str(row.get(c, "")) for c in columns])
+    if len(rows) <= 6:
+        table.add_column("", no_wrap=True, min_width=18)
+        for row in rows:
+            table.add_column(str(row["cell"]))
+        for field in fields:
+            table.add_row(field, *[_short(row.get(field, ""), 20) for row in rows])
+    else:
+        metrics = [f for f in fields if "." in f][:3]
+        compact = ["cell", "status", "total_s", *metrics]
+        for column in compact:
+            table.add_column(column)
+        for row in rows:
+            total = sum(v for k, v in row.items() if k.endswith("_s") and isinstance(v, (int, float)))
+            values = {**row, "total_s": f"{total:.0f}"}
+            table.add_row(*[_short(values.get(c, ""), 28) for c in compact])
     console.print(table)
+    for row in rows:
+        if row.get("error"):
+            err_console.print(f"cell {row['cell']} failed: {row['error']}", markup=False, highlight=False)
     for path in paths:
         console.print(f"wrote {path}")
 

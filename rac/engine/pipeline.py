@@ -89,8 +89,8 @@ def grid_summary_rows(results: Sequence[tuple[Any, RunResult | None, str | None]
             row["error"] = error
         if result is not None:
             row["run_dir"] = str(result.run_dir)
-            for stage, seconds in result.stage_seconds.items():
-                row[f"{stage}_s"] = round(float(seconds), 1)
+            for stage, record in result.metrics.get("stages", {}).items():
+                row[f"{stage}_s"] = "cached" if record.get("cache_hit") else round(float(record["seconds"]), 1)
             for task, metrics in (result.metrics.get("evaluate") or {}).items():
                 if isinstance(metrics, dict):
                     for key in GRID_METRIC_KEYS:
