@@ -107,7 +107,12 @@ def _quiet_third_party() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # overrides may also follow options (`rac grid r.yaml --axis a=1,2 prune.sparsity=0.4`)
+    if extra:
+        if not hasattr(args, "overrides") or any(item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     from rac import ui
 
     if args.version:

@@ -61,6 +61,14 @@ def test_grid_dry_run_expands_and_validates(capsys):
     assert main(["grid", str(EXAMPLE), "--axis", "prune.sparsity=0.3,0.5", "--axis",
                  "calibration.kind=prompt,rac", "--dry-run"]) == 0
     assert "4 cells, all valid" in capsys.readouterr().out
+    # overrides after options apply to every cell (the cells' recipe hashes change)
+    assert main(["grid", str(EXAMPLE), "--axis", "prune.sparsity=0.3,0.5", "--dry-run"]) == 0
+    plain = capsys.readouterr().out
+    assert main(["grid", str(EXAMPLE), "--axis", "prune.sparsity=0.3,0.5", "--dry-run", "prune.block_size=64"]) == 0
+    overridden = capsys.readouterr().out
+    assert "2 cells" in overridden and overridden != plain
+    with pytest.raises(SystemExit):
+        main(["grid", str(EXAMPLE), "--dry-run", "--bogus"])
 
 
 def test_cache_ls_and_rm(tmp_path, capsys):
