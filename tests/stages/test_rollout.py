@@ -63,7 +63,10 @@ def run_stage(tmp_path, recipe, name="out"):
 def test_stage_contract():
     assert STAGE.name == "rollout" and STAGE.needs == ()
     assert "calibration.rollout" in STAGE.reads and "model" in STAGE.reads
-    assert STAGE.enabled({"calibration": {"kind": "rac"}}) and not STAGE.enabled({"calibration": {"kind": "prompt"}})
+    pruned = {"prune": {"sparsity": 0.5}}
+    assert STAGE.enabled({"calibration": {"kind": "rac"}, **pruned})
+    assert not STAGE.enabled({"calibration": {"kind": "prompt"}, **pruned})
+    assert not STAGE.enabled({"calibration": {"kind": "rac"}})  # dense: nothing consumes rollouts
 
 
 def test_rollout_artifact_is_valid_and_fills_the_budget(tmp_path, tiny_model_dir, tokenizer):
