@@ -79,7 +79,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def scope_rows(recipe: dict) -> list[tuple[str, str]]:
-    """Per block: which modules each scope selects (for `rac plan`)."""
+    """Per block range: which modules each scope selects (for `rac plan`); equal blocks are merged."""
     if not recipe.get("prune"):
         return []
     from rac.models.load import num_blocks
@@ -89,15 +89,22 @@ def scope_rows(recipe: dict) -> list[tuple[str, str]]:
     if not n:
         return [("?", "model depth unknown without downloading its config")]
     assignment = assign_scopes(recipe["prune"], n)
-    rows: dict[int, list[str]] = {}
+    by_block: dict[int, dict[str, list[str]]] = {}
     for (block, module), spec in sorted(assignment.items()):
         target = f"{spec.pattern[0]}:{spec.pattern[1]}" if spec.pattern else f"{spec.sparsity:.0%}"
-        rows.setdefault(block, []).append(f"{module} ({spec.scope}: {spec.method}, {target})")
-    out = [(str(b) if b >= 0 else "head/embed", ", ".join(mods)) for b, mods in sorted(rows.items())]
-    untouched = [str(b) for b in range(n) if b not in rows]
-    if untouched:
-        out.append((",".join(untouched), "dense (no scope)"))
-    return out
+        by_block.setdefault(block, {}).setdefault(f"{spec.scope} ({spec.method}, {target})", []).append(module)
+    describe = lambda block: "; ".join(  # noqa: E731
+        f"{scope}: {', '.join(mods)}" for scope, mods in by_block[block].items()) if block in by_block else "dense"
+    rows: list[tuple[str, str]] = []
+    if -1 in by_block:
+        rows.append(("head/embed", describe(-1)))
+    start = 0
+    for block in range(1, n + 1):
+        if block == n or describe(block) != describe(start):
+            label = str(start) if block - 1 == start else f"{start}-{block - 1}"
+            rows.append((label, describe(start)))
+            start = block
+    return rows
 
 
 @_guard
