@@ -281,7 +281,7 @@ def report_table(table: Any) -> None:
     """
     best = getattr(table, "best", None) or [[False] * len(table.columns) for _ in table.rows]
     fmt = lambda cell, flag: f"[bold green]{cell}[/]" if flag else str(cell)
-    if len(table.columns) <= 8 or " " not in str(table.columns[-1]):
+    if len(table.columns) <= 5 or " " not in str(table.columns[-1]):
         rich_table = Table(title=getattr(table, "title", "report"))
         for column in table.columns:
             rich_table.add_column(str(column))
