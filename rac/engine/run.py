@@ -71,15 +71,6 @@ def default_run_dir(recipe: dict, name_hint: str) -> Path:
     return Path(run_cfg.get("output_dir") or "runs") / f"{name}-{recipe_hash(recipe)}"
 
 
-def resolve_device(name: str | None) -> str:
-    """`auto` -> cuda when available, else cpu."""
-    if name in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(name)
-
-
 def _git_commit() -> str | None:
     try:
         root = Path(rac.__file__).resolve().parents[1]
@@ -273,6 +264,8 @@ def run_recipe(
     name_hint = Path(getattr(loaded, "path", "recipe") or "recipe").stem
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe, name_hint)
     run_dir.mkdir(parents=True, exist_ok=True)
+    from rac.models.load import resolve_device  # a CUDA request without CUDA fails here, before any work
+
     device = resolve_device((recipe.get("run") or {}).get("device"))
     handler = _attach_log(run_dir)
     try:
