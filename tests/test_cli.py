@@ -87,3 +87,21 @@ def test_cache_ls_and_rm(tmp_path, capsys):
 def test_report_on_missing_dir_is_a_clean_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "no such run or grid directory" in capsys.readouterr().err
+
+
+def test_run_on_cuda_without_cuda_fails_cleanly_before_work(tmp_path, tiny_model_dir, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    recipe = write(tmp_path / "r.yaml", f"version: 1\nmodel: {{id: {tiny_model_dir}}}\ncalibration: {{kind: prompt}}\n"
+                                        f"prune: {{sparsity: 0.5}}\nrun: {{device: cuda, output_dir: {tmp_path}}}\n")
+    assert main(["run", str(recipe), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_missing_model_path_is_a_recipe_error(tmp_path, capsys):
+    recipe = write(tmp_path / "r.yaml", "version: 1\nmodel: {id: ./no/such/model}\n")
+    assert main(["plan", str(recipe)]) == 2
+    assert f"{recipe}:2:" in capsys.readouterr().err
