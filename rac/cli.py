@@ -10,11 +10,12 @@ from pathlib import Path
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 EPILOG = """examples:
-  rac run recipes/demo/smollm2_rac.yaml
+  rac run recipes/7b_50pct.yaml
   rac run r.yaml prune.sparsity=0.4 +evaluate.limit=50 ~quantize
   rac plan r.yaml                      # stages, cache hit/miss, scopes per block; runs nothing
   rac grid r.yaml --axis prune.sparsity=0.3,0.5 --axis calibration.kind=prompt,rac
-  rac grid recipes/grids/table1_7b.yaml
+  rac grid recipes/grids/table1_math500.yaml   # a grid file (one per paper table)
+  rac grid recipes/demo/demo.yaml              # the CPU demo: C4 vs prompt vs RAC on SmolLM2-135M
   rac diff a.yaml b.yaml               # semantic difference + invalidated stages
 """
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the stages with cache hit/miss and what they read; runs nothing")
     p.add_argument("recipe")
     _overrides(p)
-    p.add_argument("--cache", type=Path)
+    p.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
 
     p = sub.add_parser("validate", help="validate recipe and grid files; non-zero exit on any error")
     p.add_argument("files", nargs="+", type=Path)
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="key=v1,v2 or @overlay_a.yaml,@overlay_b.yaml (repeatable)")
     _overrides(p)
     p.add_argument("--output-dir", type=Path, help="where the grid directory goes (default: run.output_dir)")
-    p.add_argument("--cache", type=Path)
+    p.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
     p.add_argument("--dry-run", action="store_true", help="expand and validate the cells only")
 
     p = sub.add_parser("show", help="print the fully resolved recipe (defaults filled)")
@@ -69,19 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     cache_sub = p.add_subparsers(dest="cache_verb", metavar="ACTION", required=True)
     c = cache_sub.add_parser("ls", help="list artifacts")
     c.add_argument("--stage")
-    c.add_argument("--cache", type=Path)
+    c.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
     c = cache_sub.add_parser("rm", help="remove artifacts (by stage and/or fingerprint prefix)")
     c.add_argument("fingerprint", nargs="?", help="fingerprint prefix")
     c.add_argument("--stage")
     c.add_argument("--all", action="store_true", help="remove everything")
-    c.add_argument("--cache", type=Path)
+    c.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
 
     p = sub.add_parser("rollouts", help="inspect rollout artifacts")
     r_sub = p.add_subparsers(dest="rollouts_verb", metavar="ACTION", required=True)
     r = r_sub.add_parser("show", help="print sample rollouts and length statistics of a run")
     r.add_argument("target", help="run directory or rollout fingerprint (prefix)")
     r.add_argument("-n", type=int, default=3, help="number of sample texts")
-    r.add_argument("--cache", type=Path)
+    r.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
 
     p = sub.add_parser("report", help="Table-1 style report and plots for a run or grid directory")
     p.add_argument("path", type=Path)
