@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ class RunResult:
     run_dir: Path
     plan: Plan
     metrics: dict
-    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class StageFailed(RuntimeError):
@@ -285,7 +284,7 @@ def run_recipe(
         atomic_write_json(run_dir / "metrics.json", metrics, sort_keys=False)  # stages in pipeline order
         for problem in metrics_schema_errors(metrics):
             log.warning("metrics.json does not match schemas/metrics.schema.json: %s", problem)
-        return RunResult(run_dir, plan, metrics, {k: v["seconds"] for k, v in records.items()})
+        return RunResult(run_dir, plan, metrics)
     finally:
         logging.getLogger("rac").removeHandler(handler)
         handler.close()
