@@ -5,7 +5,10 @@
 1. rac's calibration builder makes the token sequences (``text``: the bundled C4 sample packed into
    512-token sequences; ``prompt``: rendered GSM8K-train prompts). Both tools get exactly these ids.
 2. rac: the ``hessian`` and ``prune`` stages run as in a pipeline (fresh Hessian cache, sequential,
-   50% unstructured, block 128, dampening 0.01, replay batch ``--batch-size``); timed per stage.
+   50% unstructured, block 128, dampening 0.01, replay batch ``--batch-size``); timed per stage. Once
+   per within-block order in ``--orders``: ``true_sequential`` (the default: staged replay, each
+   group's Hessian through the groups pruned before it) and ``one_pass`` (SparseGPT's /
+   llm-compressor's order: all four Hessians from one dense pass of the block).
 3. llm-compressor: ``oneshot`` with ``SparseGPTModifier`` (same settings, lm_head ignored) and the
    sequential pipeline, in its own venv via ``benchmarks/llmc_worker.py``; timed around ``oneshot``.
 4. Decode NLL: the dense model's greedy continuations of ``--eval-prompts`` GSM8K-test prompts are
@@ -30,10 +33,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_sparsegpt import llmc_python  # shared venv lookup
+from bench_sparsegpt import llmc_python  # noqa: E402  (shared venv lookup)
 
 
-def make_recipe(args: argparse.Namespace) -> dict:
+def make_recipe(args: argparse.Namespace, true_sequential: bool) -> dict:
     """A resolved rac recipe for the benchmark (the pipeline would pass the same dict to the stages)."""
     from rac.recipe.schema import fill_defaults
 
@@ -45,7 +48,7 @@ def make_recipe(args: argparse.Namespace) -> dict:
         "calibration": {"kind": args.calib, "sources": [source], "budget": {"tokens": args.tokens},
                         "text_seq_len": args.seq_len, "max_prompt_tokens": 384},
         "prune": {"method": "sparsegpt", "sparsity": args.sparsity, "block_size": 128, "dampening": 0.01,
-                  "sequential": True, "batch_size": args.batch_size},
+                  "sequential": True, "true_sequential": true_sequential, "batch_size": args.batch_size},
         "run": {"device": "cpu"},
     }
     return fill_defaults(recipe)
@@ -59,7 +62,8 @@ def run_rac(recipe: dict, work: Path) -> dict:
     from rac.stages import hessian, prune
 
     identity = resolve_model(recipe["model"]).identity
-    cache = Cache(work / "cache")
+    work.mkdir(parents=True)
+    cache = Cache(work / "cache")  # fresh per run: nothing reused between the rac rows
     dirs, seconds, summaries = {}, {}, {}
     for stage in (hessian.STAGE, prune.STAGE):
         out = work / stage.name
@@ -137,6 +141,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="calibration sequences per forward batch (both tools)")
     ap.add_argument("--eval-prompts", type=int, default=16)
     ap.add_argument("--eval-tokens", type=int, default=128)
+    ap.add_argument("--orders", nargs="+", default=["true_sequential", "one_pass"],
+                    choices=("true_sequential", "one_pass"), help="rac within-block orders to run (one row each)")
     ap.add_argument("--llmc-python", default=None, help="llm-compressor venv python (env LLMC_PYTHON)")
     ap.add_argument("--no-llmc", action="store_true")
     ap.add_argument("--out", default=None)
@@ -145,19 +151,25 @@ def main() -> None:
     from rac.calibration.mix import CALIB_TENSORS
     from rac.models.load import apply_weights, load_model, resolve_model
 
-    recipe = make_recipe(args)
+    recipes = {order: make_recipe(args, order == "true_sequential") for order in args.orders}
+    recipe = recipes[args.orders[0]]
     model_dir = resolve_model(recipe["model"]).path
     load = os.getloadavg()
     print(f"model={args.model} calib={args.calib} tokens={args.tokens} sparsity={args.sparsity} "
           f"threads={torch.get_num_threads()} torch={torch.__version__} load={load[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="bench_e2e_") as tmp:
         work = Path(tmp)
-        rac = run_rac(recipe, work)
-        calib = rac["dirs"]["hessian"] / CALIB_TENSORS
-        stats = rac["summaries"]["hessian"]
+        racs = {}
+        for order in args.orders:
+            racs[order] = run_rac(recipes[order], work / order)
+            r = racs[order]
+            print(f"rac {order}: {r['seconds']:.1f} s (hessian stage {r['stage_seconds']['hessian']:.1f} s, "
+                  f"prune stage {r['stage_seconds']['prune']:.1f} s, SparseGPT {r['sparsegpt_seconds']:.1f} s)",
+                  flush=True)
+        first = racs[args.orders[0]]
+        calib = first["dirs"]["hessian"] / CALIB_TENSORS
+        stats = first["summaries"]["hessian"]
         print(f"calibration: {stats['sequences']} sequences, {stats['tokens']} tokens")
-        print(f"rac: {rac['seconds']:.1f} s (hessian stage {rac['stage_seconds']['hessian']:.1f} s, "
-              f"prune stage {rac['stage_seconds']['prune']:.1f} s, SparseGPT {rac['sparsegpt_seconds']:.1f} s)")
         python = None if args.no_llmc else llmc_python(args.llmc_python)
         llmc = run_llmc(python, model_dir, calib, args, work) if python else None
         if llmc:
@@ -172,10 +184,11 @@ def main() -> None:
         n_tokens = sum(len(c) for _, c in evalset)
         print(f"held-out: {len(evalset)} GSM8K-test prompts, {n_tokens} dense greedy tokens ({gen_s:.0f} s)")
         rows = {"dense": {"seconds": None, "nll": decode_nll(dense, evalset), "sparsity": sparsity_of(dense)}}
-        pruned, _ = load_model(recipe["model"], "cpu")
-        apply_weights(pruned, rac["dirs"]["prune"])
-        rows["rac"] = {"seconds": rac["seconds"], "sparsegpt_seconds": rac["sparsegpt_seconds"],
-                       "nll": decode_nll(pruned.eval(), evalset), "sparsity": sparsity_of(pruned)}
+        for order, r in racs.items():
+            pruned, _ = load_model(recipe["model"], "cpu")
+            apply_weights(pruned, r["dirs"]["prune"])
+            rows[f"rac {order}"] = {"seconds": r["seconds"], "sparsegpt_seconds": r["sparsegpt_seconds"],
+                                    "nll": decode_nll(pruned.eval(), evalset), "sparsity": sparsity_of(pruned)}
         if llmc:
             from safetensors.torch import load_file
 
@@ -186,21 +199,22 @@ def main() -> None:
             rows["llmc"] = {"seconds": llmc["seconds"], "sparsegpt_seconds": llmc["sparsegpt_seconds"],
                             "nll": decode_nll(other.eval(), evalset), "sparsity": sparsity_of(other)}
 
-    print(f"\n{'':16s}{'prune s':>10s}{'SparseGPT s':>13s}{'sparsity':>10s}{'decode NLL':>12s}")
+    print(f"\n{'':24s}{'prune s':>10s}{'SparseGPT s':>13s}{'sparsity':>10s}{'decode NLL':>12s}")
     for name, r in rows.items():
         sec = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
         sg = f"{r['sparsegpt_seconds']:.1f}" if r.get("sparsegpt_seconds") is not None else "-"
-        print(f"{name:16s}{sec:>10s}{sg:>13s}{r['sparsity']:10.4f}{r['nll']:12.4f}")
+        print(f"{name:24s}{sec:>10s}{sg:>13s}{r['sparsity']:10.4f}{r['nll']:12.4f}")
     ratios = {}
-    if "llmc" in rows:
-        ratios = {"prune_speedup": rows["llmc"]["seconds"] / rows["rac"]["seconds"],
-                  "sparsegpt_speedup": rows["llmc"]["sparsegpt_seconds"] / rows["rac"]["sparsegpt_seconds"],
-                  "nll_rac_minus_llmc": rows["rac"]["nll"] - rows["llmc"]["nll"]}
-        print(f"rac vs llm-compressor: {ratios['prune_speedup']:.2f}x faster end to end, "
-              f"{ratios['sparsegpt_speedup']:.2f}x in SparseGPT, decode NLL {rows['rac']['nll']:.4f} vs "
-              f"{rows['llmc']['nll']:.4f} (dense {rows['dense']['nll']:.4f})")
+    for order in racs if "llmc" in rows else ():
+        row, ref = rows[f"rac {order}"], rows["llmc"]
+        ratios[order] = {"prune_speedup": ref["seconds"] / row["seconds"],
+                         "sparsegpt_speedup": ref["sparsegpt_seconds"] / row["sparsegpt_seconds"],
+                         "nll_rac_minus_llmc": row["nll"] - ref["nll"]}
+        print(f"rac {order} vs llm-compressor: {ratios[order]['prune_speedup']:.2f}x faster end to end, "
+              f"{ratios[order]['sparsegpt_speedup']:.2f}x in SparseGPT, decode NLL {row['nll']:.4f} vs "
+              f"{ref['nll']:.4f} (dense {rows['dense']['nll']:.4f})")
     result = {"rows": rows, "ratios": ratios, "calibration": stats,
-              "rac_stage_seconds": rac["stage_seconds"],
+              "rac_stage_seconds": {order: r["stage_seconds"] for order, r in racs.items()},
               "llmc": {k: v for k, v in (llmc or {}).items() if k != "weights"},
               "eval": {"prompts": len(evalset), "tokens": n_tokens, "t_max": args.eval_tokens},
               "config": {**vars(args), "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -4,23 +4,26 @@ Reproducibility: every batch is sampled under its own seed derived from ``sampli
 batch index (inside a forked RNG, so the caller's global RNG is untouched); the same prompts, seed
 and batch size give the same tokens.
 
-CPU fast path (``fast_cpu``, on by default on CPU): for the duration of ``generate`` the decoder's
-Linear weights get transposed strides (see :func:`transposed_linear_weights`) and the KV cache is a
-static, preallocated one instead of a per-step ``cat``. Both keep the float32 arithmetic, so greedy
-tokens equal the plain path's; ``benchmarks/bench_generate.py`` measures the gain.
+CPU fast path (``fast_cpu``, on by default on CPU): for the duration of ``generate`` the Linear
+layers run on MKL-packed weights (or transposed-stride weights where packing is unavailable; see
+:mod:`rac.engines.cpu_linear`) and the KV cache is a static, preallocated one instead of a per-step
+``cat``. Both keep the float32 arithmetic (a different GEMM kernel may round the last bit
+differently); greedy tokens equal the plain path's in the tests and in
+``benchmarks/bench_generate.py``, which measures the gain.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from rac.engines.base import EngineError, FinishReason, Generation, SamplingConfig, eos_token_ids
+from rac.engines.cpu_linear import fast_linear_weights
 
 if TYPE_CHECKING:
     from rac.engine.stage import ProgressReporter
@@ -33,44 +36,6 @@ log = logging.getLogger(__name__)
 # stopped; see benchmarks/README.md, "Generation (hf engine)".
 CPU_BATCH_SIZE = 32
 DEFAULT_BATCH_SIZE = 16
-
-
-@contextmanager
-def transposed_linear_weights(model: torch.nn.Module) -> Iterator[int]:
-    """Give every float ``nn.Linear`` weight of ``model`` transposed strides while the block runs.
-
-    ``F.linear(x, W)`` computes ``x @ W.T``; with ``W`` [out, in] contiguous, MKL's GEMM for a few rows
-    of ``x`` (a decode step) is slower than with ``W.T`` contiguous (1.1-1.8x with one thread, 5x with
-two for a 1536x576 weight at 16 rows, on the AVX-512 Xeon of benchmarks/README.md). Storing ``W`` as
-    ``W.t().contiguous().t()`` keeps its shape and values (the same Parameter objects, only ``.data``
-    is swapped), so modules, hooks and tied parameters are untouched. The output embedding is left
-    as it is: its GEMM (vocabulary-wide) is not faster transposed, and when it is tied to the input
-    embedding the lookup would read strided rows. On exit every weight is made contiguous again,
-    bitwise equal, so saving and pruning code never sees strided tensors. Yields the count changed.
-    """
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    skip = {id(output.weight)} if output is not None and getattr(output, "weight", None) is not None else set()
-    params: dict[int, torch.nn.Parameter] = {}
-    for module in model.modules():
-        weight = getattr(module, "weight", None) if isinstance(module, torch.nn.Linear) else None
-        if (
-            weight is not None
-            and id(weight) not in skip
-            and weight.dim() == 2
-            and weight.dtype in (torch.float32, torch.bfloat16, torch.float16)
-            and weight.is_contiguous()
-            and min(weight.shape) > 1
-        ):
-            params[id(weight)] = weight
-    try:
-        with torch.no_grad():
-            for weight in params.values():
-                weight.data = weight.data.t().contiguous().t()
-        yield len(params)
-    finally:
-        with torch.no_grad():
-            for weight in params.values():
-                weight.data = weight.data.contiguous()
 
 
 class HFEngine:
@@ -99,6 +64,7 @@ class HFEngine:
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = int(pad) if pad is not None else min(self.eos_ids)
         self.last_stats: dict[str, float] = {}
+        self.layout = "plain"  # the Linear layout of the last generate: plain, mkl-packed or transposed
 
     @classmethod
     def from_spec(cls, model_spec: dict, device: str, dtype: str | None, options: dict) -> HFEngine:
@@ -140,18 +106,21 @@ class HFEngine:
         results: list[list[Generation | None]] = [[None] * sampling.n for _ in prompts]
         handle = progress.task("generating (hf)", total=len(jobs)) if progress else None
         start, produced = time.perf_counter(), 0
-        relayout = transposed_linear_weights(self.model) if self.fast else nullcontext()
+        batches = [jobs[offset : offset + self.batch_size] for offset in range(0, len(jobs), self.batch_size)]
+        index = 0
         try:
-            with relayout:
-                for index, offset in enumerate(range(0, len(jobs), self.batch_size)):
-                    batch = jobs[offset : offset + self.batch_size]
-                    seed = (sampling.seed * 1_000_003 + index) % (2**63)
-                    outs = self._generate_batch([prompts[i] for i, _ in batch], sampling, seed)
-                    for (i, s), gen in zip(batch, outs):
-                        results[i][s] = gen
-                        produced += len(gen.completion_ids)
-                    if handle:
-                        handle.advance(len(batch))
+            for rows, same_size in groupby(batches, key=len):  # one weight layout per batch size
+                with fast_linear_weights(self.model, rows) if self.fast else nullcontext() as layout:
+                    self.layout = layout or "plain"
+                    for batch in same_size:
+                        seed = (sampling.seed * 1_000_003 + index) % (2**63)
+                        index += 1
+                        outs = self._generate_batch([prompts[i] for i, _ in batch], sampling, seed)
+                        for (i, s), gen in zip(batch, outs):
+                            results[i][s] = gen
+                            produced += len(gen.completion_ids)
+                        if handle:
+                            handle.advance(len(batch))
         finally:
             if handle:
                 handle.close()

@@ -20,8 +20,10 @@ from rac.algorithms.hessian import accumulate_hessian
 from rac.models.blocks import find_blocks
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by a hook to abandon the rest of a forward pass once what we need is recorded."""
+
+
 
 
 @dataclass
@@ -91,7 +93,7 @@ def capture_block_inputs(model: nn.Module, batches: Iterable[dict], device: str)
         hidden = args[0] if args else kwargs.pop("hidden_states")
         record["hidden"] = hidden.detach().cpu()
         record["kwargs"] = to_device({k: v for k, v in kwargs.items() if k != "past_key_values"}, "cpu")
-        raise _StopForward
+        raise StopForward
 
     inputs = BlockInputs([], [], [])
     move_outside_blocks(model, device)
@@ -101,7 +103,7 @@ def capture_block_inputs(model: nn.Module, batches: Iterable[dict], device: str)
             ids, mask, weight = (_field(batch, k) for k in ("input_ids", "attention_mask", "token_weight"))
             try:
                 model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-            except _StopForward:
+            except StopForward:
                 pass
             inputs.hidden.append(record.pop("hidden"))
             inputs.kwargs.append(record.pop("kwargs"))
@@ -144,6 +146,15 @@ def _add_gram(H: torch.Tensor | None, x: torch.Tensor, weight: torch.Tensor) -> 
     return H.addmm_(scaled.t(), flat)
 
 
+def add_to_hessian(sums: HessianSums, key: str, x: torch.Tensor, weight: torch.Tensor) -> None:
+    """sums.H[key] += X^T (w * X) for one batch of layer inputs (CUDA: bf16 products, float32 sums)."""
+    weight = weight.to(x.device)
+    if x.is_cuda:
+        sums.H[key] = accumulate_hessian(sums.H.get(key), x, weight)
+    else:
+        sums.H[key] = _add_gram(sums.H.get(key), x, weight)
+
+
 @contextmanager
 def _hessian_hooks(modules: dict[str, nn.Module], sums: HessianSums, state: dict) -> Iterator[None]:
     """Pre-hooks adding each module's input into ``sums.H[key]``; the last one in call order stops the pass."""
@@ -152,15 +163,10 @@ def _hessian_hooks(modules: dict[str, nn.Module], sums: HessianSums, state: dict
 
     def make(key: str):
         def hook(module: nn.Module, args: tuple) -> None:
-            x = args[0]
-            weight = state["weight"].to(x.device)
-            if x.is_cuda:  # bf16 products with float32 accumulation
-                sums.H[key] = accumulate_hessian(sums.H.get(key), x, weight)
-            else:
-                sums.H[key] = _add_gram(sums.H.get(key), x, weight)
+            add_to_hessian(sums, key, args[0], state["weight"])
             remaining.discard(key)
             if not remaining:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
@@ -191,7 +197,7 @@ def collect_hessians(block: nn.Module, inputs: BlockInputs, modules: dict[str, n
             state["reset"]()
             try:
                 block(hidden.to(device), **to_device(kwargs, device))
-            except _StopForward:
+            except StopForward:
                 pass
             sums.total_weight += float(weight.double().sum())
     missing = [key for key in modules if key not in sums.H]
@@ -237,3 +243,11 @@ class BlockWalker:
             self.forward_passes += 1
             self.index += 1
         return self.inputs
+
+    def advance(self, index: int, outputs: list[torch.Tensor]) -> None:
+        """Accept block ``index``'s outputs computed by the caller (e.g. the staged replay), so the
+        next block's inputs need no replay of it."""
+        if self.inputs is None or self.index != index:
+            raise RuntimeError(f"block outputs for {index} given while the walker is at {self.index}")
+        self.inputs = self.inputs.with_hidden(outputs)
+        self.index += 1

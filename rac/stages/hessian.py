@@ -1,5 +1,6 @@
 """Stage ``hessian``: build and save the calibration set, and precompute the Hessians that are exact
-whatever gets pruned (every block in dense-input mode; block 0 in sequential mode).
+whatever gets pruned (every block in dense-input mode; block 0 in sequential mode, and there only its
+first input group, attn_in, with ``prune.true_sequential``).
 
 Hessian cache keys (shared with the prune stage). A Hessian of (block l, input key g) is keyed by
 
@@ -139,6 +140,7 @@ def run(ctx: StageContext) -> dict:
     calib.save(ctx.out_dir)
     base = base_key(calibration_fingerprint(ctx.out_dir), model_identity(ctx), recipe)
     sequential = bool((recipe.get("prune") or {}).get("sequential", True))
+    first_group_only = sequential and bool((recipe.get("prune") or {}).get("true_sequential", True))
     blocks = find_blocks(model)[1]
     exact = 1 if sequential else len(blocks)
     walker = BlockWalker(model, replay_batches(calib, recipe), ctx.device)
@@ -146,7 +148,7 @@ def run(ctx: StageContext) -> dict:
     handle = ctx.progress.task("hessians", exact)
     with closing(HessianWriter(ctx)) as writer:
         for index in range(exact):
-            computed, hits = _block(ctx, writer, walker, blocks, base, index, computed, hits)
+            computed, hits = _block(ctx, writer, walker, blocks, base, index, computed, hits, first_group_only)
             handle.advance()
     handle.close()
     tokens = int(calib.offsets[-1])
@@ -157,12 +159,15 @@ def run(ctx: StageContext) -> dict:
 
 
 def _block(ctx: StageContext, writer: HessianWriter, walker: Any, blocks: list, base: str, index: int,
-           computed: int, hits: int) -> tuple[int, int]:
-    """The dense-input Hessians of every input group of one block (one replay for all that are missing)."""
+           computed: int, hits: int, first_group_only: bool) -> tuple[int, int]:
+    """The dense-input Hessians of the input groups of one block (one replay for all that are missing;
+    with ``first_group_only`` it stops at the first group's input)."""
     from rac.models.blocks import input_groups
     from rac.models.capture import collect_hessians, on_device
 
     groups = input_groups(blocks[index])
+    if first_group_only:
+        groups = dict(list(groups.items())[:1])
     keys = {g: hessian_key(base, index, g, EMPTY_UPSTREAM) for g in groups}
     missing = {g: groups[g][0].module for g in groups if not ctx.cache.has_blob(HESSIAN_KIND, keys[g])}
     if missing:
@@ -177,7 +182,7 @@ def _block(ctx: StageContext, writer: HessianWriter, walker: Any, blocks: list, 
 STAGE = Stage(
     name="hessian",
     needs=("rollout",),
-    reads=("model", "calibration", "prune.sequential", "prune.batch_size"),
+    reads=("model", "calibration", "prune.sequential", "prune.true_sequential", "prune.batch_size"),
     version="1",
     run=run,
     enabled=lambda recipe: bool(recipe.get("prune")),

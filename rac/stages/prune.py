@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -61,12 +61,8 @@ def _hessians(ctx: StageContext, writer: HessianWriter, keys: dict[str, str], bl
         for g, H in sums.H.items():
             writer.put(keys[g], g, H, sums.total_weight, index)
             found[g] = (H, sums.total_weight)
-    out = {}
-    for g, (H, total) in found.items():  # type: ignore[misc]
-        if total <= 0:
-            raise PruneStageError(f"no calibration tokens with positive weight reached Hessian {g} of block {index}")
-        out[g] = (H.to(ctx.device, torch.float32) / total, g not in missing)
-    return out
+    return {g: (_normalised(ctx, H, total, g, index), g not in missing)
+            for g, (H, total) in found.items()}  # type: ignore[misc]
 
 
 def run(ctx: StageContext) -> dict:
@@ -116,12 +112,13 @@ def run(ctx: StageContext) -> dict:
 @dataclass
 class _State:
     """What the block loop accumulates: upstream digest, changed weights, report rows and the counts
-    [Hessian hits, Hessian misses, block replays that collected Hessians]."""
+    [Hessian hits, Hessian misses, block replays that collected Hessians] (a staged block counts one)."""
 
     upstream: Upstream
     changed: dict[str, torch.Tensor]
     report: list[dict]
     counts: list[int]
+    layouts: dict = field(default_factory=dict)  # block class -> verified staged layout (or None)
 
 
 def _prune_block(ctx: StageContext, writer: HessianWriter, settings: PruneSettings, walker: Any, state: _State,
@@ -143,6 +140,8 @@ def _prune_block(ctx: StageContext, writer: HessianWriter, settings: PruneSettin
 
     with on_device(block, ctx.device):
         if settings.sequential and settings.true_sequential:
+            if _staged(ctx, writer, settings, walker, state, base, prefix, index, block, groups, todo):
+                return
             for g, members in todo.items():  # each group's Hessian through the pruned earlier groups
                 key = hessian_key(base, index, g, state.upstream.digest)
                 H, hit = _hessians(ctx, writer, {g: key}, block, groups, index, inputs, state.counts)[g]
@@ -153,6 +152,70 @@ def _prune_block(ctx: StageContext, writer: HessianWriter, settings: PruneSettin
             found = _hessians(ctx, writer, keys, block, groups, index, inputs, state.counts)
             for g, members in todo.items():
                 _apply(settings, state, prefix, index, members, *found[g])
+
+
+def _staged(ctx: StageContext, writer: HessianWriter, settings: PruneSettings, walker: Any, state: _State, base: str,
+            prefix: str, index: int, block: Any, groups: dict, todo: dict) -> bool:
+    """True-sequential order with one pass per block piece (``rac.models.staged``), which also yields
+    the block's outputs for the next block. False when the block's layout does not fit (checked on a
+    real batch once per block class): the caller then uses plain replays."""
+    from rac.models.staged import layout_like, staged_block, verify_layout
+
+    if _all_cached(ctx, settings, state, base, index, todo):
+        return False  # the plain path prunes from the cache and the walker replays the block lazily
+    inputs = walker.inputs_for(index)
+    kind = type(block)
+    if kind not in state.layouts:
+        state.layouts[kind] = verify_layout(block, groups, inputs, ctx.device)
+        if state.layouts[kind] is None:
+            ctx.log.info("prune: %s does not fit the staged replay; true-sequential uses plain replays", kind.__name__)
+    layout = layout_like(block, groups, state.layouts[kind])
+    if layout is None:
+        return False
+    keys: dict[str, str] = {}
+    cached: dict[str, tuple[torch.Tensor, float]] = {}
+
+    def missing(g: str) -> bool:  # called once the groups before g are pruned, so the digest is final
+        keys[g] = hessian_key(base, index, g, state.upstream.digest)
+        found = load_hessian(ctx, keys[g], g)
+        if found is not None:
+            cached[g] = found
+        return found is None
+
+    def on_group(g: str, sums: Any) -> None:
+        if sums is None:
+            H, total = cached.pop(g)
+        else:
+            H, total = sums.H[g], sums.total_weight
+            writer.put(keys[g], g, H, total, index)
+        _apply(settings, state, prefix, index, todo[g], _normalised(ctx, H, total, g, index), sums is None)
+
+    outputs = staged_block(block, layout, inputs, ctx.device, list(todo), missing, on_group)
+    state.counts[2] += 1
+    walker.advance(index, outputs)
+    return True
+
+
+def _all_cached(ctx: StageContext, settings: PruneSettings, state: _State, base: str, index: int, todo: dict) -> bool:
+    """Whether every true-sequential Hessian of the block is in the cache (keys follow the digest the
+    block's own pruning will produce)."""
+    from rac.stages.hessian import HESSIAN_KIND
+
+    upstream = Upstream()
+    upstream.digest = state.upstream.digest
+    for g, members in todo.items():
+        if not ctx.cache.has_blob(HESSIAN_KIND, hessian_key(base, index, g, upstream.digest)):
+            return False
+        for info, assignment in members:
+            upstream.add({"block": index, "true_sequential": True, **settings.entry(info.name, assignment)})
+    return True
+
+
+def _normalised(ctx: StageContext, H: torch.Tensor, total: float, g: str, index: int) -> torch.Tensor:
+    """H / total token weight, float32 on the compute device."""
+    if total <= 0:
+        raise PruneStageError(f"no calibration tokens with positive weight reached Hessian {g} of block {index}")
+    return H.to(ctx.device, torch.float32) / total
 
 
 def _apply(settings: PruneSettings, state: _State, prefix: str, index: int, members: list, H: torch.Tensor,

@@ -30,11 +30,11 @@ class PruneSettings:
     block_size: int = 128
     dampening: float = 0.01
     mask_selection: str = "per_block"
-    true_sequential: bool = False
+    true_sequential: bool = True
 
     @classmethod
     def from_recipe(cls, prune: dict) -> PruneSettings:
-        flag = prune.get("true_sequential", False)
+        flag = prune.get("true_sequential", True)
         if not isinstance(flag, bool):
             raise PruneSettingsError(f"prune.true_sequential must be true or false, got {flag!r}")
         return cls(bool(prune.get("sequential", True)), int(prune.get("block_size", 128)),

@@ -64,7 +64,7 @@ def test_engine_from_a_saved_model_folder(tiny_model_dir, prompts):
         engine.generate([[]], SamplingConfig(max_new_tokens=2))
 
 
-# --- CPU fast path: transposed-stride weights + static KV cache ------------------------------------
+# --- CPU fast path: packed / transposed-stride weights + static KV cache ------------------------------------
 
 
 @pytest.fixture()
@@ -106,17 +106,23 @@ def test_fast_path_gives_the_plain_sampled_tokens_for_a_seed(tiny_model, ragged)
     assert _ids(fast) == _ids(plain)
 
 
-def test_weights_are_strided_during_and_bitwise_contiguous_after_generate(tiny_llama, ragged):
+def test_fast_path_uses_the_fast_layout_and_leaves_the_model_untouched(tiny_llama, ragged):
+    from rac.engines.cpu_linear import mkl_packing_available
+
     model, tok = tiny_llama
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     objects = {name: p for name, p in model.named_parameters()}
-    seen: list[tuple[int, ...]] = []
     proj = model.model.layers[0].mlp.up_proj
-    hook = proj.register_forward_hook(lambda module, args, out: seen.append(module.weight.stride()))
-    HFEngine(model, tok, batch_size=2, fast_cpu=True).generate(ragged, SamplingConfig(max_new_tokens=3, temperature=0.0))
+    seen: list[bool] = []
+    hook = proj.register_forward_hook(lambda module, args, out: seen.append("forward" in module.__dict__))
+    engine = HFEngine(model, tok, batch_size=3, fast_cpu=True)  # 4 prompts: batches of 3 and 1
+    engine.generate(ragged, SamplingConfig(max_new_tokens=3, temperature=0.0))
     hook.remove()
-    assert seen and all(stride == (1, proj.out_features) for stride in seen)  # the fast layout was used
+    assert engine.layout == ("mkl-packed" if mkl_packing_available() else "transposed")
+    if mkl_packing_available():
+        assert seen and all(seen)  # every call went through the packed forward, hooks still ran
     assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+    assert all("forward" not in m.__dict__ for m in model.modules())
     for name, p in model.named_parameters():
         assert p is objects[name] and p.is_contiguous(), name
         assert torch.equal(p, before[name]), name
@@ -133,6 +139,7 @@ def test_weights_are_restored_when_generate_fails(tiny_llama, ragged):
         HFEngine(model, tok, fast_cpu=True).generate(ragged, SamplingConfig(max_new_tokens=2, temperature=0.0))
     hook.remove()
     assert all(p.is_contiguous() for p in model.parameters())
+    assert all("forward" not in m.__dict__ for m in model.modules())
 
 
 def test_default_batch_size_and_bad_options(tiny_llama):

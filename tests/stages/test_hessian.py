@@ -39,7 +39,19 @@ def _blobs(cache: Cache) -> list:
     return sorted((cache.root / "blobs" / hessian.HESSIAN_KIND).glob("*.safetensors"))
 
 
-def test_sequential_mode_stores_block0_only(recipe, tmp_path):
+def test_true_sequential_stores_only_block0_attn_in(recipe, tmp_path):
+    cache = Cache(tmp_path / "c")  # the default order: later groups depend on pruning inside block 0
+    summary = hessian.run(_ctx(recipe, tmp_path, "h", cache))
+    assert summary["exact_blocks"] == 1 and summary["hessians_computed"] == 1
+    base = hessian.base_key(hessian.calibration_fingerprint(tmp_path / "h"), hessian.model_identity(
+        _ctx(recipe, tmp_path, "x", cache)), recipe)
+    assert len(_blobs(cache)) == 1
+    key = hessian.hessian_key(base, 0, "attn_in", hessian.EMPTY_UPSTREAM)
+    assert hessian.load_hessian(_ctx(recipe, tmp_path, "y", cache), key, "attn_in") is not None
+
+
+def test_one_pass_sequential_mode_stores_block0_only(recipe, tmp_path):
+    recipe["prune"]["true_sequential"] = False
     cache = Cache(tmp_path / "c")
     summary = hessian.run(_ctx(recipe, tmp_path, "h", cache))
     assert (tmp_path / "h" / "calibration.safetensors").is_file() and (tmp_path / "h" / "calibration.json").is_file()

@@ -59,7 +59,7 @@ class Runner:
     def run(self, **prune_overrides):
         recipe = copy.deepcopy(self.recipe)
         recipe["prune"].update(prune_overrides)
-        reads = (recipe["prune"]["sequential"], recipe["prune"]["batch_size"])
+        reads = (recipe["prune"]["sequential"], recipe["prune"].get("true_sequential", True), recipe["prune"]["batch_size"])
         if reads not in self.hessian_dirs:
             h = self.ctx(recipe, {})
             hessian.run(h)
@@ -99,12 +99,12 @@ def test_scopes_prune_only_what_they_select(three_blocks):
 
 
 def test_sequential_vs_dense_inputs(two_blocks):
-    _, seq, _, _ = two_blocks.run(sequential=True)
-    _, true_seq, _, _ = two_blocks.run(sequential=True, true_sequential=True)
+    _, seq, _, _ = two_blocks.run(sequential=True, true_sequential=False)
+    _, true_seq, _, _ = two_blocks.run(sequential=True)  # the default order
     _, dense, _, _ = two_blocks.run(sequential=False)
     assert set(seq) == set(dense) == set(true_seq) and len(seq) == 14
     block0 = [k for k in seq if ".layers.0." in k]
-    # default order: every Hessian of block 0 comes from one dense pass, so block 0 matches dense mode
+    # one-pass order: every Hessian of block 0 comes from one dense pass, so block 0 matches dense mode
     assert len(block0) == 7 and all(torch.equal(seq[k], dense[k]) for k in block0)
     assert not torch.equal(seq["model.layers.1.self_attn.q_proj.weight"], dense["model.layers.1.self_attn.q_proj.weight"])
     for m in ("q_proj", "k_proj", "v_proj"):  # block 0's first group sees the same (dense) inputs
@@ -115,14 +115,37 @@ def test_sequential_vs_dense_inputs(two_blocks):
         assert not torch.equal(true_seq[name], dense[name]) and torch.equal(seq[name], dense[name])
 
 
-def test_default_order_replays_each_block_twice(two_blocks):
-    summary, _, _, _ = two_blocks.run()
+def test_one_pass_order_replays_each_block_twice_and_the_default_once(two_blocks):
+    summary, _, _, _ = two_blocks.run(true_sequential=False)
     # block 0: all four Hessians from the hessian stage; block 1: one pass collects all four, and the
     # walker runs the pruned block 0 once to produce block 1's inputs
     assert summary["hessian_passes"] == 1 and summary["block_forward_passes"] == 1
     assert summary["true_sequential"] is False
-    slow, _, _, _ = two_blocks.run(true_sequential=True)
+    staged, _, _, _ = two_blocks.run()
+    # true sequential (default): one staged pass per block produces its four Hessians and its outputs
+    assert staged["true_sequential"] is True
+    assert staged["hessian_passes"] == 2 and staged["block_forward_passes"] == 0
+
+
+def test_staged_true_sequential_equals_plain_replays(two_blocks, monkeypatch):
+    from rac.models import staged
+
+    fast, w_fast, report_fast, _ = two_blocks.run(true_sequential=True)
+    two_blocks.cache = Cache(two_blocks.tmp / "cache2")  # no Hessian reuse between the two
+    two_blocks.hessian_dirs.clear()
+    monkeypatch.setattr(staged, "verify_layout", lambda *args: None)  # as for a block it cannot handle
+    slow, w_slow, report_slow, _ = two_blocks.run(true_sequential=True)
     assert slow["hessian_passes"] == 7 and slow["block_forward_passes"] == 1  # one pass per group, minus attn_in of block 0
+    assert set(w_fast) == set(w_slow) and len(w_fast) == 14
+    for name in w_fast:
+        assert torch.equal(w_fast[name] == 0, w_slow[name] == 0), name  # the same masks
+        assert torch.allclose(w_fast[name], w_slow[name], atol=1e-5), name
+    errors = lambda report: [r["recon_error"] for r in report]  # noqa: E731
+    assert errors(report_fast) == pytest.approx(errors(report_slow), rel=1e-4)
+    # the same Hessian keys: the staged run's cache serves the plain run completely
+    two_blocks.cache = Cache(two_blocks.tmp / "cache")
+    again, _, _, _ = two_blocks.run(true_sequential=True)
+    assert again["hessian_misses"] == 0 and again["hessian_hits"] == 8
 
 
 @pytest.mark.parametrize("true_sequential", [False, True])
