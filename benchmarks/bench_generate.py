@@ -26,12 +26,12 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
-def prompts(tokenizer, count: int) -> list[list[int]]:
+def prompts(tokenizer, count: int, dataset: str = "gsm8k_test") -> list[list[int]]:
     """The first ``count`` GSM8K-test questions, rendered as rollout prompts."""
     from rac.calibration.datasets import load_records
     from rac.calibration.render import render_prompt
 
-    records = load_records({"dataset": "gsm8k_test", "field": "question", "answer_field": None})
+    records = load_records({"dataset": dataset, "field": "question", "answer_field": None})
     return [render_prompt(tokenizer, r["question"], {"chat_template": True}) for r in records[:count]]
 
 
@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--dataset", default="gsm8k_test", help="prompt source (gsm8k_train: the demo's rollouts)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; the demo samples at 0.6")
+    parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "generate_cpu.json")
     args = parser.parse_args()
 
@@ -67,7 +70,7 @@ def main() -> None:
     from rac.models.load import load_model
 
     model, tokenizer = load_model({"id": "smollm2-135m", "dtype": "float32"}, "cpu")
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
     warm = prompts(tokenizer, 4)
     for fast in (False, True):  # first-call costs (allocator, MKL init) out of the timings
         HFEngine(model, tokenizer, batch_size=4, fast_cpu=fast).generate(warm, SamplingConfig(max_new_tokens=4))
@@ -77,7 +80,7 @@ def main() -> None:
     print("| batch | plain tok/s | transposed tok/s | fast (packed) tok/s | fast / plain | tokens | same tokens |")
     print("|---|---|---|---|---|---|---|")
     for size in args.batch_sizes:
-        batch = prompts(tokenizer, size)
+        batch = prompts(tokenizer, size, args.dataset)
         best = {v: float("inf") for v in VARIANTS}
         outputs: dict[str, list[list[int]]] = {}
         tokens: dict[str, int] = {}
@@ -102,7 +105,8 @@ def main() -> None:
     meta = {
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
+        "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "dataset": args.dataset,
+        "temperature": args.temperature, "top_p": args.top_p,
     }
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")

@@ -176,8 +176,12 @@ def staged_block(block: nn.Module, layout: StagedLayout, inputs: BlockInputs, de
              call: Callable[[int], Any] | None = None) -> HessianSums:
         sums = HessianSums(total_weight=total)
         recorder = _Recorder(sums, inputs.weights)
+        watch = [(module, key if key in todo and missing(key) else None, store, stop)
+                 for module, key, store, stop in watch]
+        if all(key is None and store is None for _, key, store, _ in watch):
+            return sums  # nothing to record (a cached Hessian): no pass
         for module, key, store, stop in watch:
-            recorder.watch(module, key if key in todo and missing(key) else None, store, stop)
+            recorder.watch(module, key, store, stop)
         state["recorder"] = recorder
         try:
             _replay(block, inputs, device, state, call)

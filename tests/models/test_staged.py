@@ -86,10 +86,13 @@ def test_cached_groups_are_not_accumulated(tiny_llama):
     block = decoder_blocks(model)[0]
     groups = input_groups(block)
     layout = verify_layout(block, groups, inputs, "cpu")
-    calls = []
+    calls, q_calls = [], []
+    hook = block.self_attn.q_proj.register_forward_pre_hook(lambda m, a: q_calls.append(1))
     outputs = staged_block(block, layout, inputs, "cpu", ["attn_in", "mlp_out"], lambda g: g == "mlp_out",
                            lambda g, sums: calls.append((g, None if sums is None else sorted(sums.H))))
+    hook.remove()
     assert calls == [("attn_in", None), ("mlp_out", ["mlp_out"])]
+    assert len(q_calls) == len(inputs)  # attention ran once per batch: no pass for the cached attn_in
     for got, want in zip(outputs, run_block(block, inputs, "cpu")):  # nothing was pruned
         assert torch.allclose(got, want, atol=1e-6)
 
