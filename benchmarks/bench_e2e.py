@@ -107,6 +107,17 @@ def sparsity_of(model: torch.nn.Module) -> float:
 
 
 @torch.no_grad()
+def mask_agreement(ours: dict, theirs: dict, blocks: int) -> dict:
+    """Share of equal zero/non-zero decisions per block (first, second, middle, last), all linear weights."""
+    picks = sorted({0, 1, blocks // 2, blocks - 1})
+    out = {}
+    for b in picks:
+        names = [k for k in theirs if f".layers.{b}." in k and k in ours]
+        same = sum(int(((ours[k] == 0) == (theirs[k] == 0)).sum()) for k in names)
+        out[b] = same / max(sum(theirs[k].numel() for k in names), 1)
+    return out
+
+
 def decode_nll(model: torch.nn.Module, sequences: list[tuple[list[int], list[int]]]) -> float:
     """Mean NLL over the generated positions of (prompt, continuation) pairs, teacher-forced."""
     from rac.eval.probe import token_states
@@ -198,6 +209,13 @@ def main() -> None:
                 raise SystemExit(f"llm-compressor weights with unknown names: {missing[:3]}")
             rows["llmc"] = {"seconds": llmc["seconds"], "sparsegpt_seconds": llmc["sparsegpt_seconds"],
                             "nll": decode_nll(other.eval(), evalset), "sparsity": sparsity_of(other)}
+            theirs = load_file(str(llmc["weights"]))
+            for order, r in racs.items():
+                agree = mask_agreement(load_file(str(r["dirs"]["prune"] / "weights.safetensors")), theirs,
+                                       len(other.model.layers))
+                rows[f"rac {order}"]["mask_agreement_with_llmc"] = agree
+                print(f"mask agreement rac {order} vs llm-compressor by block: "
+                      + ", ".join(f"{b}: {v:.4f}" for b, v in agree.items()))
 
     print(f"\n{'':24s}{'prune s':>10s}{'SparseGPT s':>13s}{'sparsity':>10s}{'decode NLL':>12s}")
     for name, r in rows.items():
