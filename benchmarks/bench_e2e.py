@@ -46,7 +46,7 @@ def make_recipe(args: argparse.Namespace, true_sequential: bool) -> dict:
         "version": 1,
         "model": {"id": args.model, "dtype": "float32"},
         "calibration": {"kind": args.calib, "sources": [source], "budget": {"tokens": args.tokens},
-                        "text_seq_len": args.seq_len, "max_prompt_tokens": 384},
+                        "text_seq_len": args.seq_len, "max_prompt_tokens": 384, "seed": args.seed},
         "prune": {"method": "sparsegpt", "sparsity": args.sparsity, "block_size": 128, "dampening": 0.01,
                   "sequential": True, "true_sequential": true_sequential, "batch_size": args.batch_size},
         "run": {"device": "cpu"},
@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--calib", default="text", choices=("text", "prompt"))
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=0, help="calibration sampling seed (another draw of documents)")
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--batch-size", type=int, default=8, help="calibration sequences per forward batch (both tools)")
     ap.add_argument("--eval-prompts", type=int, default=16)
