@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +69,23 @@ def tiny_model_dir(tmp_path, tiny_llama):
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return path
+
+
+def _padded_batch(rows: list[list[int]], weight_of=lambda mask: mask.float()) -> dict:
+    """A right-padded replay batch of token rows; ``weight_of(mask)`` gives the per-token weights."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_weight": weight_of(mask)}
+
+
+@pytest.fixture()
+def padded_batch():
+    """The batch builder above (fixtures are how test modules share helpers here)."""
+    return _padded_batch
 
 
 @pytest.fixture(autouse=True)

@@ -24,8 +24,6 @@ class StopForward(Exception):
     """Raised by a hook to abandon the rest of a forward pass once what we need is recorded."""
 
 
-
-
 @dataclass
 class BlockInputs:
     """Per-batch inputs of a decoder block (CPU tensors) and the per-token Hessian weights [B, T]."""

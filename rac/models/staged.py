@@ -23,7 +23,7 @@ down_proj's output. Everything else
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,8 +123,8 @@ def _replaced(module: nn.Module, outputs: Callable[[], Any]) -> Iterator[None]:
 class _Recorder:
     """Pre-hooks that record a module's input per batch, add it to a Hessian and/or stop the pass."""
 
-    def __init__(self, sums: HessianSums, weights: list[torch.Tensor]) -> None:
-        self.sums, self.weights, self.batch, self.handles = sums, weights, 0, []
+    def __init__(self, sums: HessianSums, weights: list[torch.Tensor], state: dict) -> None:
+        self.sums, self.weights, self.state, self.handles = sums, weights, state, []
 
     def watch(self, module: nn.Module, key: str | None, store: list | None, stop: bool) -> None:
         """On each call of ``module``: add its input to Hessian ``key`` (unless None), append it to
@@ -132,7 +132,7 @@ class _Recorder:
         def hook(mod: nn.Module, args: tuple) -> None:
             x = args[0]
             if key is not None:
-                add_to_hessian(self.sums, key, x, self.weights[self.batch])
+                add_to_hessian(self.sums, key, x, self.weights[self.state["i"]])
             if store is not None:
                 store.append(x.detach().cpu())
             if stop:
@@ -150,9 +150,6 @@ def _replay(block: nn.Module, inputs: BlockInputs, device: str, state: dict, cal
     outputs = []
     for i, (hidden, kwargs) in enumerate(zip(inputs.hidden, inputs.kwargs)):
         state["i"] = i
-        recorder = state.get("recorder")
-        if recorder is not None:
-            recorder.batch = i
         try:
             out = call(i) if call else block(hidden.to(device), **to_device(kwargs, device))
             outputs.append(out[0] if isinstance(out, (tuple, list)) else out)
@@ -175,20 +172,18 @@ def staged_block(block: nn.Module, layout: StagedLayout, inputs: BlockInputs, de
     def step(watch: list[tuple[nn.Module, str | None, list | None, bool]],
              call: Callable[[int], Any] | None = None) -> HessianSums:
         sums = HessianSums(total_weight=total)
-        recorder = _Recorder(sums, inputs.weights)
+        recorder = _Recorder(sums, inputs.weights, state)
         watch = [(module, key if key in todo and missing(key) else None, store, stop)
                  for module, key, store, stop in watch]
         if all(key is None and store is None for _, key, store, _ in watch):
             return sums  # nothing to record (a cached Hessian): no pass
         for module, key, store, stop in watch:
             recorder.watch(module, key, store, stop)
-        state["recorder"] = recorder
         try:
             _replay(block, inputs, device, state, call)
             return sums
         finally:
             recorder.close()
-            state["recorder"] = None
 
     def done(g: str, sums: HessianSums) -> None:
         if g in todo:
@@ -221,11 +216,9 @@ def staged_block(block: nn.Module, layout: StagedLayout, inputs: BlockInputs, de
                              call=lambda i: layout.mlp(m[i].to(device))))
     m.clear()  # free the MLP inputs
     attn_out = lambda: _wrap(s[state["i"]].to(device), layout.attn_tail)  # noqa: E731
-    with _replaced(layout.attn, attn_out):  # 5. the block's output from the stored pieces
-        if d:
-            down = mods["mlp_out"]
-            with _replaced(layout.mlp, lambda: down(d[state["i"]].to(device))):
-                return [x.detach().cpu() for x in _replay(block, inputs, device, state)]
+    down = mods["mlp_out"]
+    stored_mlp = _replaced(layout.mlp, lambda: down(d[state["i"]].to(device))) if d else nullcontext()
+    with _replaced(layout.attn, attn_out), stored_mlp:  # 5. the block's output from the stored pieces
         return [x.detach().cpu() for x in _replay(block, inputs, device, state)]
 
 

@@ -129,6 +129,7 @@ def run(ctx: StageContext) -> dict:
     from rac.models.blocks import find_blocks
     from rac.models.capture import BlockWalker
     from rac.models.load import load_model
+    from rac.stages.prune_group import PruneSettings
 
     start = time.perf_counter()
     recipe = ctx.recipe
@@ -139,8 +140,9 @@ def run(ctx: StageContext) -> dict:
                                   int(calib_cfg.get("seed", 0)))
     calib.save(ctx.out_dir)
     base = base_key(calibration_fingerprint(ctx.out_dir), model_identity(ctx), recipe)
-    sequential = bool((recipe.get("prune") or {}).get("sequential", True))
-    first_group_only = sequential and bool((recipe.get("prune") or {}).get("true_sequential", True))
+    settings = PruneSettings.from_recipe(recipe.get("prune") or {})
+    sequential = settings.sequential
+    first_group_only = sequential and settings.true_sequential
     blocks = find_blocks(model)[1]
     exact = 1 if sequential else len(blocks)
     walker = BlockWalker(model, replay_batches(calib, recipe), ctx.device)

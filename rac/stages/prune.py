@@ -207,8 +207,13 @@ def _all_cached(ctx: StageContext, settings: PruneSettings, state: _State, base:
         if not ctx.cache.has_blob(HESSIAN_KIND, hessian_key(base, index, g, upstream.digest)):
             return False
         for info, assignment in members:
-            upstream.add({"block": index, "true_sequential": True, **settings.entry(info.name, assignment)})
+            upstream.add(_digest_entry(index, settings, settings.entry(info.name, assignment)))
     return True
+
+
+def _digest_entry(index: int, settings: PruneSettings, entry: dict) -> dict:
+    """What a pruned module adds to the upstream digest (shared by the cache check and pruning)."""
+    return {"block": index, "true_sequential": settings.true_sequential, **entry}
 
 
 def _normalised(ctx: StageContext, H: torch.Tensor, total: float, g: str, index: int) -> torch.Tensor:
@@ -230,7 +235,7 @@ def _apply(settings: PruneSettings, state: _State, prefix: str, index: int, memb
         if settings.sequential:
             with torch.no_grad():
                 info.module.weight.copy_(result.weight)
-            state.upstream.add({"block": index, "true_sequential": settings.true_sequential, **entry})
+            state.upstream.add(_digest_entry(index, settings, entry))
         state.report.append({"block": index, "name": name, "hessian_hit": hit, **entry,
                              "achieved": _sparsity(result.weight), "recon_error": error,
                              "dampening_used": result.dampening_used, "seconds": round(float(result.seconds), 4)})

@@ -8,23 +8,16 @@ from rac.models.blocks import decoder_blocks, linear_modules
 from rac.models.capture import BlockWalker, capture_block_inputs, collect_hessians, run_block
 
 
-def _batch(rows: list[list[int]]) -> dict:
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    weight = mask.float() * torch.linspace(0.5, 2.0, width)  # non-uniform per-token weights, pads 0
-    return {"input_ids": ids, "attention_mask": mask, "token_weight": weight}
+def _weights(mask: torch.Tensor) -> torch.Tensor:
+    return mask.float() * torch.linspace(0.5, 2.0, mask.shape[1])  # non-uniform per-token weights, pads 0
 
 
 ROWS = [[5, 9, 11, 300, 17, 42, 8, 99], [7, 8, 1000, 3]]
 
 
-def test_replay_matches_the_full_model(tiny_model):
+def test_replay_matches_the_full_model(tiny_model, padded_batch):
     model, _ = tiny_model
-    batch = _batch(ROWS)
+    batch = padded_batch(ROWS, _weights)
     with torch.no_grad():
         ref = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     output_hidden_states=True).hidden_states
@@ -35,9 +28,9 @@ def test_replay_matches_the_full_model(tiny_model):
     assert walker.forward_passes == 1
 
 
-def test_one_attn_in_hessian_equals_weighted_gram(tiny_model):
+def test_one_attn_in_hessian_equals_weighted_gram(tiny_model, padded_batch):
     model, _ = tiny_model
-    batch = _batch(ROWS)
+    batch = padded_batch(ROWS, _weights)
     inputs = capture_block_inputs(model, [batch], "cpu")
     block = decoder_blocks(model)[0]
     lin = linear_modules(block)
@@ -58,23 +51,23 @@ def test_one_attn_in_hessian_equals_weighted_gram(tiny_model):
     assert abs(sums.total_weight - float(w.sum())) < 1e-4
 
 
-def test_pads_never_enter_a_hessian(tiny_model):
+def test_pads_never_enter_a_hessian(tiny_model, padded_batch):
     model, _ = tiny_model
     block = decoder_blocks(model)[0]
     q = linear_modules(block)["q_proj"].module
-    padded = collect_hessians(block, capture_block_inputs(model, [_batch(ROWS)], "cpu"), {"attn_in": q}, "cpu")
-    alone = [_batch([r]) for r in ROWS]
+    padded = collect_hessians(block, capture_block_inputs(model, [padded_batch(ROWS, _weights)], "cpu"), {"attn_in": q}, "cpu")
+    alone = [padded_batch([r], _weights) for r in ROWS]
     # per-token weights depend on position only, so both sides weight each real token identically
     for b, r in zip(alone, ROWS):
-        b["token_weight"] = _batch(ROWS)["token_weight"][ROWS.index(r), : len(r)][None]
+        b["token_weight"] = padded_batch(ROWS, _weights)["token_weight"][ROWS.index(r), : len(r)][None]
     unpadded = collect_hessians(block, capture_block_inputs(model, alone, "cpu"), {"attn_in": q}, "cpu")
     assert torch.allclose(padded.H["attn_in"], unpadded.H["attn_in"], rtol=1e-4, atol=1e-5)
     assert abs(padded.total_weight - unpadded.total_weight) < 1e-5
 
 
-def test_unit_weights_give_the_plain_gram_of_real_tokens(tiny_model):
+def test_unit_weights_give_the_plain_gram_of_real_tokens(tiny_model, padded_batch):
     model, _ = tiny_model
-    batch = _batch(ROWS)
+    batch = padded_batch(ROWS, _weights)
     batch["token_weight"] = batch["attention_mask"].float()  # packed-text case: 1 on real tokens, 0 on pads
     inputs = capture_block_inputs(model, [batch], "cpu")
     block = decoder_blocks(model)[0]

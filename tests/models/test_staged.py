@@ -13,17 +13,8 @@ from rac.models.staged import layout_like, staged_block, verify_layout
 ROWS = [[5, 9, 11, 300, 17, 42, 8, 99], [7, 8, 1000, 3], [1, 2, 3, 4, 5, 6]]
 
 
-def _batches():
-    out = []
-    for rows in (ROWS[:2], ROWS[2:]):
-        width = max(len(r) for r in rows)
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        out.append({"input_ids": ids, "attention_mask": mask, "token_weight": mask.float() * 1.5})
-    return out
+def _batches(padded_batch):
+    return [padded_batch(rows, lambda mask: mask.float() * 1.5) for rows in (ROWS[:2], ROWS[2:])]
 
 
 def _shrink(module: torch.nn.Linear, H: torch.Tensor) -> None:
@@ -47,11 +38,11 @@ def _plain(block, groups, inputs, todo):
 @pytest.mark.parametrize("todo", [["attn_in", "attn_out", "mlp_in", "mlp_out"], ["mlp_in", "mlp_out"],
                                   ["attn_in", "attn_out"], ["attn_out", "mlp_out"]])
 @pytest.mark.parametrize("store_mlp", [True, False])
-def test_staged_matches_plain_replays(tiny_model, todo, store_mlp, monkeypatch):
+def test_staged_matches_plain_replays(tiny_model, todo, store_mlp, monkeypatch, padded_batch):
     model, _ = tiny_model
     if not store_mlp:
         monkeypatch.setattr(staged, "MAX_STORED_MLP_BYTES", 0)
-    inputs = capture_block_inputs(model, _batches(), "cpu")
+    inputs = capture_block_inputs(model, _batches(padded_batch), "cpu")
     block = decoder_blocks(model)[1]
     original = {k: v.clone() for k, v in block.state_dict().items()}
     groups = input_groups(block)
@@ -80,9 +71,9 @@ def test_staged_matches_plain_replays(tiny_model, todo, store_mlp, monkeypatch):
     assert all("forward" not in m.__dict__ for m in block.modules())  # stand-ins removed
 
 
-def test_cached_groups_are_not_accumulated(tiny_llama):
+def test_cached_groups_are_not_accumulated(tiny_llama, padded_batch):
     model, _ = tiny_llama
-    inputs = capture_block_inputs(model, _batches(), "cpu")
+    inputs = capture_block_inputs(model, _batches(padded_batch), "cpu")
     block = decoder_blocks(model)[0]
     groups = input_groups(block)
     layout = verify_layout(block, groups, inputs, "cpu")
@@ -97,9 +88,9 @@ def test_cached_groups_are_not_accumulated(tiny_llama):
         assert torch.allclose(got, want, atol=1e-6)
 
 
-def test_layouts_that_break_an_assumption_are_refused(tiny_llama):
+def test_layouts_that_break_an_assumption_are_refused(tiny_llama, padded_batch):
     model, _ = tiny_llama
-    inputs = capture_block_inputs(model, _batches(), "cpu")
+    inputs = capture_block_inputs(model, _batches(padded_batch), "cpu")
     blocks = decoder_blocks(model)
     groups = input_groups(blocks[0])
     verified = verify_layout(blocks[0], groups, inputs, "cpu")
