@@ -172,11 +172,11 @@ def staged_block(block: nn.Module, layout: StagedLayout, inputs: BlockInputs, de
     def step(watch: list[tuple[nn.Module, str | None, list | None, bool]],
              call: Callable[[int], Any] | None = None) -> HessianSums:
         sums = HessianSums(total_weight=total)
-        recorder = _Recorder(sums, inputs.weights, state)
         watch = [(module, key if key in todo and missing(key) else None, store, stop)
                  for module, key, store, stop in watch]
         if all(key is None and store is None for _, key, store, _ in watch):
             return sums  # nothing to record (a cached Hessian): no pass
+        recorder = _Recorder(sums, inputs.weights, state)
         for module, key, store, stop in watch:
             recorder.watch(module, key, store, stop)
         try:
