@@ -5,8 +5,10 @@
 SmolLM2-135M (float32) generates greedily for the first ``B`` GSM8K-test prompts (rendered with the
 chat template, the way rollouts render them), one batch of ``B`` per run. For every batch size the
 plain engine (``fast_cpu=False``: contiguous weights, dynamic KV cache), the fast engine with the
-transposed-stride layout (``transposed``: MKL packing disabled) and the fast engine as shipped
-(``fast``: MKL-packed Linear weights, static KV cache) run alternately ``--repeats`` times on the
+transposed-stride layout (``transposed``: MKL packing disabled), the fast engine reading the whole
+static cache at every step (``uncropped``: the cache-tail cropping of ``rac.engines.cpu_attention``
+disabled) and the fast engine as shipped (``fast``: MKL-packed Linear weights, static KV cache,
+cropped decode attention) run alternately ``--repeats`` times on the
 same model, so a change of machine load hits all; the best run of each is reported.
 The completions of the two paths are compared token by token. Tokens/s counts generated tokens
 (a row stops at EOS). Results: a table and ``benchmarks/results/generate_cpu.json``.
@@ -19,6 +21,7 @@ import json
 import os
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,20 +38,27 @@ def prompts(tokenizer, count: int, dataset: str = "gsm8k_test") -> list[list[int
     return [render_prompt(tokenizer, r["question"], {"chat_template": True}) for r in records[:count]]
 
 
-VARIANTS = ("plain", "transposed", "fast")
+VARIANTS = ("plain", "transposed", "uncropped", "fast")
+
+
+@contextmanager
+def _no_cropping(model):
+    yield False
 
 
 def timed(engine, variant: str, batch: list[list[int]], sampling) -> tuple[float, int, list[list[int]]]:
     """(seconds, generated tokens, completions) of one ``generate`` call."""
-    from rac.engines import cpu_linear
+    from rac.engines import cpu_linear, hf
 
-    budget = cpu_linear.PACKED_BUDGET_BYTES
+    budget, cropping = cpu_linear.PACKED_BUDGET_BYTES, hf.cropped_static_attention
     cpu_linear.PACKED_BUDGET_BYTES = 0 if variant == "transposed" else budget
+    if variant == "uncropped":
+        hf.cropped_static_attention = _no_cropping
     start = time.perf_counter()
     try:
         result = engine.generate(batch, sampling)
     finally:
-        cpu_linear.PACKED_BUDGET_BYTES = budget
+        cpu_linear.PACKED_BUDGET_BYTES, hf.cropped_static_attention = budget, cropping
     seconds = time.perf_counter() - start
     ids = [row[0].completion_ids for row in result]
     return seconds, sum(len(c) for c in ids), ids
@@ -62,6 +72,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="gsm8k_test", help="prompt source (gsm8k_train: the demo's rollouts)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; the demo samples at 0.6")
     parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                        help="which columns to run (plain is the reference for token equality)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "generate_cpu.json")
     args = parser.parse_args()
 
@@ -77,29 +89,34 @@ def main() -> None:
 
     rows = []
     print(f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
-    print("| batch | plain tok/s | transposed tok/s | fast (packed) tok/s | fast / plain | tokens | same tokens |")
-    print("|---|---|---|---|---|---|---|")
+    variants = [v for v in VARIANTS if v in args.variants]
+    reference = variants[0]
+    print("| batch | " + " | ".join(f"{v} tok/s" for v in variants) + f" | {variants[-1]} / {reference} | tokens | "
+          f"same tokens as {reference} |")
+    print("|---" * (len(variants) + 4) + "|")
     for size in args.batch_sizes:
         batch = prompts(tokenizer, size, args.dataset)
-        best = {v: float("inf") for v in VARIANTS}
+        best = {v: float("inf") for v in variants}
         outputs: dict[str, list[list[int]]] = {}
         tokens: dict[str, int] = {}
         for _ in range(args.repeats):
-            for variant in VARIANTS:
+            for variant in variants:
                 engine = HFEngine(model, tokenizer, batch_size=size, fast_cpu=variant != "plain")
                 seconds, tokens[variant], outputs[variant] = timed(engine, variant, batch, sampling)
                 best[variant] = min(best[variant], seconds)
-        rate = {v: tokens[v] / best[v] for v in VARIANTS}
-        differing = {v: sum(a != b for a, b in zip(outputs["plain"], outputs[v])) for v in VARIANTS}
+        rate = {v: tokens[v] / best[v] for v in variants}
+        differing = {v: sum(a != b for a, b in zip(outputs[reference], outputs[v])) for v in variants}
+        last = variants[-1]
         row = {
-            "batch": size, **{f"{v}_tok_s": rate[v] for v in VARIANTS}, "ratio": rate["fast"] / rate["plain"],
-            **{f"tokens_{v}": tokens[v] for v in VARIANTS}, "rows_differing": differing,
+            "batch": size, **{f"{v}_tok_s": rate[v] for v in variants}, "ratio": rate[last] / rate[reference],
+            "ratio_of": f"{last} / {reference}",
+            **{f"tokens_{v}": tokens[v] for v in variants}, "rows_differing": differing,
             "same_tokens": not any(differing.values()), "load_average": os.getloadavg()[0],
         }
         rows.append(row)
         same = "yes" if row["same_tokens"] else f"no (rows differing: {differing})"
-        print(f"| {size} | {rate['plain']:.1f} | {rate['transposed']:.1f} | {rate['fast']:.1f} | "
-              f"{row['ratio']:.2f}x | {tokens['fast']} | {same} |", flush=True)
+        print(f"| {size} | " + " | ".join(f"{rate[v]:.1f}" for v in variants) +
+              f" | {row['ratio']:.2f}x | {tokens[last]} | {same} |", flush=True)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {

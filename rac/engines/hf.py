@@ -7,7 +7,7 @@ and batch size give the same tokens.
 CPU fast path (``fast_cpu``, on by default on CPU): for the duration of ``generate`` the Linear
 layers run on MKL-packed weights (or transposed-stride weights where packing is unavailable; see
 :mod:`rac.engines.cpu_linear`) and the KV cache is a static, preallocated one instead of a per-step
-``cat``. Both keep the float32 arithmetic (a different GEMM kernel may round the last bit
+``cat``, whose not-yet-written tail decode steps skip (:mod:`rac.engines.cpu_attention`). Both keep the float32 arithmetic (a different GEMM kernel may round the last bit
 differently); greedy tokens equal the plain path's in the tests and in
 ``benchmarks/bench_generate.py``, which measures the gain.
 """
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rac.engines.base import EngineError, FinishReason, Generation, SamplingConfig, eos_token_ids
+from rac.engines.cpu_attention import cropped_static_attention
 from rac.engines.cpu_linear import fast_linear_weights
 
 if TYPE_CHECKING:
@@ -110,7 +111,8 @@ class HFEngine:
         index = 0
         try:
             for rows, same_size in groupby(batches, key=len):  # one weight layout per batch size
-                with fast_linear_weights(self.model, rows) if self.fast else nullcontext() as layout:
+                with fast_linear_weights(self.model, rows) if self.fast else nullcontext() as layout, \
+                        cropped_static_attention(self.model) if self.fast else nullcontext():
                     self.layout = layout or "plain"
                     for batch in same_size:
                         seed = (sampling.seed * 1_000_003 + index) % (2**63)

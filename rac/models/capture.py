@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rac.algorithms.hessian import accumulate_hessian
+from rac.algorithms.hessian import accumulate_hessian, add_gram_
 from rac.models.blocks import find_blocks
 
 
@@ -127,7 +127,7 @@ def run_block(block: nn.Module, inputs: BlockInputs, device: str) -> list[torch.
 
 
 def _add_gram(H: torch.Tensor | None, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """H += X^T (w * X) in float32 with one ``addmm_`` into a preallocated H (CPU path).
+    """H += X^T (w * X) in float32, in place, upper tiles only (:func:`add_gram_`; CPU path).
 
     Tokens of weight 0 (pads) are dropped before the product; with all weights 1 (packed text)
     the scaling copy is skipped."""
@@ -141,7 +141,7 @@ def _add_gram(H: torch.Tensor | None, x: torch.Tensor, weight: torch.Tensor) -> 
     if H is None:
         H = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float32, device=flat.device)
     scaled = flat if bool((w == 1).all()) else flat * w[:, None]
-    return H.addmm_(scaled.t(), flat)
+    return add_gram_(H, scaled, flat)
 
 
 def add_to_hessian(sums: HessianSums, key: str, x: torch.Tensor, weight: torch.Tensor) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rac.algorithms.hessian import HessianAccumulator, HessianError, accumulate_hessian
+from rac.algorithms.hessian import HessianAccumulator, HessianError, accumulate_hessian, add_gram_
 from rac.algorithms.masks import (
     PatternError,
     check_nm,
@@ -68,6 +68,30 @@ def test_weighted_hessian_equals_explicit_sum():
     x2 = x.clone()
     x2[0, 4] = 1e3
     torch.testing.assert_close(accumulate_hessian(None, x2, w), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [1, 3, 4, 7, 10, 64])
+def test_symmetric_tiled_gram_matches_full_product(tile):
+    torch.manual_seed(1)
+    flat = torch.randn(50, 10, dtype=torch.float64)
+    w = torch.rand(50, 1, dtype=torch.float64)
+    start = torch.randn(10, 10, dtype=torch.float64)
+    start = start + start.t()  # an earlier batch's sum: added to, not overwritten
+    H = add_gram_(start.clone(), w * flat, flat, tile=tile)
+    torch.testing.assert_close(H, start + (w * flat).t() @ flat, rtol=1e-12, atol=1e-12)
+    tiles = -(-10 // tile)
+    if tiles > 1:  # the first row of tiles and its mirror: one product, added to both places
+        e = round(10 / tiles)
+        assert torch.equal(H[:e, e:], H[e:, :e].t())
+
+
+def test_cpu_hessian_uses_tiles_on_wide_inputs():
+    torch.manual_seed(2)
+    x = torch.randn(4, 40, 900)  # 900 columns -> 3 tiles of 300
+    H = accumulate_hessian(None, x)
+    flat = x.reshape(-1, 900).double()
+    torch.testing.assert_close(H.double(), flat.t() @ flat, rtol=1e-5, atol=1e-3)
+    assert torch.equal(H[:300, 300:], H[300:, :300].t())  # computed once, mirrored
 
 
 def test_hessian_errors():
