@@ -12,8 +12,8 @@ class HessianError(ValueError):
 # Column tile of the symmetric Gram product. X^T X is symmetric, so only the tiles on and above the
 # diagonal are multiplied ((k + 1) / 2k of the FLOPs for k tiles) and the others are mirrored. Tiles
 # of a few hundred columns keep each GEMM large enough for MKL's full rate; on a 2-core Xeon the
-# 1536-wide down_proj Hessian of SmolLM2 ran 1.2-1.6x faster than one `addmm_`
-# (benchmarks/bench_hessian.py).
+# 1536-wide down_proj Hessian of SmolLM2 ran 1.1-1.4x faster than one `addmm_`, while two 288-column
+# tiles of a 576-wide input gained nothing reliable (benchmarks/bench_hessian.py).
 GRAM_TILE = 384
 
 
@@ -22,11 +22,12 @@ def add_gram_(H: torch.Tensor, scaled: torch.Tensor, flat: torch.Tensor, tile: i
 
     ``H`` is float32 [d, d]; ``scaled`` and ``flat`` are float32 [n, d]. Only upper tiles are
     computed; each off-diagonal tile is computed once and added to both of its mirror positions.
-    With d <= ``tile`` (default :data:`GRAM_TILE`) it is one ``addmm_``. Returns ``H``.
+    Tiles are ``tile`` (default :data:`GRAM_TILE`) to ``2 * tile - 1`` columns wide; with
+    d < 2 * ``tile`` it is one ``addmm_``. Returns ``H``.
     """
     tile = GRAM_TILE if tile is None else tile
     d = flat.shape[1]
-    tiles = -(-d // tile) if tile > 0 else 1
+    tiles = d // tile if tile > 0 else 1  # tiles of tile..2*tile-1 columns
     if tiles <= 1:
         return H.addmm_(scaled.t(), flat)
     edges = [round(i * d / tiles) for i in range(tiles + 1)]

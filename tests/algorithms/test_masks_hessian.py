@@ -79,7 +79,7 @@ def test_symmetric_tiled_gram_matches_full_product(tile):
     start = start + start.t()  # an earlier batch's sum: added to, not overwritten
     H = add_gram_(start.clone(), w * flat, flat, tile=tile)
     torch.testing.assert_close(H, start + (w * flat).t() @ flat, rtol=1e-12, atol=1e-12)
-    tiles = -(-10 // tile)
+    tiles = 10 // tile
     if tiles > 1:  # the first row of tiles and its mirror: one product, added to both places
         e = round(10 / tiles)
         assert torch.equal(H[:e, e:], H[e:, :e].t())
@@ -87,11 +87,11 @@ def test_symmetric_tiled_gram_matches_full_product(tile):
 
 def test_cpu_hessian_uses_tiles_on_wide_inputs():
     torch.manual_seed(2)
-    x = torch.randn(4, 40, 900)  # 900 columns -> 3 tiles of 300
+    x = torch.randn(4, 40, 900)  # 900 columns -> 2 tiles of 450 (GRAM_TILE 384)
     H = accumulate_hessian(None, x)
     flat = x.reshape(-1, 900).double()
     torch.testing.assert_close(H.double(), flat.t() @ flat, rtol=1e-5, atol=1e-3)
-    assert torch.equal(H[:300, 300:], H[300:, :300].t())  # computed once, mirrored
+    assert torch.equal(H[:450, 450:], H[450:, :450].t())  # computed once, mirrored
 
 
 def test_hessian_errors():
