@@ -9,25 +9,33 @@ class HessianError(ValueError):
     """Inputs whose shapes or dtypes do not fit the Hessian being accumulated."""
 
 
-# Column tile of the symmetric Gram product. X^T X is symmetric, so only the tiles on and above the
-# diagonal are multiplied ((k + 1) / 2k of the FLOPs for k tiles) and the others are mirrored. Tiles
-# of a few hundred columns keep each GEMM large enough for MKL's full rate; on a 2-core Xeon the
-# 1536-wide down_proj Hessian of SmolLM2 ran 1.1-1.4x faster than one `addmm_`, while two 288-column
-# tiles of a 576-wide input gained nothing reliable (benchmarks/bench_hessian.py).
+# Symmetric Gram product on CPU. X^T X is symmetric, so only the column tiles on and above the
+# diagonal are multiplied ((k + 1) / 2k of the FLOPs for k tiles) and the others are mirrored. Each
+# tile GEMM must stay large for MKL's full rate and the mirroring costs O(d^2) per call, so tiles are
+# at least GRAM_TILE columns wide, there are at most GRAM_MAX_TILES of them, and batches of fewer
+# than GRAM_MIN_ROWS rows keep one GEMM. On a 2-core Xeon (benchmarks/bench_hessian.py, README):
+# d = 1536 ran 1.03x / 1.14x / 1.23x / 1.33x faster than one `addmm_` at 512 / 1k / 2k / 4k rows;
+# two 288-column tiles of d = 576 gained nothing reliable; d = 3584 in 9 tiles of ~400 columns lost
+# at 512 rows (0.89x) and gained 1.17x at 4k, in 4 tiles 1.1-1.6x from 2k rows.
 GRAM_TILE = 384
+GRAM_MAX_TILES = 4
+GRAM_MIN_ROWS = 1024
 
 
-def add_gram_(H: torch.Tensor, scaled: torch.Tensor, flat: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+def add_gram_(H: torch.Tensor, scaled: torch.Tensor, flat: torch.Tensor, tile: int | None = None,
+              min_rows: int | None = None) -> torch.Tensor:
     """H += scaled^T @ flat in place, for a product known to be symmetric (``scaled = w * flat``).
 
     ``H`` is float32 [d, d]; ``scaled`` and ``flat`` are float32 [n, d]. Only upper tiles are
     computed; each off-diagonal tile is computed once and added to both of its mirror positions.
-    Tiles are ``tile`` (default :data:`GRAM_TILE`) to ``2 * tile - 1`` columns wide; with
-    d < 2 * ``tile`` it is one ``addmm_``. Returns ``H``.
+    Tiles are at least ``tile`` (default :data:`GRAM_TILE`) columns wide and at most
+    :data:`GRAM_MAX_TILES`; with d < 2 * ``tile`` or n < ``min_rows`` (default
+    :data:`GRAM_MIN_ROWS`) it is one ``addmm_``. Returns ``H``.
     """
     tile = GRAM_TILE if tile is None else tile
-    d = flat.shape[1]
-    tiles = d // tile if tile > 0 else 1  # tiles of tile..2*tile-1 columns
+    min_rows = GRAM_MIN_ROWS if min_rows is None else min_rows
+    n, d = flat.shape
+    tiles = min(d // tile, GRAM_MAX_TILES) if tile > 0 and n >= min_rows else 1
     if tiles <= 1:
         return H.addmm_(scaled.t(), flat)
     edges = [round(i * d / tiles) for i in range(tiles + 1)]
