@@ -32,20 +32,33 @@ def interactive() -> bool:
     return console.is_terminal
 
 
+class _NoTracebackFormatter(logging.Formatter):
+    """Console formatter that leaves tracebacks out: a failing stage is reported as one clear
+    ``error:`` line by the CLI, and its traceback goes to the run's ``run.log`` (``-v`` shows it)."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        return ""  # empty, so the run.log handler still formats the traceback for itself
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return ""
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Plain log lines on stderr (rich handler on a terminal)."""
+    """Plain log lines on stderr (rich handler on a terminal); tracebacks only with ``verbose``."""
     level = logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger("rac")
     root.setLevel(level)
     if any(getattr(h, "_rac_console", False) for h in root.handlers):
         return
+    formatter = logging.Formatter if verbose else _NoTracebackFormatter
     if err_console.is_terminal:
         from rich.logging import RichHandler
 
         handler: logging.Handler = RichHandler(console=err_console, show_path=False, markup=False)
+        handler.setFormatter(formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     handler._rac_console = True  # type: ignore[attr-defined]
     handler.setLevel(level)
     root.addHandler(handler)
