@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rac.algorithms.hessian import accumulate_hessian, add_gram_
+from rac.algorithms.hessian import accumulate_hessian
 from rac.models.blocks import find_blocks
 
 
@@ -126,31 +126,9 @@ def run_block(block: nn.Module, inputs: BlockInputs, device: str) -> list[torch.
     return outputs
 
 
-def _add_gram(H: torch.Tensor | None, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """H += X^T (w * X) in float32, in place, upper tiles only (:func:`add_gram_`; CPU path).
-
-    Tokens of weight 0 (pads) are dropped before the product; with all weights 1 (packed text)
-    the scaling copy is skipped."""
-    flat = x.reshape(-1, x.shape[-1]).float()
-    w = weight.reshape(-1).float()
-    if w.numel() != flat.shape[0]:
-        raise ValueError(f"token weights {tuple(weight.shape)} do not match the layer input {tuple(x.shape)}")
-    keep = w != 0
-    if not bool(keep.all()):
-        flat, w = flat[keep], w[keep]
-    if H is None:
-        H = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float32, device=flat.device)
-    scaled = flat if bool((w == 1).all()) else flat * w[:, None]
-    return add_gram_(H, scaled, flat)
-
-
 def add_to_hessian(sums: HessianSums, key: str, x: torch.Tensor, weight: torch.Tensor) -> None:
-    """sums.H[key] += X^T (w * X) for one batch of layer inputs (CUDA: bf16 products, float32 sums)."""
-    weight = weight.to(x.device)
-    if x.is_cuda:
-        sums.H[key] = accumulate_hessian(sums.H.get(key), x, weight)
-    else:
-        sums.H[key] = _add_gram(sums.H.get(key), x, weight)
+    """sums.H[key] += X^T (w * X) for one batch of layer inputs (:func:`accumulate_hessian`)."""
+    sums.H[key] = accumulate_hessian(sums.H.get(key), x, weight.to(x.device))
 
 
 @contextmanager
