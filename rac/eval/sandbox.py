@@ -122,7 +122,7 @@ def _rlimits(limits: SandboxLimits, backend: str) -> dict:
 
 def _verdict(returncode: int, timed_out: bool, backend: str) -> tuple[str, int]:
     """(status, returncode with signals as negative numbers) from how the process ended."""
-    if backend == "bwrap" and returncode > 128:  # bwrap reports a signal-killed child as 128 + signal
+    if backend != "none" and returncode > 128:  # bwrap and our PID 1 report a killed child as 128 + signal
         returncode = 128 - returncode
     if timed_out or returncode in (-signal.SIGXCPU, -signal.SIGKILL):
         return "timeout", returncode

@@ -89,8 +89,29 @@ def set_limits(limits: dict) -> None:
         resource.setrlimit(getattr(resource, name), (soft, hard))
 
 
+def reap_as_init() -> None:
+    """As PID 1 (``unshare --pid --fork``) fork the real run and stay a reaper: the kernel ignores signals
+    that PID 1 sends itself (SIGSEGV, SIGXCPU would not kill the script). Exit as bwrap does:
+    the child's status, or 128 + the signal that killed it."""
+    child = os.fork()
+    if child == 0:
+        return
+    os.closerange(0, 1 << 16)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(1)
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)
+
+
 def main(spec: dict) -> None:
     import runpy
+
+    if os.getpid() == 1:
+        reap_as_init()
 
     code = sys.stdin.buffer.read()
     if spec.get("newroot"):
