@@ -142,20 +142,22 @@ def test_cannot_signal_rac(backend):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _detaching_code(marker: str, host_file: Path) -> str:
-    """Start a setsid() grandchild that holds stdout and keeps appending to ``host_file`` for 20 s."""
+def _detaching_code(marker: str, host_file: Path, holds_stdout: bool) -> str:
+    """Start a setsid() grandchild that keeps appending to ``host_file`` for 20 s (holding stdout or not)."""
     loop = (f"import time\nend = time.time() + 20\nwhile time.time() < end:\n"
             f"    try:\n        open({str(host_file)!r}, 'a').write('x')\n    except OSError:\n        pass\n"
             f"    time.sleep(0.05)\n# {marker}\n")
-    return ("import os, sys\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+    detach = "" if holds_stdout else "        null = os.open(os.devnull, os.O_RDWR)\n        [os.dup2(null, fd) for fd in (0, 1, 2)]\n"
+    return ("import os, sys\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n" + detach +
             f"        os.execv(sys.executable, [sys.executable, '-c', {loop!r}])\n    os._exit(0)\n"
             "print('main done', flush=True)\n")
 
 
-@pytest.mark.parametrize("main_loops", [False, True], ids=["main-exits", "main-times-out"])
-def test_detached_grandchild_neither_holds_the_run_nor_outlives_it(backend, tmp_path, main_loops):
+@pytest.mark.parametrize(("holds_stdout", "main_loops"), [(True, False), (True, True), (False, False)],
+                         ids=["holds-stdout", "holds-stdout-main-times-out", "closes-stdout"])
+def test_detached_grandchild_neither_holds_the_run_nor_outlives_it(backend, tmp_path, holds_stdout, main_loops):
     marker = f"rac-detached-{uuid.uuid4().hex}"
-    code = _detaching_code(marker, tmp_path / "late.txt") + ("while True:\n    pass\n" if main_loops else "")
+    code = _detaching_code(marker, tmp_path / "late.txt", holds_stdout) + ("while True:\n    pass\n" if main_loops else "")
     start = time.monotonic()
     result = run_with(code, SandboxLimits(timeout_s=1.0, memory_mb=256), backend)
     elapsed = time.monotonic() - start
