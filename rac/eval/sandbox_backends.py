@@ -47,11 +47,10 @@ print("rac-sandbox-ok", os.getuid())
 
 @dataclass(frozen=True)
 class Launch:
-    """A ready command: argv, environment, and the launcher spec's paths."""
+    """A ready command: argv and environment."""
 
     argv: list[str]
     env: dict[str, str]
-    script: str
 
 
 def interpreter() -> str:
@@ -131,7 +130,7 @@ def build(backend: str, limits: dict, tmpfs_bytes: int, host_workdir: str) -> La
     if backend == "none":
         spec.update(workdir=host_workdir, script=os.path.join(host_workdir, "main.py"))
         env = {**ENV, "HOME": host_workdir}
-        return Launch([python, "-I", "-c", launcher_source(), json.dumps(spec)], env, spec["script"])
+        return Launch([python, "-I", "-c", launcher_source(), json.dumps(spec)], env)
     uid = sandbox_uid()
     spec.update(workdir=WORKDIR, script=f"{WORKDIR}/main.py", writable=[WORKDIR, "/tmp"], uid=uid, gid=uid)
     entries = layout()
@@ -158,7 +157,7 @@ def build(backend: str, limits: dict, tmpfs_bytes: int, host_workdir: str) -> La
                 "--propagation", "private"] + ([] if uid is not None else ["--user", "--map-root-user"])
     else:
         raise ValueError(f"unknown sandbox backend {backend!r}")
-    return Launch([*argv, python, "-I", "-c", launcher_source(), json.dumps(spec)], dict(ENV), spec["script"])
+    return Launch([*argv, python, "-I", "-c", launcher_source(), json.dumps(spec)], dict(ENV))
 
 
 def _home_entries(limit: int = 20) -> list[str]:

@@ -85,14 +85,23 @@ def collect(proc: subprocess.Popen, stdin_data: bytes, timeout_s: float, cap: in
         proc.stdin.close()
     timed_out = exited = False
     try:
-        while any(fd in sel.get_map() for fd in buffers):
+        while True:
             if not exited and proc.poll() is not None:
                 exited = True
                 deadline = min(deadline, time.monotonic() + GRACE_S)
+            reading = any(fd in sel.get_map() for fd in buffers)
+            if exited and not reading:
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = not exited
                 break
+            if not reading:  # the code closed its output but still runs
+                try:
+                    proc.wait(timeout=remaining)
+                except subprocess.TimeoutExpired:
+                    pass
+                continue
             for key, _ in sel.select(timeout=min(remaining, 0.05)):
                 if key.fd == stdin_fd:
                     try:

@@ -2,12 +2,14 @@
 
 It runs as ``python -I -c <this file's source> <json spec>`` inside the namespaces that bwrap or
 ``unshare`` created (stdlib only: rac itself is not visible in the sandbox), with the script on
-stdin. In order it (0) reads the script, (1) for the ``unshare`` backend, builds the read-only root itself (a tmpfs with read-only binds of
+stdin. In order it: (0) as PID 1 (``unshare``), forks and stays behind as the reaper; (1) reads the
+script; for ``unshare``, builds the read-only root itself (a tmpfs with read-only nosuid binds of
 the system and interpreter folders, fresh /proc, a few /dev nodes, private tmpfs /tmp and work dir)
-and chroots into it; writes the script into the work dir and puts /dev/null on stdin; (2) drops to the unprivileged sandbox uid/gid when it holds the capabilities to
-(root on the host: then RLIMIT_NPROC counts only this run's processes and no file of root's is its
-own); (3) sets the rlimits (address space, CPU, file size, processes, core, open files);
-(4) closes every inherited descriptor above stderr; (5) runs the script as ``__main__``.
+and chroots into it; (2) writes the script into the work dir, puts /dev/null on stdin; (3) sets
+no_new_privs and, holding the capability to (root on the host), drops to the per-run uid/gid (then
+RLIMIT_NPROC counts only this run's processes and no root-owned file is the code's own); (4) sets
+the rlimits (address space, CPU, file size, processes, core, open files); (5) closes every
+inherited descriptor above stderr; (6) runs the script as ``__main__``.
 Exit status ``MEMORY_EXIT`` means the script ran out of memory (MemoryError escaped it): the
 verdict comes from this status, never from stderr text.
 """
@@ -21,6 +23,7 @@ import sys
 
 MEMORY_EXIT = 86
 
+_PR_SET_NO_NEW_PRIVS = 38
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 
 
@@ -72,7 +75,13 @@ def write_script(spec: dict, code: bytes) -> None:
 
 
 def drop_privileges(uid: int | None, gid: int | None) -> None:
-    """Become the sandbox user (no supplementary groups); capabilities go with uid 0."""
+    """No new privileges (setuid binaries do not elevate); become the sandbox user, no supplementary groups.
+
+    Capabilities go with uid 0."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise SystemExit("rac sandbox: could not set no_new_privs")
     if uid is None or os.getuid() != 0:
         return
     os.setgroups([])

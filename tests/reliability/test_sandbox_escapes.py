@@ -217,5 +217,6 @@ def test_network_is_unreachable(backend):
 def test_memory_verdict_comes_from_the_exit_status(backend):
     printed = run_with("import sys\nprint('MemoryError', file=sys.stderr)\nraise SystemExit(1)\n", LIMITS, backend)
     assert printed.status == "error" and printed.returncode == 1
-    bomb = run_with("blocks = []\nwhile True:\n    blocks.append(bytearray(64 << 20))\n", LIMITS, backend)
+    bomb = run_with("blocks = []\nwhile True:\n    blocks.append(bytearray(64 << 20))\n",
+                    SandboxLimits(timeout_s=20.0, memory_mb=256), backend)
     assert bomb.status == "memory"
