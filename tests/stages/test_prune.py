@@ -217,3 +217,14 @@ def test_sparsegpt_reconstructs_better_than_magnitude(two_blocks):
     _, _, mag, _ = two_blocks.run(sequential=False, method="magnitude")
     for g, m in zip(gpt, mag):
         assert g["name"] == m["name"] and g["recon_error"] < m["recon_error"], g["name"]
+
+
+def test_alps_through_the_prune_stage(two_blocks):
+    """prune.method: alps runs through the same scopes and patterns as SparseGPT, with a lower layer error."""
+    scopes = [{"name": "mlp24", "modules": ["mlp"], "blocks": "all", "pattern": "2:4"},
+              {"name": "attn", "modules": ["attn"], "blocks": "all"}]
+    _, weights, alps, _ = two_blocks.run(sequential=False, method="alps", scopes=scopes)
+    _, _, gpt, _ = two_blocks.run(sequential=False, scopes=scopes)
+    assert {r["method"] for r in alps} == {"alps"}
+    assert check_nm(weights["model.layers.0.mlp.down_proj.weight"], 2, 4)
+    assert sum(r["recon_error"] for r in alps) < sum(r["recon_error"] for r in gpt)
