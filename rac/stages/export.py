@@ -88,8 +88,10 @@ def write_compressed_tensors(model: nn.Module, quantize_dir: Path, out: Path) ->
 def run(ctx: StageContext) -> dict:
     from rac.models.load import apply_weights, load_model
 
-    cfg = ctx.recipe.get("export") or {}
-    fmt = cfg.get("format", "hf")
+    cfg = ctx.settings.export
+    if cfg is None:
+        raise ExportError("the export stage needs an export section")
+    fmt = cfg.format
     if fmt not in FORMATS:
         raise ExportError(f"export.format: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     quantize_dir = ctx.inputs.get("quantize")
@@ -99,7 +101,7 @@ def run(ctx: StageContext) -> dict:
         raise ExportError("export.format 'compressed-tensors' needs a `quantize` section (FP8); use 'hf' for dense")
     t0 = time.perf_counter()
     out = Path(ctx.out_dir)
-    model, tokenizer = load_model(ctx.recipe["model"], "cpu")
+    model, tokenizer = load_model(ctx.settings.model.as_dict(), "cpu")
     if ctx.inputs.get("prune") is not None:
         apply_weights(model, ctx.inputs["prune"])
     summary: dict = {"format": fmt}
@@ -112,7 +114,7 @@ def run(ctx: StageContext) -> dict:
         summary.update(write_compressed_tensors(model, Path(quantize_dir), out))
         summary["ignored"] = len(summary["ignored"])
     tokenizer.save_pretrained(str(out))
-    target = cfg.get("path")
+    target = cfg.path
     if target:
         target = Path(target)
         if target.exists():

@@ -4,8 +4,12 @@ first input group, attn_in, with ``prune.true_sequential``).
 
 Hessian cache keys (shared with the prune stage). A Hessian of (block l, input key g) is keyed by
 
-    sha256(HESSIAN_VERSION, calibration fingerprint, model identity, model dtype, replay batch size,
-           l, g, upstream digest)
+    sha256(HESSIAN_VERSION, code digest, calibration fingerprint, model identity, model dtype,
+           replay batch size, l, g, upstream digest)
+
+* code digest = hash of the source of every rac module the prune stage imports, transitively
+  (``rac.engine.inputs.module_code_digest``): changing the Hessian, replay or pruning code invalidates
+  the stored Hessians without anyone bumping ``HESSIAN_VERSION``;
 
 * calibration fingerprint = sha256 of ``calibration.safetensors`` (token ids, offsets, per-token
   weights and kinds: the prompt/decode weights are part of it);
@@ -28,10 +32,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rac.engine.cache import file_sha256
 from rac.engine.stage import Stage, StageContext
+
+if TYPE_CHECKING:
+    from rac.recipe.settings import RecipeSettings
 
 HESSIAN_KIND = "hessian"
 HESSIAN_VERSION = "1"
@@ -55,14 +62,16 @@ def model_identity(ctx: StageContext) -> str:
         return ctx.model_identity
     from rac.models.load import resolve_model
 
-    return resolve_model(ctx.recipe["model"]).identity
+    return resolve_model(ctx.settings.model.as_dict()).identity
 
 
-def base_key(calib_fp: str, identity: str, recipe: dict) -> str:
+def base_key(calib_fp: str, identity: str, settings: RecipeSettings) -> str:
     """What every Hessian of one calibration replay depends on besides its position and upstream."""
-    model = recipe.get("model") or {}
-    batch_size = int((recipe.get("prune") or {}).get("batch_size", 8))
-    return _sha(HESSIAN_VERSION, calib_fp, identity, model.get("dtype") or "float32", batch_size)
+    from rac.engine.inputs import module_code_digest
+
+    assert settings.prune is not None, "Hessians are only computed for a prune section"
+    return _sha(HESSIAN_VERSION, module_code_digest("rac.stages.prune"), calib_fp, identity, settings.model.dtype,
+                settings.prune.batch_size)
 
 
 def hessian_key(base: str, block: int, input_key: str, upstream: str) -> str:
@@ -80,11 +89,12 @@ class Upstream:
         self.digest = _sha(self.digest, entry)
 
 
-def replay_batches(calib: Any, recipe: dict):
+def replay_batches(calib: Any, settings: RecipeSettings):
     """A factory for the calibration replay batches (fresh iterator per call)."""
     from rac.calibration.replay import iter_batches
 
-    batch_size = int((recipe.get("prune") or {}).get("batch_size", 8))
+    assert settings.prune is not None, "calibration replays serve the prune section"
+    batch_size = settings.prune.batch_size
     return lambda: iter_batches(calib, batch_size)
 
 
@@ -129,23 +139,21 @@ def run(ctx: StageContext) -> dict:
     from rac.models.blocks import find_blocks
     from rac.models.capture import BlockWalker
     from rac.models.load import load_model
-    from rac.stages.prune_group import PruneSettings
 
     start = time.perf_counter()
-    recipe = ctx.recipe
-    model, tokenizer = load_model(recipe["model"], "cpu")
-    calib_cfg = recipe.get("calibration") or {}
+    settings = ctx.settings
+    assert settings.prune is not None, "the hessian stage runs only with a prune section"
+    model, tokenizer = load_model(settings.model.as_dict(), "cpu")
     rollout = ctx.inputs.get("rollout")
-    calib = build_calibration_set(calib_cfg, tokenizer, Path(rollout) if rollout else None,
-                                  int(calib_cfg.get("seed", 0)))
+    calib = build_calibration_set(settings.calibration.as_dict(), tokenizer, Path(rollout) if rollout else None,
+                                  settings.calibration.seed)
     calib.save(ctx.out_dir)
-    base = base_key(calibration_fingerprint(ctx.out_dir), model_identity(ctx), recipe)
-    settings = PruneSettings.from_recipe(recipe.get("prune") or {})
-    sequential = settings.sequential
-    first_group_only = sequential and settings.true_sequential
+    base = base_key(calibration_fingerprint(ctx.out_dir), model_identity(ctx), settings)
+    sequential = settings.prune.sequential
+    first_group_only = sequential and settings.prune.true_sequential
     blocks = find_blocks(model)[1]
     exact = 1 if sequential else len(blocks)
-    walker = BlockWalker(model, replay_batches(calib, recipe), ctx.device)
+    walker = BlockWalker(model, replay_batches(calib, settings), ctx.device)
     computed = hits = 0
     handle = ctx.progress.task("hessians", exact)
     with closing(HessianWriter(ctx)) as writer:

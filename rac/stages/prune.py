@@ -75,16 +75,18 @@ def run(ctx: StageContext) -> dict:
     from rac.recipe.scopes import assign_scopes
 
     start = time.perf_counter()
-    recipe = ctx.recipe
-    settings = PruneSettings.from_recipe(recipe.get("prune") or {})
-    model, _ = load_model(recipe["model"], "cpu")
+    recipe = ctx.settings
+    if recipe.prune is None:
+        raise PruneStageError("the prune stage needs a prune section")
+    settings = PruneSettings.from_recipe(recipe.prune)
+    model, _ = load_model(recipe.model.as_dict(), "cpu")
     hessian_dir = ctx.inputs.get("hessian")
     if hessian_dir is None:
         raise PruneStageError("prune needs the hessian stage's artifact (calibration set)")
     calib = CalibrationSet.load(hessian_dir)
     base = base_key(calibration_fingerprint(hessian_dir), model_identity(ctx), recipe)
     prefix, blocks = find_blocks(model)
-    assignments = assign_scopes(recipe.get("prune") or {}, len(blocks))
+    assignments = assign_scopes(recipe.prune.as_dict(), len(blocks))
     walker = BlockWalker(model, replay_batches(calib, recipe), ctx.device)
     state = _State(Upstream(), {}, [], [0, 0, 0])
     handle = ctx.progress.task("prune blocks", len(blocks))

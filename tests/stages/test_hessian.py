@@ -9,6 +9,7 @@ import torch
 
 from rac.engine.cache import Cache
 from rac.engine.stage import StageContext
+from rac.recipe.settings import recipe_settings
 from rac.stages import hessian
 
 RECIPE = {
@@ -44,7 +45,7 @@ def test_true_sequential_stores_only_block0_attn_in(recipe, tmp_path):
     summary = hessian.run(_ctx(recipe, tmp_path, "h", cache))
     assert summary["exact_blocks"] == 1 and summary["hessians_computed"] == 1
     base = hessian.base_key(hessian.calibration_fingerprint(tmp_path / "h"), hessian.model_identity(
-        _ctx(recipe, tmp_path, "x", cache)), recipe)
+        _ctx(recipe, tmp_path, "x", cache)), recipe_settings(recipe))
     assert len(_blobs(cache)) == 1
     key = hessian.hessian_key(base, 0, "attn_in", hessian.EMPTY_UPSTREAM)
     assert hessian.load_hessian(_ctx(recipe, tmp_path, "y", cache), key, "attn_in") is not None
@@ -59,7 +60,7 @@ def test_one_pass_sequential_mode_stores_block0_only(recipe, tmp_path):
     blobs = _blobs(cache)
     assert len(blobs) == 4  # attn_in (one for q/k/v), attn_out, mlp_in (one for gate/up), mlp_out
     base = hessian.base_key(hessian.calibration_fingerprint(tmp_path / "h"), hessian.model_identity(
-        _ctx(recipe, tmp_path, "x", cache)), recipe)
+        _ctx(recipe, tmp_path, "x", cache)), recipe_settings(recipe))
     H, total = hessian.load_hessian(_ctx(recipe, tmp_path, "y", cache),
                                     hessian.hessian_key(base, 0, "attn_in", hessian.EMPTY_UPSTREAM), "attn_in")
     assert H.shape == (64, 64) and H.dtype == torch.float32 and torch.allclose(H, H.T, atol=1e-4)
@@ -76,8 +77,9 @@ def test_dense_mode_stores_every_block(recipe, tmp_path):
 
 
 def test_keys_depend_on_upstream_and_calibration():
-    base = hessian.base_key("calib-a", "model", RECIPE)
-    assert base != hessian.base_key("calib-b", "model", RECIPE)
+    settings = recipe_settings(RECIPE)
+    base = hessian.base_key("calib-a", "model", settings)
+    assert base != hessian.base_key("calib-b", "model", settings)
     chain = hessian.Upstream()
     dense = hessian.hessian_key(base, 1, "attn_in", chain.digest)
     chain.add({"block": 0, "module": "q_proj", "method": "sparsegpt", "sparsity": 0.5})
@@ -106,3 +108,16 @@ def test_background_writer_stores_and_reports_failures(tmp_path):
     writer.put("k2", "attn_in", H, 1.0, 0)
     with pytest.raises(OSError, match="disk full"):
         writer.close()
+
+
+def test_hessian_keys_follow_the_code_that_computes_them(monkeypatch):
+    """Editing the Hessian / replay / pruning code changes every Hessian key (no version bump needed)."""
+    import rac.engine.inputs as inputs
+
+    settings = recipe_settings(RECIPE)
+    files = inputs.code_files("rac.stages.prune")
+    names = {f.relative_to(inputs.RAC_ROOT).as_posix() for f in files}
+    assert {"algorithms/hessian.py", "models/capture.py", "stages/hessian.py", "algorithms/sparsegpt.py"} <= names
+    base = hessian.base_key("calib", "model", settings)
+    monkeypatch.setattr(inputs, "module_code_digest", lambda module: "edited")
+    assert hessian.base_key("calib", "model", settings) != base
