@@ -94,8 +94,19 @@ def _excluded(module: str) -> bool:
     return any(module == m or module.startswith(m + ".") for m in EXCLUDED_MODULES)
 
 
+_imports_memo: dict[tuple, set[str]] = {}
+
+
 def _rac_imports(file: Path, root: Path) -> set[str]:
     """rac modules a source file imports anywhere (``from rac.x import y`` adds rac.x.y when y is a module)."""
+    stat = file.stat()
+    memo = (str(file), stat.st_size, stat.st_mtime_ns, str(root))
+    if memo not in _imports_memo:
+        _imports_memo[memo] = _parse_imports(file, root)
+    return _imports_memo[memo]
+
+
+def _parse_imports(file: Path, root: Path) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"), str(file))):
         if isinstance(node, ast.Import):
