@@ -68,13 +68,23 @@ class FileHashes:
         return "missing"
 
     def save(self) -> None:
+        """Persist the hashes of files that still exist unchanged (stale entries are dropped)."""
         if self.store is None or not self.dirty:
             return
         try:
-            atomic_write_json(self.store, _memory)
+            atomic_write_json(self.store, {k: v for k, v in _memory.items() if _current(k)})
             self.dirty = False
         except OSError as exc:
             log.warning("cannot save file hashes to %s: %s", self.store, exc)
+
+
+def _current(key: str) -> bool:
+    path, size, mtime = key.rsplit("|", 2)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return stat.st_size == int(size) and stat.st_mtime_ns == int(mtime)
 
 
 # -- code ---------------------------------------------------------------------------------------------
@@ -165,7 +175,7 @@ def resolve_hub_revision(name: str) -> str | None:
     try:
         from huggingface_hub import HfApi
 
-        return HfApi().dataset_info(name, timeout=10).sha
+        return HfApi().dataset_info(name, timeout=5).sha
     except Exception as exc:  # noqa: BLE001 - offline, unknown, auth: all mean "unresolved"
         log.info("cannot resolve the revision of hub data set %s: %s", name, exc)
         return None
