@@ -1,8 +1,9 @@
 """What a fingerprint hashes beyond the recipe keys: stage code, data content and the device kind.
 
 * Code: the source of the stage's module and every rac module it imports, transitively (imports
-  inside functions included, read with ``ast``; ``rac.engine`` / ``rac.ui`` / CLI orchestration
-  excluded), so editing the Hessian code changes the fingerprints of the stages that run it.
+  inside functions and modules named by string, like the engine registry's ``"rac.engines.hf"``,
+  included, read with ``ast``; ``rac.engine`` / ``rac.ui`` / CLI orchestration excluded), so
+  editing the Hessian or generation code changes the fingerprints of the stages that run it.
 * Data: local files by sha256 (directories file by file), bundled data sets by their file's hash,
   hub data sets (``hf:``) by revision: the pinned ``revision`` or the current commit resolved
   through ``huggingface_hub``; one that cannot be resolved is keyed ``@unresolved`` and reported.
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 from collections.abc import Callable, Iterator
 from functools import lru_cache
@@ -34,6 +36,7 @@ RAC_ROOT = Path(rac.__file__).resolve().parent
 EXCLUDED_MODULES = ("rac.engine", "rac.ui", "rac.cli", "rac.commands")
 HASHES_FILE = "file-hashes.json"
 UNRESOLVED = "unresolved"
+_DOTTED = re.compile(r"^rac(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 _memory: dict[str, str] = {}
 
@@ -126,6 +129,9 @@ def _parse_imports(file: Path, root: Path) -> set[str]:
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names
                       if _module_file(f"{node.module}.{a.name}", root) is not None}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _DOTTED.match(node.value) \
+                and _module_file(node.value, root) is not None:
+            found.add(node.value)  # imported by name, e.g. the engine registry's "rac.engines.hf"
     return found
 
 

@@ -230,3 +230,9 @@ def test_every_cached_stage_hashes_its_own_code(stage):
     files = {f.name for f in inputs.code_files(module)}
     assert f"{stage}.py" in files
     assert not any(f.parent.name == "engine" for f in inputs.code_files(module))
+
+
+def test_generation_engines_imported_by_name_are_part_of_the_rollout_code():
+    files = {f.relative_to(inputs.RAC_ROOT).as_posix() for f in inputs.code_files("rac.stages.rollout")}
+    assert {"engines/hf.py", "engines/base.py", "calibration/render.py"} <= files
+    assert "algorithms/hessian.py" not in files
