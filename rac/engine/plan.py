@@ -107,7 +107,7 @@ def stage_inputs(stage: Stage, reads: dict[str, Any], upstream: dict[str, str], 
     }
     if stage.device_dependent:
         inputs["device"] = fp_inputs.device_kind(str(read_key(recipe, "run.device")).replace(MISSING, "auto"))
-    return inputs, [f"{stage.name}: {w}" for w in warnings]
+    return inputs, warnings
 
 
 def build_plan(
@@ -128,6 +128,7 @@ def build_plan(
     hashes = fp_inputs.FileHashes(cache.root / fp_inputs.HASHES_FILE)
     resolver = resolver or fp_inputs.resolve_hub_revision
     by_name: dict[str, PlannedStage] = {}
+    warned: dict[str, list[str]] = {}  # warning -> stages it concerns
     known = {s.name for s in stages}
     for stage in stages:
         unknown = [n for n in stage.needs if n not in known]
@@ -141,7 +142,8 @@ def build_plan(
             reads["<identity>"] = extra_identity[stage.name]
         upstream = {n: by_name[n].fingerprint for n in needs}
         inputs, warnings = stage_inputs(stage, reads, upstream, model_identity, recipe, hashes, resolver)
-        plan.warnings += [w for w in warnings if w not in plan.warnings]
+        for warning in warnings:
+            warned.setdefault(warning, []).append(stage.name)
         fp = fingerprint_of(inputs)
         artifact = cache.artifact_path(stage.name, fp)
         hit = stage.cached and cache.exists(stage.name, fp)
@@ -151,6 +153,7 @@ def build_plan(
         by_name[stage.name] = planned
         plan.stages.append(planned)
     hashes.save()
+    plan.warnings = [f"{warning} (stages: {', '.join(names)})" for warning, names in warned.items()]
     return plan
 
 
