@@ -175,6 +175,7 @@ def plan_table(plan: Any, scope_rows: Iterable[tuple[str, str]] | None = None) -
         table.add_row(planned.name, f"[green]{cache}[/]" if planned.hit else cache, planned.fingerprint[:12],
                       ", ".join(planned.needs) or "-", reads)
     console.print(table)
+    plan_notes(plan)
     if scope_rows:
         scopes = Table(title="prune scopes per block")
         scopes.add_column("block")
@@ -182,6 +183,30 @@ def plan_table(plan: Any, scope_rows: Iterable[tuple[str, str]] | None = None) -
         for block, text in scope_rows:
             scopes.add_row(block, text)
         console.print(scopes)
+
+
+def miss_lines(planned: Any, limit: int = 6) -> list[str]:
+    """Why a planned stage misses the cache: its inputs that differ from its newest cached entry."""
+    why = getattr(planned, "why", None)
+    if why is None:
+        return []
+    if not why:
+        return ["no earlier cached entry of this stage"]
+    upstream = [c.key.split(".", 1)[1] for c in why if c.key.startswith("upstream.")]
+    lines = [f"{c.key}: {_short(c.old, 40)} -> {_short(c.new, 40)}" for c in why if not c.key.startswith("upstream.")]
+    if upstream:
+        lines.append("upstream stage changed: " + ", ".join(upstream))
+    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def plan_notes(plan: Any) -> None:
+    """Warnings about the plan's fingerprints and, for each cache miss, which input changed."""
+    for warning in getattr(plan, "warnings", []) or []:
+        console.print(f"[yellow]warning[/] {warning}")
+    for planned in plan:
+        lines = miss_lines(planned) if getattr(planned, "why", None) else []  # first runs need no reason
+        if lines:
+            console.print(f"[bold]{planned.name}[/] misses: " + "; ".join(lines))
 
 
 def run_summary(result: Any) -> None:
