@@ -281,7 +281,8 @@ def plan_preview(preview: Any) -> None:
     for item in preview.estimates:
         disk = fmt_bytes(item.disk) if item.disk else ("-" if item.disk == 0 else "?")
         host = fmt_bytes(item.host_memory) if item.host_memory else "-"
-        estimates.add_row(item.stage, fmt_bytes(item.memory) if item.memory is not None else "?", host, disk,
+        memory = fmt_bytes(item.memory) if item.memory else ("-" if item.memory == 0 else "?")
+        estimates.add_row(item.stage, memory, host, disk,
                           fmt_count(item.tokens) if item.tokens is not None else "-")
     peak = max((e.memory for e in preview.estimates if e.memory is not None), default=None)
     disk_total = sum(e.disk or 0 for e in preview.estimates if e.stage != "export")

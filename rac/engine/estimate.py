@@ -125,18 +125,30 @@ def estimate_rollout(recipe: dict, facts: Any) -> StageEstimate:
     if facts is None:
         return StageEstimate("rollout", None, disk, tokens, notes=tuple(notes))
     b = dtype_bytes({"model": rollout.get("model") or recipe.get("model")}, facts)
-    batch = int(rollout.get("batch_size") or 16)
+    batch = int(rollout.get("batch_size") or 16) * samples
     seq = prompt_len + t_max
-    tp = 1
-    if rollout.get("engine") == "vllm":
-        vllm = rollout.get("vllm") or {}
-        tp = int(vllm.get("tensor_parallel_size") or 1)
-        seq = min(seq, int(vllm.get("max_model_len") or seq))
-        notes.append(f"vLLM claims gpu_memory_utilization={vllm.get('gpu_memory_utilization', 0.9)} of each GPU; "
-                     "the figure is what it needs at least")
-    kv = batch * samples * seq * facts.kv_bytes_per_token(b)
-    memory = (facts.params * b + kv) // tp
-    return StageEstimate("rollout", memory, disk, tokens, notes=tuple(notes))
+    if rollout.get("engine") != "vllm":
+        memory = facts.params * b + batch * seq * facts.kv_bytes_per_token(b)
+        return StageEstimate("rollout", memory, disk, tokens, notes=tuple(notes))
+    vllm = rollout.get("vllm") or {}
+    memory, note = vllm_memory(facts, b, batch, min(seq, int(vllm.get("max_model_len") or seq)), vllm)
+    return StageEstimate("rollout", memory, disk, tokens, notes=(*notes, note))
+
+
+def vllm_memory(facts: Any, b: int, batch: int, seq: int, vllm: dict) -> tuple[int, str]:
+    """(bytes per GPU vLLM needs at least: weights / TP + KV of one full-length sequence, a note).
+
+    vLLM claims ``gpu_memory_utilization`` of each GPU whatever the model, and schedules as many
+    sequences at once as the KV cache left over holds; the note says how much a full batch would take.
+    """
+    tp = int(vllm.get("tensor_parallel_size") or 1)
+    per_token = facts.kv_bytes_per_token(b)
+    minimum = (facts.params * b + seq * per_token) // tp
+    full = (facts.params * b + batch * seq * per_token) // tp
+    note = (f"vLLM claims gpu_memory_utilization={vllm.get('gpu_memory_utilization', 0.9)} of each GPU; it needs at "
+            f"least {fmt_bytes(minimum)} (weights/TP {tp} + one {seq:,}-token sequence); all {batch} sequences "
+            f"at full length at once would take {fmt_bytes(full)}")
+    return minimum, note
 
 
 def _pruned(recipe: dict, facts: Any) -> dict[tuple[int, str], Any]:
@@ -196,7 +208,7 @@ def estimate_prune(recipe: dict, facts: Any) -> StageEstimate:
     per_block = {i: sum(groups[g] ** 2 for g in keys) * HESSIAN_BYTES for i, keys in blocks.items()}
     kept = {"all": sum(per_block.values()), "reusable": per_block.get(min(per_block), 0) if per_block else 0,
             "none": 0}.get(keep, sum(per_block.values()))
-    notes = [f"Hessians: {len(per_block)} block(s) x {_fmt(max(per_block.values(), default=0))} "
+    notes = [f"Hessians: {len(per_block)} block(s) x {fmt_bytes(max(per_block.values(), default=0))} "
              f"(keep_hessians: {keep})"] if per_block else []
     widest = max(facts.block_linears, key=lambda lin: lin.in_features * (lin.in_features + lin.out_features))
     workspace = widest.in_features ** 2 * 4 * 2 + widest.in_features * widest.out_features * 4
@@ -255,7 +267,12 @@ def estimate_evaluate(recipe: dict, facts: Any, sizes: Mapping[str, int]) -> Sta
     budget = int(evaluate.get("max_new_tokens") or 4096)
     seq = budget + int((recipe.get("calibration") or {}).get("max_prompt_tokens") or 512)
     copies = 2 if recipe.get("quantize") else 1
-    kv = int(evaluate.get("batch_size") or 16) * seq * facts.kv_bytes_per_token(b)
+    batch = int(evaluate.get("batch_size") or 16)
+    if evaluate.get("engine") == "vllm":
+        memory, note = vllm_memory(facts, b, batch, seq, evaluate.get("vllm") or {})
+        return StageEstimate("evaluate", memory + facts.params * b * (copies - 1), 0, tokens,
+                             notes=(*notes, note))
+    kv = batch * seq * facts.kv_bytes_per_token(b)
     return StageEstimate("evaluate", facts.params * b * copies + kv, 0, tokens, notes=tuple(notes))
 
 
@@ -268,7 +285,7 @@ def estimate_export(recipe: dict, facts: Any) -> StageEstimate:
         size = linear + (facts.params - linear) * b
     else:
         size = facts.params * b
-    return StageEstimate("export", None, size, notes=("written to the run directory, not the cache",))
+    return StageEstimate("export", 0, size, notes=("written to the run directory, not the cache",))
 
 
 def estimate_stages(recipe: dict, stages: list[str], facts: Any, rollout_facts: Any = None,
@@ -297,10 +314,6 @@ def estimate_stages(recipe: dict, stages: list[str], facts: Any, rollout_facts: 
         else:
             out.append(StageEstimate(name))
     return out
-
-
-def _fmt(n: int | None) -> str:
-    return fmt_bytes(n)
 
 
 def fmt_bytes(n: int | None) -> str:

@@ -83,7 +83,7 @@ def _facts(spec: dict, notes: list[str], what: str) -> Any:
         notes.append(f"{what} shapes unknown ({exc}): memory and Hessian sizes not estimated")
         return None
     if facts.from_table:
-        notes.append(f"{what} shapes from {facts.source}, not the model's own config")
+        notes.append(f"{what} config not readable here: shapes from {facts.source}")
     return facts
 
 

@@ -131,7 +131,7 @@ def model_config(spec: dict, offline: bool = False) -> tuple[dict, str, bool]:
         raise FactsUnavailable(f"model.id={model_id!r}: no such local path and not a hub id")
     try:
         return _hub_config(model_id, spec.get("revision"), offline), f"config.json of {model_id}", False
-    except FactsUnavailable as exc:
+    except FactsUnavailable:
         if model_id in table:
             return (dict(table[model_id]["config"]),
                     f"rac's table of known configs ({table[model_id]['source']})", True)
