@@ -53,26 +53,28 @@ def test_grid_file(write, recipe):
         recipe: r.yaml
         axes:
           prune.sparsity: [0.3, 0.5, 0.7]
-          prune.pattern: [null, "2:4"]
+          prune.block_size: [64, 128]
         overlays:
           - [ov/fp8.yaml]
         """)
     cells = grid_from_file("g.yaml")
     assert len(cells) == 6
-    assert [c.loaded.data["prune"]["pattern"] for c in cells[:2]] == [None, "2:4"]
+    assert [c.loaded.data["prune"]["block_size"] for c in cells[:2]] == [64, 128]
     assert all(c.loaded.data["quantize"]["scheme"] == "fp8_w8a8" for c in cells)
-    assert cells[1].name.startswith("sparsity-0.3_pattern-2-4_fp8_")
+    assert cells[1].name.startswith("sparsity-0.3_block_size-128_fp8_")
     assert cells[0].loaded.source_map["prune.sparsity"] == Location("g.yaml", 4, 20)
 
 
 def test_every_cell_validated_errors_collected(recipe):
     with pytest.raises(RecipeError) as exc:
-        expand_grid(recipe, axes=["prune.sparsity=0.4,1.5", "prune.pattern='4:2','2:4'"])
+        expand_grid(recipe, axes=["prune.sparsity=0.5,1.5", "prune.pattern='4:2','2:4'"])
     text = str(exc.value).splitlines()
     assert text == [
         ("<cli>:1:1: $.prune.sparsity: 1.5 is out of range: must be < 1 (grid cell sparsity-1.5_pattern-4-2, "
         "sparsity-1.5_pattern-2-4)"),
-        "<cli>:2:1: $.prune.pattern: N:M pattern '4:2' needs 0 < N < M (grid cell sparsity-0.4_pattern-4-2)",
+        # the 1.5 cells' schema error no longer hides their bad pattern
+        ("<cli>:2:1: $.prune.pattern: N:M pattern '4:2' needs 0 < N < M (grid cell sparsity-0.5_pattern-4-2, "
+         "sparsity-1.5_pattern-4-2)"),
     ]
 
 

@@ -80,9 +80,19 @@ def test_overlapping_scopes(write):
     body = ("prune:\n  scopes:\n"
             "    - {name: mlp_all, modules: [mlp], blocks: all}\n"       # line 6
             "    - {name: early, modules: [up_proj], blocks: '[0, 2)'}\n")  # line 7
+    # the model's real depth is known (30 blocks): no made-up "(in a model with 1 blocks)"
     assert errors(write, body) == [
         ("r.yaml:7:7: $.prune.scopes[1]: scopes 'mlp_all' and 'early' both select block 0 up_proj; give them "
-        "distinct 'precedence' values (the higher wins) or make them disjoint (in a model with 1 blocks)")]
+        "distinct 'precedence' values (the higher wins) or make them disjoint")]
+
+
+def test_overlapping_scopes_depth_unknown_says_so(write):
+    write("r.yaml", "version: 1\nmodel: {id: someorg/not-a-known-model}\nprune:\n  scopes:\n"
+          "    - {name: a, modules: [mlp], blocks: all}\n    - {name: b, modules: [mlp], blocks: '[0, 2)'}\n")
+    assert [str(i) for i in validate(load_recipe("r.yaml"))] == [
+        ("r.yaml:6:7: $.prune.scopes[1]: scopes 'a' and 'b' both select block 0 gate_proj; give them distinct "
+         "'precedence' values (the higher wins) or make them disjoint (for a model of 1 block; this model's "
+         "depth is not known here)")]
 
 
 def test_overlap_resolved_by_precedence(write):
@@ -100,11 +110,16 @@ def test_thirds_do_not_overlap(write):
 
 
 def test_range_bounds_checked_only_with_known_depth(write):
-    write("r.yaml", HEAD + "prune:\n  scopes:\n    - {name: a, blocks: '[0, 40)'}\n")
+    body = "prune:\n  scopes:\n    - {name: a, blocks: '[0, 40)'}\n"
+    write("unknown.yaml", "version: 1\nmodel:\n  id: someorg/not-a-known-model\n" + body)
+    assert validate(load_recipe("unknown.yaml")) == []  # depth not known here: not checked
+    write("r.yaml", HEAD + body)
     loaded = load_recipe("r.yaml")
-    assert validate(loaded) == []
     assert [str(i) for i in validate(loaded, n_blocks=28)] == [
         "r.yaml:6:25: $.prune.scopes[0].blocks: block range '[0, 40)' exceeds the model's 28 blocks"]
+    # the builtin model's depth (30) comes from its bundled config: located error at validation
+    assert [str(i) for i in validate(loaded)] == [
+        "r.yaml:6:25: $.prune.scopes[0].blocks: block range '[0, 40)' exceeds the model's 30 blocks"]
 
 
 def test_unknown_version(write):
