@@ -260,8 +260,9 @@ def plan_preview(preview: Any) -> None:
         err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     facts = preview.facts
     if facts is not None:
+        source = "rac's table of known configs" if facts.from_table else facts.source
         console.print(f"model: {facts.model_id}: {facts.architecture}, {facts.n_blocks} blocks, "
-                      f"{facts.params / 1e9:.2f}B parameters (from {facts.source})",
+                      f"{facts.params / 1e9:.2f}B parameters (from {source})",
                       markup=False, highlight=False, soft_wrap=True)
     table = Table(title="plan")
     for column in ("stage", "cache", "fingerprint", "needs", "reads"):
