@@ -17,7 +17,7 @@ EPILOG = """examples:
   rac grid recipes/grids/table1_math500.yaml   # a grid file (one per paper table)
   rac grid recipes/demo/demo.yaml              # the CPU demo: C4 vs prompt vs RAC on SmolLM2-135M
   rac diff a.yaml b.yaml               # semantic difference + invalidated stages
-  rac plan recipes/grids/table1_math500.yaml --cell 14b_rac_sparsity-0.5   # one cell of a grid
+  rac plan recipes/grids/table1_math500.yaml --cell sparsity-0.5_14b_rac   # one cell of a grid
   rac keys prune                       # recipe keys: type, default, range, description
   rac show r.yaml --origin             # each value with the file:line (or default, <cli>) that set it
 """

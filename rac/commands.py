@@ -140,7 +140,7 @@ def _run_dir(args: argparse.Namespace, recipe: dict) -> Path | None:
     if args.output_dir is not None:
         from rac.engine.run import default_run_dir
 
-        return Path(args.output_dir) / default_run_dir(recipe, recipe.get("name") or Path(args.recipe).stem).name
+        return Path(args.output_dir) / default_run_dir(recipe, Path(args.recipe).stem).name  # same name as run
     return None
 
 
