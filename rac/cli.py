@@ -17,12 +17,39 @@ EPILOG = """examples:
   rac grid recipes/grids/table1_math500.yaml   # a grid file (one per paper table)
   rac grid recipes/demo/demo.yaml              # the CPU demo: C4 vs prompt vs RAC on SmolLM2-135M
   rac diff a.yaml b.yaml               # semantic difference + invalidated stages
+  rac plan recipes/grids/table1_math500.yaml --cell sparsity-0.5_14b_rac   # one cell of a grid
+  rac keys prune                       # recipe keys: type, default, range, description
+  rac show r.yaml --origin             # each value with the file:line (or default, <cli>) that set it
 """
+
+
+CACHE_HELP = "cache root (default: $RAC_CACHE or ~/.cache/rac)"
+RECIPE_OR_GRID = "recipe YAML, or a grid file (pick a cell with --cell)"
+CELL_HELP = ("grid cell: its full name, the name without the hash, or a unique part of it "
+             "(without it, a grid's cells are listed)")
 
 
 def _overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                         help="key=value (must exist), +key=value (add), ++key=value (set), ~key (delete)")
+
+
+def _verbose(parser: argparse.ArgumentParser) -> None:
+    """``-v`` also after the verb (``rac validate f.yaml -v``)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+
+def _stage_name(text: str) -> str:
+    """A pipeline stage name; a typo is an error with the closest name."""
+    import difflib
+
+    from rac.stages import STAGE_ORDER
+
+    if text in STAGE_ORDER:
+        return text
+    close = difflib.get_close_matches(text, STAGE_ORDER, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise argparse.ArgumentTypeError(f"unknown stage {text!r}{hint}; stages: {', '.join(STAGE_ORDER)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,45 +62,66 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a recipe end to end (resumes from cached stages)")
     p.add_argument("recipe", help="recipe YAML file")
     _overrides(p)
-    p.add_argument("--run-dir", type=Path, help="run directory (default: <run.output_dir>/<name>-<hash>)")
-    p.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--output-dir", type=Path,
+                       help="where the run directory <name>-<hash> goes (default: run.output_dir), as for grid")
+    where.add_argument("--run-dir", type=Path, help="the run directory itself (exact path, no <name>-<hash>)")
+    p.add_argument("--cache", type=Path, help=CACHE_HELP)
+    _verbose(p)
 
-    p = sub.add_parser("plan", help="print the stages with cache hit/miss and what they read; runs nothing")
-    p.add_argument("recipe")
+    p = sub.add_parser("plan", help="stages, cache hit/miss, model shapes, per-stage memory/disk/token "
+                                    "estimates and scopes per block; runs nothing, works without vLLM or network")
+    p.add_argument("recipe", help=RECIPE_OR_GRID)
     _overrides(p)
-    p.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
+    p.add_argument("--cell", help=CELL_HELP)
+    p.add_argument("--cache", type=Path, help=CACHE_HELP)
+    _verbose(p)
 
     p = sub.add_parser("validate", help="validate recipe and grid files; non-zero exit on any error")
-    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="recipe or grid YAML files")
     p.add_argument("--portable", action="store_true",
                    help="check the recipe only, not this machine (e.g. vLLM recipes on a machine without vLLM)")
+    _verbose(p)
 
     p = sub.add_parser("grid", help="run the cartesian product of axes or a grid file")
     p.add_argument("recipe", help="recipe YAML, or a grid file (with `axes`/`overlays`)")
     p.add_argument("--axis", action="append", default=[],
-                   help="key=v1,v2 or @overlay_a.yaml,@overlay_b.yaml (repeatable)")
+                   help="key=v1,v2 or @overlay_a.yaml,@overlay_b.yaml (repeatable, one axis per key)")
     _overrides(p)
     p.add_argument("--output-dir", type=Path, help="where the grid directory goes (default: run.output_dir)")
-    p.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
-    p.add_argument("--dry-run", action="store_true", help="expand and validate the cells only")
+    p.add_argument("--cache", type=Path, help=CACHE_HELP)
+    p.add_argument("--dry-run", action="store_true",
+                   help="expand and validate the cells, show what each changes and its cache state; runs nothing "
+                        "(portable: works without vLLM)")
+    _verbose(p)
 
-    p = sub.add_parser("show", help="print the fully resolved recipe (defaults filled)")
-    p.add_argument("recipe")
+    p = sub.add_parser("show", help="print the fully resolved recipe (defaults filled); portable")
+    p.add_argument("recipe", help=RECIPE_OR_GRID)
     _overrides(p)
-    p.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    p.add_argument("--cell", help=CELL_HELP)
+    p.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format")
+    p.add_argument("--origin", action="store_true",
+                   help="mark each value with where it was set: file:line, <cli>:N, or default")
+    _verbose(p)
+
+    p = sub.add_parser("keys", help="recipe keys with type, default, range and description (from the schema)")
+    p.add_argument("prefix", nargs="?", metavar="PREFIX",
+                   help="only keys under this dotted prefix, e.g. prune or calibration.rollout")
+    _verbose(p)
 
     p = sub.add_parser("diff", help="semantic difference of two resolved recipes and the stages it invalidates")
-    p.add_argument("a")
-    p.add_argument("b")
+    p.add_argument("a", help="the old recipe")
+    p.add_argument("b", help="the new recipe")
+    _verbose(p)
 
     p = sub.add_parser("cache", help="list or remove cached artifacts")
     cache_sub = p.add_subparsers(dest="cache_verb", metavar="ACTION", required=True)
     c = cache_sub.add_parser("ls", help="list artifacts")
-    c.add_argument("--stage")
-    c.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
+    c.add_argument("--stage", type=_stage_name, help="only this stage's artifacts")
+    c.add_argument("--cache", type=Path, help=CACHE_HELP)
     c = cache_sub.add_parser("rm", help="remove artifacts (by stage and/or fingerprint prefix)")
     c.add_argument("fingerprint", nargs="?", help="fingerprint prefix")
-    c.add_argument("--stage")
+    c.add_argument("--stage", type=_stage_name, help="only this stage's artifacts")
     c.add_argument("--all", action="store_true", help="remove everything")
     c.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
 
@@ -85,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
 
     p = sub.add_parser("report", help="Table-1 style report and plots for a run or grid directory")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="a run directory or a grid directory")
+    _verbose(p)
     p.add_argument("--out", type=Path, help="output directory (default: <path>/report)")
     return parser
 
@@ -125,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_INVALID
     ui.setup_logging(args.verbose)
+    if args.verb == "validate":
+        stray = [str(f) for f in args.files if "=" in str(f) and not f.exists()]
+        if stray:
+            parser.error(f"{stray[0]!r} looks like an override; `rac validate` checks files as written "
+                         f"(use `rac show FILE {stray[0]}` to validate a recipe with overrides)")
     if args.verb in ("run", "grid", "plan", "rollouts", "report"):  # validate/show/diff stay torch-free
         _quiet_third_party()
     from rac import commands

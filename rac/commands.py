@@ -10,10 +10,27 @@ from rac import ui
 from rac.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 
-def _load(recipe: str, overrides: list[str]) -> Any:
+def _load(recipe: str, overrides: list[str], portable: bool = False) -> Any:
     from rac.recipe.validate import load_and_validate
 
-    return load_and_validate(recipe, overrides)
+    return load_and_validate(recipe, overrides, environment=not portable)
+
+
+def _target(args: argparse.Namespace) -> Any:
+    """The recipe a read-only verb looks at: a recipe file, or one ``--cell`` of a grid file.
+
+    Portable: checks the recipe, not this machine (``plan`` says in a note what is missing here).
+    """
+    from rac.recipe.cells import pick_cell
+    from rac.recipe.grid import expand_grid, is_grid_file
+
+    path = Path(args.recipe)
+    if is_grid_file(path):
+        cells = expand_grid(grid_file=path, overrides=args.overrides, environment=False)
+        return pick_cell(cells, args.cell, str(path)).loaded
+    if getattr(args, "cell", None):
+        raise ValueError(f"--cell picks a cell of a grid file; {path} is a recipe")
+    return _load(args.recipe, args.overrides, portable=True)
 
 
 def _cache(args: argparse.Namespace):
@@ -64,8 +81,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 @_guard
 def cmd_show(args: argparse.Namespace) -> int:
-    loaded = _load(args.recipe, args.overrides)
-    ui.show_recipe(loaded.data, args.format)
+    loaded = _target(args)
+    if args.origin:
+        from rac.recipe.origin import origins
+
+        ui.show_recipe_origins(loaded.data, origins(loaded), args.format)
+    else:
+        ui.show_recipe(loaded.data, args.format)
+    return EXIT_OK
+
+
+@_guard
+def cmd_keys(args: argparse.Namespace) -> int:
+    from rac.recipe.keys import schema_keys
+
+    keys = schema_keys(args.prefix or "")
+    if not keys:
+        from rac.recipe.keys import schema_keys as all_keys
+        from rac.recipe.validate import suggest
+
+        ui.error(f"no recipe key starts with {args.prefix!r}"
+                 f"{suggest(args.prefix, [k.path for k in all_keys('')])}")
+        return EXIT_INVALID
+    ui.key_table(keys)
     return EXIT_OK
 
 
@@ -78,43 +116,32 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def scope_rows(recipe: dict) -> list[tuple[str, str]]:
-    """Per block range: which modules each scope selects (for `rac plan`); equal blocks are merged."""
-    if not recipe.get("prune"):
-        return []
-    from rac.models.load import num_blocks
-    from rac.recipe.scopes import assign_scopes
+def scope_rows(recipe: dict, n_blocks: int | None = None) -> list[tuple[str, str]]:
+    """Per block range: which modules each scope selects (depth from local information only)."""
+    from rac.engine.preview import scope_rows as rows
+    from rac.models.facts import model_depth
 
-    n = num_blocks(recipe["model"])
-    if not n:
-        return [("?", "model depth unknown without downloading its config")]
-    assignment = assign_scopes(recipe["prune"], n)
-    by_block: dict[int, dict[str, list[str]]] = {}
-    for (block, module), spec in sorted(assignment.items()):
-        target = f"{spec.pattern[0]}:{spec.pattern[1]}" if spec.pattern else f"{spec.sparsity:.0%}"
-        by_block.setdefault(block, {}).setdefault(f"{spec.scope} ({spec.method}, {target})", []).append(module)
-    describe = lambda block: "; ".join(  # noqa: E731
-        f"{scope}: {', '.join(mods)}" for scope, mods in by_block[block].items()) if block in by_block else "dense"
-    rows: list[tuple[str, str]] = []
-    if -1 in by_block:
-        rows.append(("head/embed", describe(-1)))
-    start = 0
-    for block in range(1, n + 1):
-        if block == n or describe(block) != describe(start):
-            label = str(start) if block - 1 == start else f"{start}-{block - 1}"
-            rows.append((label, describe(start)))
-            start = block
-    return rows
+    return rows(recipe, n_blocks or model_depth(recipe.get("model")))
 
 
 @_guard
 def cmd_plan(args: argparse.Namespace) -> int:
-    from rac.engine.pipeline import plan_recipe
+    from rac.engine.preview import preview_recipe
 
-    loaded = _load(args.recipe, args.overrides)
-    plan = plan_recipe(loaded.data, _cache(args))
-    ui.plan_table(plan, scope_rows(loaded.data))
+    loaded = _target(args)
+    ui.plan_preview(preview_recipe(loaded, _cache(args)))
     return EXIT_OK
+
+
+def _run_dir(args: argparse.Namespace, recipe: dict) -> Path | None:
+    """``--run-dir`` is the run directory itself; ``--output-dir`` is where it goes (like ``grid``)."""
+    if args.run_dir is not None:
+        return args.run_dir
+    if args.output_dir is not None:
+        from rac.engine.run import default_run_dir
+
+        return Path(args.output_dir) / default_run_dir(recipe, Path(args.recipe).stem).name  # same name as run
+    return None
 
 
 @_guard
@@ -127,13 +154,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     ui.plan_table(plan_recipe(loaded.data, cache), scope_rows(loaded.data))
     try:
         with ui.ProgressUI() as progress:
-            result = run_loaded(loaded, cache, args.run_dir, progress, ui.stage_event)
+            result = run_loaded(loaded, cache, _run_dir(args, loaded.data), progress, ui.stage_event)
     except StageFailed as exc:
         ui.error(str(exc))
         return EXIT_FAILED
     ui.run_summary(result)
     ui.message(f"run directory: {result.run_dir}")
     return EXIT_OK
+
+
+def _grid_base(path: Path, overrides: list[str]) -> Any:
+    """The recipe a grid's cells vary (a grid file's ``recipe``, or the recipe given), unvalidated."""
+    import os
+
+    import yaml
+
+    from rac.recipe.grid import is_grid_file
+    from rac.recipe.load import load_recipe
+    from rac.recipe.source import RecipeLoader
+
+    recipe = path
+    if is_grid_file(path):
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=RecipeLoader)
+        recipe = Path(os.path.join(os.path.dirname(path), str(data.get("recipe"))))
+    return load_recipe(recipe, overrides)
 
 
 @_guard
@@ -143,15 +187,19 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from rac.recipe.grid import expand_grid, is_grid_file
 
     path = Path(args.recipe)
+    environment = not args.dry_run
     if is_grid_file(path):
-        cells = expand_grid(grid_file=path, axes=args.axis, overrides=args.overrides)
+        cells = expand_grid(grid_file=path, axes=args.axis, overrides=args.overrides, environment=environment)
     else:
-        cells = expand_grid(recipe_path=path, axes=args.axis, overrides=args.overrides)
+        cells = expand_grid(recipe_path=path, axes=args.axis, overrides=args.overrides, environment=environment)
+    if args.dry_run:
+        from rac.engine.preview import grid_preview
+
+        ui.grid_preview(grid_preview(cells, _grid_base(path, args.overrides), _cache(args)))
+        return EXIT_OK
     ui.message(f"{len(cells)} cells, all valid")
     for cell in cells:
         ui.message(f"  {cell.name}: {' '.join(map(str, cell.overrides)) or '(base)'}")
-    if args.dry_run:
-        return EXIT_OK
     first = cells[0].loaded.data
     output_dir = args.output_dir or Path((first.get("run") or {}).get("output_dir") or "runs")
     grid_dir = grid_dir_for(output_dir, path.stem)

@@ -145,6 +145,61 @@ def show_recipe(recipe: dict, fmt: str = "yaml") -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def show_recipe_origins(recipe: dict, origins: dict[str, str], fmt: str = "yaml") -> None:
+    """The resolved recipe with each value's origin: a ``# file:line`` comment (YAML) or a flat JSON map."""
+    if fmt == "json":
+        import rac.recipe.source as source
+
+        flat = {path: {"value": _value_at(recipe, source.split_path(path)), "origin": origin}
+                for path, origin in origins.items()}
+        console.print(json.dumps(flat, indent=2, default=str), markup=False, highlight=False, soft_wrap=True)
+        return
+    lines: list[str] = []
+    _origin_lines(recipe, "", 0, origins, lines, False)
+    width = max((len(line.split("\0")[0]) for line in lines), default=0)
+    for line in lines:
+        text, _, origin = line.partition("\0")
+        console.print(f"{text.ljust(width)}  # {origin}" if origin else text, markup=False, highlight=False,
+                      soft_wrap=True)
+
+
+def _value_at(data: Any, tokens: list) -> Any:
+    for tok in tokens:
+        data = data[tok]
+    return data
+
+
+def _scalar(value: Any) -> str:
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return text[:-4].strip() if text.endswith("\n...") or text.endswith("...") and "\n" in text else text
+
+
+def _origin_lines(value: Any, path: str, indent: int, origins: dict[str, str], lines: list[str],
+                  in_item: bool) -> None:
+    pad = " " * indent
+    for i, (key, sub) in enumerate(value.items()):
+        here = f"{path}.{key}" if path else str(key)
+        lead = pad if not (in_item and i == 0) else ""
+        if isinstance(sub, dict) and sub:
+            lines.append(f"{lead}{key}:")
+            _origin_lines(sub, here, indent + 2, origins, lines, False)
+        elif isinstance(sub, list) and sub and any(isinstance(v, (dict, list)) for v in sub):
+            lines.append(f"{lead}{key}:")
+            for j, item in enumerate(sub):
+                if isinstance(item, dict) and item:
+                    lines.append(f"{pad}  - \0")  # placeholder, merged with the item's first key below
+                    start = len(lines)
+                    _origin_lines(item, f"{here}[{j}]", indent + 4, origins, lines, True)
+                    first = lines.pop(start)
+                    lines[start - 1] = f"{pad}  - {first}"
+                else:
+                    lines.append(f"{pad}  - {_scalar(item)}\0{origins.get(f'{here}[{j}]', '')}")
+        else:
+            lines.append(f"{lead}{key}: {_scalar(sub)}\0{origins.get(here, '')}")
+
+
 def recipe_diff(changes: Sequence[Any], invalidated: Sequence[str]) -> None:
     if not changes:
         console.print("no semantic difference")
@@ -162,6 +217,19 @@ def recipe_diff(changes: Sequence[Any], invalidated: Sequence[str]) -> None:
 def _short(value: Any, width: int = 60) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else value
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def key_table(keys: Sequence[Any]) -> None:
+    """``rac keys``: one block per key (never truncated): path, type, default, range, description."""
+    for info in keys:
+        bits = [info.type]
+        if info.default:
+            bits.append(f"default {info.default}")
+        if info.range:
+            bits.append(info.range)
+        console.print(f"{info.path}  ({'; '.join(bits)})", markup=False, highlight=False, soft_wrap=True)
+        if info.description:
+            console.print(f"    {info.description}", markup=False, highlight=False, soft_wrap=True)
 
 
 # -- plan and runs ----------------------------------------------------------------------------------
@@ -207,6 +275,89 @@ def plan_notes(plan: Any) -> None:
         lines = miss_lines(planned) if getattr(planned, "why", None) else []  # first runs need no reason
         if lines:
             console.print(f"[bold]{planned.name}[/] misses: " + "; ".join(lines))
+
+
+def plan_preview(preview: Any) -> None:
+    """``rac plan``: notes (what is not resolvable here), model facts, stages, estimates, scopes."""
+    from rac.engine.estimate import fmt_bytes, fmt_count
+
+    for note in preview.notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    facts = preview.facts
+    if facts is not None:
+        source = "rac's table of known configs" if facts.from_table else facts.source
+        console.print(f"model: {facts.model_id}: {facts.architecture}, {facts.n_blocks} blocks, "
+                      f"{facts.params / 1e9:.2f}B parameters (from {source})",
+                      markup=False, highlight=False, soft_wrap=True)
+    table = Table(title="plan")
+    for column in ("stage", "cache", "fingerprint", "needs", "reads"):
+        table.add_column(column, overflow="fold")
+    for planned in preview.plan:
+        if not preview.identity_known and planned.stage.cached:
+            cache, fingerprint = "?", "?"
+        else:
+            cache = "hit" if planned.hit else ("run dir" if not planned.stage.cached else "miss")
+            fingerprint = planned.fingerprint[:12]
+        table.add_row(planned.name, f"[green]{cache}[/]" if planned.hit else cache, fingerprint,
+                      ", ".join(planned.needs) or "-", ", ".join(planned.reads))
+    console.print(table)
+    estimates = Table(title="estimate (upper bounds)")
+    for column in ("stage", "accelerator peak", "host memory", "disk", "tokens to generate"):
+        estimates.add_column(column, overflow="fold")
+    for item in preview.estimates:
+        disk = fmt_bytes(item.disk) if item.disk else ("-" if item.disk == 0 else "?")
+        host = fmt_bytes(item.host_memory) if item.host_memory else "-"
+        memory = fmt_bytes(item.memory) if item.memory else ("-" if item.memory == 0 else "?")
+        estimates.add_row(item.stage, memory, host, disk,
+                          fmt_count(item.tokens) if item.tokens is not None else "-")
+    peak = max((e.memory for e in preview.estimates if e.memory is not None), default=None)
+    disk_total = sum(e.disk or 0 for e in preview.estimates if e.stage != "export")
+    tokens = sum(e.tokens or 0 for e in preview.estimates)
+    estimates.add_row("total", fmt_bytes(peak) + " (max)" if peak is not None else "?", "",
+                      fmt_bytes(disk_total) + " cache", fmt_count(tokens), end_section=False)
+    console.print(estimates)
+    for item in preview.estimates:
+        for note in item.notes:
+            console.print(f"  {item.stage}: {note}", markup=False, highlight=False, soft_wrap=True)
+    for warning in getattr(preview, "warnings", []):
+        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    if preview.scope_rows:
+        scopes = Table(title="prune scopes per block")
+        scopes.add_column("block")
+        scopes.add_column("modules (scope: method, target)", overflow="fold")
+        for block, text in preview.scope_rows:
+            scopes.add_row(block, text)
+        console.print(scopes)
+    if preview.identity_known:
+        plan_notes(preview.plan)
+
+
+def grid_preview(preview: Any) -> None:
+    """``rac grid --dry-run``: each cell, what it changes in the base recipe, and its cache state."""
+    cells, notes = preview
+    for note in notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(cells)} cells, all valid", highlight=False)
+    for cell in cells:
+        console.print(f"  {cell.name}: {' '.join(cell.overrides) or '(base)'}", markup=False, highlight=False,
+                      soft_wrap=True)
+        for change in cell.changes:
+            console.print(f"      {change.path}: {_full(change.old)} -> {_full(change.new)}", markup=False,
+                          highlight=False, soft_wrap=True)
+        if cell.hits is None:
+            state = "unknown here (model not resolvable)"
+        else:
+            state = ", ".join(f"{stage} {hit}" for stage, hit in cell.hits.items())
+        console.print(f"      cache: {state}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _full(value: Any) -> str:
+    """A value in full on one line (JSON for containers, ``<absent>`` for a missing key)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, bool, int, float)) or value is None:
+        return json.dumps(value, default=str)
+    return str(value)
 
 
 def run_summary(result: Any) -> None:
