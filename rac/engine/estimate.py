@@ -181,6 +181,13 @@ def estimate_hessian(recipe: dict, facts: Any) -> StageEstimate:
     return StageEstimate("hessian", memory, (disk or 0) + hessians, None, host)
 
 
+def stored_hessian_bytes(width: int, storage: str = "float32") -> int:
+    """Bytes of one stored width x width Hessian (``prune.hessian_storage``: full or upper triangle)."""
+    if storage == "float32":
+        return width * width * HESSIAN_BYTES
+    return width * (width + 1) // 2 * (2 if storage.startswith("bfloat16") else 4)
+
+
 def estimate_prune(recipe: dict, facts: Any) -> StageEstimate:
     """Hessians kept in the cache, the pruned weights, and the per-block device peak."""
     if facts is None:
@@ -189,7 +196,8 @@ def estimate_prune(recipe: dict, facts: Any) -> StageEstimate:
     shapes = {lin.name: lin for lin in facts.block_linears}
     b = dtype_bytes(recipe, facts)
     prune = recipe["prune"]
-    keep = str(prune.get("keep_hessians") or "all")
+    keep = str(prune.get("keep_hessians") or "reusable")
+    storage = str(prune.get("hessian_storage") or "float32")
     blocks: dict[int, set[str]] = {}
     weights = 0
     for (block, module), spec in assignment.items():
@@ -205,9 +213,16 @@ def estimate_prune(recipe: dict, facts: Any) -> StageEstimate:
         if spec.method != "magnitude":
             blocks.setdefault(block, set()).add(lin.input_key)
     groups = _groups(facts)
-    per_block = {i: sum(groups[g] ** 2 for g in keys) * HESSIAN_BYTES for i, keys in blocks.items()}
-    kept = {"all": sum(per_block.values()), "reusable": per_block.get(min(per_block), 0) if per_block else 0,
-            "none": 0}.get(keep, sum(per_block.values()))
+    per_block = {i: sum(stored_hessian_bytes(groups[g], storage) for g in keys) for i, keys in blocks.items()}
+    if not prune.get("sequential", True):  # dense inputs: every Hessian can serve another configuration
+        reusable = sum(per_block.values())
+    elif per_block and prune.get("true_sequential", True):  # only the first pruned group has a dense upstream
+        first = min(per_block)
+        key = next(g for g in groups if g in blocks[first])
+        reusable = stored_hessian_bytes(groups[key], storage)
+    else:
+        reusable = per_block[min(per_block)] if per_block else 0
+    kept = {"all": sum(per_block.values()), "reusable": reusable, "none": 0}.get(keep, sum(per_block.values()))
     notes = [f"Hessians: {len(per_block)} block(s) x {fmt_bytes(max(per_block.values(), default=0))} "
              f"(keep_hessians: {keep})"] if per_block else []
     widest = max(facts.block_linears, key=lambda lin: lin.in_features * (lin.in_features + lin.out_features))

@@ -117,12 +117,15 @@ def build_plan(
     stages: Sequence[Stage],
     extra_identity: dict[str, str] | None = None,
     resolver: Callable[[str], str | None] | None = None,
+    persist_hashes: bool = True,
 ) -> Plan:
     """Ordered plan of the enabled stages; a stage's needs are limited to enabled upstream stages.
 
     ``extra_identity`` adds per-stage identities beyond the target model (e.g. the off-policy
     rollout model's identity for the rollout stage). ``resolver`` maps a hub data set name to its
     current revision (default: ``huggingface_hub``; None when it cannot be resolved).
+    ``persist_hashes=False`` (``rac plan``, dry runs) keeps the file-hash memo in memory only, so
+    planning writes nothing to the cache.
     """
     plan = Plan(model_identity=model_identity)
     hashes = fp_inputs.FileHashes(cache.root / fp_inputs.HASHES_FILE)
@@ -152,7 +155,8 @@ def build_plan(
             planned.why = miss_reason(cache, stage.name, inputs)
         by_name[stage.name] = planned
         plan.stages.append(planned)
-    hashes.save()
+    if persist_hashes:
+        hashes.save()
     plan.warnings = [f"{warning} (stages: {', '.join(names)})" for warning, names in warned.items()]
     return plan
 

@@ -133,7 +133,7 @@ def preview_recipe(loaded: Any, cache: Cache | None = None, stages: Any = None) 
         if issues:
             raise RecipeError(issues)
     stage_list = stages or load_stages()
-    plan = build_plan(recipe, cache or Cache(), identity or UNRESOLVED, stage_list, extra)
+    plan = build_plan(recipe, cache or Cache(), identity or UNRESOLVED, stage_list, extra, persist_hashes=False)
     known = identity is not None and extra.get("rollout") != UNRESOLVED
     if not known:
         for planned in plan:
@@ -216,7 +216,7 @@ def grid_preview(cells: list, base: Any, cache: Cache | None = None, stages: Any
             extra["rollout"] = source_identity or UNRESOLVED
         hits = None
         if ok:
-            plan = build_plan(recipe, cache, target or UNRESOLVED, stage_list, extra)
+            plan = build_plan(recipe, cache, target or UNRESOLVED, stage_list, extra, persist_hashes=False)
             hits = {p.name: ("hit" if p.hit else ("run dir" if not p.stage.cached else "miss")) for p in plan}
         out.append(CellPreview(cell.name, tuple(map(str, cell.overrides)), diff_recipes(base.data, recipe), hits))
     return out, notes

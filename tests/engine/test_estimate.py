@@ -50,7 +50,7 @@ def by_stage(r: dict, facts=FACTS, **kw) -> dict:
 
 
 def test_hessian_store_of_a_7b_cell():
-    prune = by_stage(recipe())["prune"]
+    prune = by_stage(recipe(prune={"sparsity": 0.5, "keep_hessians": "all"}))["prune"]
     pruned_weights = N * sum(lin.in_features * lin.out_features for lin in LINEARS) * 2  # bfloat16
     assert prune.disk == N * PER_BLOCK_HESSIANS + pruned_weights
     assert N * PER_BLOCK_HESSIANS == pytest.approx(44.5e9, rel=0.01)  # the issue's "about 45 GB per 7B cell"
@@ -58,18 +58,22 @@ def test_hessian_store_of_a_7b_cell():
 
 
 def test_keep_hessians_policy():
-    r = recipe()
-    r["prune"]["keep_hessians"] = "reusable"  # only block 0's Hessians can serve another configuration
-    weights = by_stage(recipe())["prune"].disk - N * PER_BLOCK_HESSIANS
-    assert by_stage(r)["prune"].disk == PER_BLOCK_HESSIANS + weights
-    assert PER_BLOCK_HESSIANS < 2e9  # under 2 GB for one 7B cell
+    r = recipe()  # the default, reusable: only Hessians with nothing pruned upstream
+    weights = by_stage(recipe(prune={"keep_hessians": "all"}))["prune"].disk - N * PER_BLOCK_HESSIANS
+    assert by_stage(r)["prune"].disk == H * H * HESSIAN_BYTES + weights  # true-sequential: block 0's attn_in
+    r["prune"]["true_sequential"] = False
+    assert by_stage(r)["prune"].disk == PER_BLOCK_HESSIANS + weights  # one-pass order: block 0's four groups
+    assert PER_BLOCK_HESSIANS < 2e9  # under 2 GB for one 7B cell either way
     r["prune"]["keep_hessians"] = "none"
     assert by_stage(r)["prune"].disk == weights
+    r["prune"].update(keep_hessians="all", hessian_storage="bfloat16-upper")
+    packed = 3 * (H * (H + 1) // 2) * 2 + MLP * (MLP + 1) // 2 * 2
+    assert by_stage(r)["prune"].disk == N * packed + weights
 
 
 def test_scoped_pruning_stores_only_the_groups_it_prunes():
     scopes = [{"name": "mlp-first", "modules": ["mlp"], "blocks": "first_third", "pattern": "2:4"}]
-    prune = by_stage(recipe(prune={"scopes": scopes}))["prune"]
+    prune = by_stage(recipe(prune={"scopes": scopes, "keep_hessians": "all"}))["prune"]
     blocks = N // 3
     hessians = blocks * (H * H + MLP * MLP) * HESSIAN_BYTES  # mlp_in and mlp_out only
     weights = blocks * (2 * H * MLP + MLP * H) * 2
