@@ -16,7 +16,8 @@ EPILOG = """examples:
   rac grid r.yaml --axis prune.sparsity=0.3,0.5 --axis calibration.kind=prompt,rac
   rac grid recipes/grids/table1_math500.yaml   # a grid file (one per paper table)
   rac grid recipes/demo/demo.yaml              # the CPU demo: C4 vs prompt vs RAC on SmolLM2-135M
-  rac diff a.yaml b.yaml               # semantic difference + invalidated stages
+  rac diff a.yaml b.yaml               # semantic difference + invalidated stages (exit 1 if different)
+  rac diff --git origin/main..HEAD --format md   # review every changed recipe/overlay/grid
 """
 
 
@@ -43,10 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     _overrides(p)
     p.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
 
-    p = sub.add_parser("validate", help="validate recipe and grid files; non-zero exit on any error")
-    p.add_argument("files", nargs="+", type=Path)
+    p = sub.add_parser("validate", help="validate recipe, overlay and grid files; non-zero exit on any error",
+                       description="Validate any mix of recipes, overlay fragments and grid files (a directory "
+                       "stands for every YAML file below it). An overlay (no `version`; under an overlays/ "
+                       "directory, marked `# rac: overlay`, or listed by a grid given here) is checked as a "
+                       "partial recipe.")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                   help="recipe, overlay or grid YAML files, or directories to search for *.yaml")
     p.add_argument("--portable", action="store_true",
                    help="check the recipe only, not this machine (e.g. vLLM recipes on a machine without vLLM)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
     p = sub.add_parser("grid", help="run the cartesian product of axes or a grid file")
     p.add_argument("recipe", help="recipe YAML, or a grid file (with `axes`/`overlays`)")
@@ -62,9 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
     _overrides(p)
     p.add_argument("--format", choices=("yaml", "json"), default="yaml")
 
-    p = sub.add_parser("diff", help="semantic difference of two resolved recipes and the stages it invalidates")
-    p.add_argument("a")
-    p.add_argument("b")
+    p = sub.add_parser("diff", help="review diff of recipes, overlays or grids (also across git revisions)",
+                       description="Semantic difference of two recipe/overlay/grid files, or of every one changed "
+                       "between two git revisions, with the stages and grid cells that must re-run and an "
+                       "estimate of their cost. Portable: never checks this machine. Exit 0: same, 1: "
+                       "different, 2: error.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  rac diff recipes/7b_50pct.yaml recipes/overlays/model/14b.yaml\n"
+                       "  rac diff HEAD~1:recipes/7b_50pct.yaml recipes/7b_50pct.yaml\n"
+                       "  rac diff --git origin/main..HEAD --format md   # the PR comment")
+    p.add_argument("a", nargs="?", metavar="OLD",
+                   help="old side: a file, or REV:path to read it (and its base chain) from git")
+    p.add_argument("b", nargs="?", metavar="NEW", help="new side: a file or REV:path; an overlay against a "
+                   "recipe means that recipe with the overlay applied")
+    p.add_argument("--git", metavar="BASE..HEAD",
+                   help="review every recipe, overlay and grid that resolves differently between two "
+                   "revisions (BASE alone: against the working tree)")
+    p.add_argument("--under", default="recipes", metavar="DIR",
+                   help="with --git: the directory holding the recipes (default: recipes)")
+    p.add_argument("--format", choices=("text", "md"), default="text",
+                   help="text (full values, never cut) or md (a pull-request comment)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
     p = sub.add_parser("cache", help="list or remove cached artifacts")
     cache_sub = p.add_subparsers(dest="cache_verb", metavar="ACTION", required=True)

@@ -39,26 +39,48 @@ def _guard(fn):
     return wrapped
 
 
+def _yaml_args(items: list[Path]) -> list[Path]:
+    """Files as given; a directory stands for every ``*.yaml``/``*.yml`` below it (sorted)."""
+    out: list[Path] = []
+    for item in items:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise FileNotFoundError(f"{item}: no YAML files in this directory")
+            out += found
+        else:
+            out.append(item)
+    return out
+
+
 @_guard
 def cmd_validate(args: argparse.Namespace) -> int:
     from rac.recipe.errors import RecipeError
-    from rac.recipe.grid import expand_grid, is_grid_file
+    from rac.recipe.grid import expand_grid
+    from rac.recipe.overlay import file_kind, grid_overlay_files, load_fragment
+    from rac.recipe.validate import load_and_validate
 
+    files = _yaml_args(args.files)
+    refs = grid_overlay_files([p for p in files if file_kind(p) == "grid"])
     failures = 0
-    for path in args.files:
+    for path in files:
         try:
-            if is_grid_file(path):
+            kind = file_kind(path, refs)
+            if kind == "grid":
                 cells = expand_grid(grid_file=path, environment=not args.portable)
                 ui.validated(str(path), True, f"(grid: {len(cells)} cells)")
+            elif kind == "overlay":
+                load_fragment(path)
+                ui.validated(str(path), True, "(overlay)")
             else:
-                from rac.recipe.validate import load_and_validate
-
                 load_and_validate(str(path), [], environment=not args.portable)
                 ui.validated(str(path), True)
         except RecipeError as exc:
             failures += 1
             ui.validated(str(path), False)
             ui.recipe_errors(exc)
+    if len(files) > 1:
+        ui.message(f"{len(files) - failures} of {len(files)} file(s) valid")
     return EXIT_INVALID if failures else EXIT_OK
 
 
@@ -71,11 +93,43 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 @_guard
 def cmd_diff(args: argparse.Namespace) -> int:
-    from rac.engine.pipeline import diff_loaded
+    """Portable review diff: two files (``REV:path`` allowed) or every rac file changed in ``--git``."""
+    from rac.recipe.compare import compare, load_side, review_trees
+    from rac.recipe.gitrev import GitError, Revisions, split_range
+    from rac.report.review import review_entry, review_markdown
 
-    result = diff_loaded(_load(args.a, []), _load(args.b, []))
-    ui.recipe_diff(result.changes, result.invalidated)
-    return EXIT_OK
+    if bool(args.git) == bool(args.a or args.b) or (not args.git and not (args.a and args.b)):
+        ui.error("rac diff needs two files (A B) or --git BASE..HEAD")
+        return EXIT_INVALID
+    try:
+        with Revisions() as revs:
+            errors: list[str] = []
+            notes: list[str] = []
+            if args.git:
+                base, head = split_range(args.git)
+                review = review_trees(revs.tree(base), revs.tree(head), args.under)
+                comparisons, notes = review.comparisons, review.notes
+                errors = [f"error: {issue}" for _, exc in review.errors for issue in exc.issues]
+                title = f"{base}..{head or 'working tree'}"
+            else:
+                a_tree, a_path = revs.resolve(args.a)
+                b_tree, b_path = revs.resolve(args.b)
+                a = load_side(a_path, args.a, a_tree)
+                b = load_side(b_path, args.b, b_tree)
+                comparisons = [compare(a, b, a_tree, b_tree)]
+                comparisons = [c for c in comparisons if c.different]
+                title = f"{args.a} → {args.b}"
+            entries = [review_entry(c) for c in comparisons]
+    except GitError as exc:
+        ui.error(str(exc))
+        return EXIT_INVALID
+    if args.format == "md":
+        ui.markdown(review_markdown(entries, title, errors, notes))
+    else:
+        ui.review(entries, errors, notes)
+    if errors:
+        return EXIT_INVALID
+    return EXIT_FAILED if entries else EXIT_OK
 
 
 def scope_rows(recipe: dict) -> list[tuple[str, str]]:

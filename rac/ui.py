@@ -145,18 +145,61 @@ def show_recipe(recipe: dict, fmt: str = "yaml") -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def recipe_diff(changes: Sequence[Any], invalidated: Sequence[str]) -> None:
-    if not changes:
+def review(entries: Sequence[Any], errors: Sequence[str] = (), notes: Sequence[str] = ()) -> None:
+    """``rac diff``: per compared pair its changes, invalidated stages and re-run cost, values in full.
+
+    A terminal gets tables that wrap (never cut) long values; CI logs get plain ``key: old → new`` lines.
+    """
+    from rac.report.review import cost_text, value_text
+
+    for text in errors:
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if not entries:
         console.print("no semantic difference")
+    for entry in entries:
+        status = "" if entry.status == "changed" else f", {entry.status}"
+        _line(f"diff {entry.title} ({entry.kind}{status})")
+        _change_rows(entry.changes, value_text)
+        for cell in entry.cells:
+            stages = f"; re-run: {', '.join(cell.rerun) or 'none'} ({cost_text(cell.cost)})" \
+                if cell.status != "removed" else ""
+            _line(f"  cell {cell.name}: {cell.status}{stages}")
+            _change_rows(cell.changes, value_text, indent="    ")
+        if entry.cells or entry.unchanged_cells:
+            _line(f"  {entry.unchanged_cells} cell(s) unchanged")
+        if entry.invalidated or entry.rerun:
+            _line("stages invalidated: " + (", ".join(entry.invalidated) or "none"))
+            _line(f"re-run: {', '.join(entry.rerun) or 'none'} ({cost_text(entry.cost)})")
+        elif entry.cells:
+            _line(f"cells to run: {cost_text(entry.cost)}")
+    for note in notes:
+        _line(f"note: {note}")
+
+
+def _change_rows(changes: Sequence[Any], value_text: Any, indent: str = "  ") -> None:
+    if not changes:
         return
-    table = Table(title="recipe diff")
-    table.add_column("key")
-    table.add_column("a")
-    table.add_column("b")
+    if not console.is_terminal:
+        for change in changes:
+            _line(f"{indent}{change.path}: {value_text(change.old)} → {value_text(change.new)}")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("key", "old", "new"):
+        table.add_column(column, overflow="fold")
     for change in changes:
-        table.add_row(change.path, _short(change.old), _short(change.new))
-    console.print(table)
-    console.print("stages invalidated: " + (", ".join(invalidated) if invalidated else "none"))
+        table.add_row(change.path, value_text(change.old), value_text(change.new))
+    console.print(table, markup=False, highlight=False)
+
+
+def _line(text: str) -> None:
+    """One line of output, never wrapped or cut (values in CI logs stay whole), no markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def markdown(text: str) -> None:
+    """Raw markdown (a PR comment) on stdout, unwrapped."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _short(value: Any, width: int = 60) -> str:
