@@ -161,7 +161,8 @@ def review(entries: Sequence[Any], errors: Sequence[str] = (), notes: Sequence[s
         _line(f"diff {entry.title} ({entry.kind}{status})")
         _change_rows(entry.changes, value_text)
         for cell in entry.cells:
-            stages = f"; re-run: {', '.join(cell.rerun) or 'none'} ({cost_text(cell.cost)})" \
+            reuse = f", reusing {cell.nearest}" if cell.nearest and cell.nearest != cell.name else ""
+            stages = f"; re-run: {', '.join(cell.rerun) or 'none'}{reuse} ({cost_text(cell.cost)})" \
                 if cell.status != "removed" else ""
             _line(f"  cell {cell.name}: {cell.status}{stages}")
             _change_rows(cell.changes, value_text, indent="    ")

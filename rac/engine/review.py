@@ -49,6 +49,10 @@ def stage_infos() -> tuple[StageInfo, ...]:
     return tuple(StageInfo(s.name, tuple(s.reads), tuple(s.needs), s.enabled) for s in load_stages())
 
 
+def stage_names() -> list[str]:
+    return [s.name for s in stage_infos()]
+
+
 def _enabled(stage: StageInfo, recipe: dict | None) -> bool:
     if recipe is None:
         return False
@@ -85,6 +89,22 @@ def impact(old: dict | None, new: dict | None, changes: Sequence[RecipeChange],
             dirty.append(stage.name)
     rerun = [s.name for s in stages if s.name in dirty and _enabled(s, new)]
     return Impact(dirty, rerun)
+
+
+def stage_signature(recipe: dict, name: str) -> str:
+    """The recipe values a stage reads (for a stage without ``needs``, what its cache key depends on)."""
+    import json
+
+    from rac.recipe.source import split_path
+
+    stage = next(s for s in stage_infos() if s.name == name)
+    values = {}
+    for read in stage.reads:
+        node: Any = recipe
+        for token in split_path(read):
+            node = node.get(token) if isinstance(node, dict) else None
+        values[read] = node
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 @lru_cache(maxsize=None)

@@ -10,13 +10,18 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 from rac.recipe.diff import RecipeChange, diff_recipes
 from rac.recipe.errors import Location, RecipeError, RecipeIssue
 from rac.recipe.gitrev import Tree
 from rac.recipe.overlay import file_kind, grid_overlay_files
+from rac.recipe.source import RecipeLoader
 
 _HASH = re.compile(r"_?[0-9a-f]{8}$")
 BASE_CELL = "(base)"
@@ -155,6 +160,43 @@ def tree_sides(tree: Tree, under: str) -> dict[str, tuple[str, str]]:
     return {rel: (file_kind(p, refs), p) for rel, p in paths.items()}
 
 
+def _refs(path: str) -> list[str]:
+    """Files one file reads directly: its ``base``, a grid's ``recipe`` and ``overlays`` (real paths)."""
+    try:
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=RecipeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    names = [data.get("base"), data.get("recipe")]
+    overlays = data.get("overlays")
+    names += [o for axis in overlays if isinstance(axis, list) for o in axis] if isinstance(overlays, list) else []
+    here = os.path.dirname(path)
+    return [os.path.realpath(os.path.join(here, os.path.expanduser(n))) for n in names if isinstance(n, str) and n]
+
+
+def dependencies(path: str) -> set[str]:
+    """Real paths of every file a recipe, overlay or grid resolves from (itself included)."""
+    seen: set[str] = set()
+    todo = [os.path.realpath(path)]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += _refs(current)
+    return seen
+
+
+def _changed_files(base: Tree, head: Tree, rels: set[str]) -> set[str]:
+    """Real paths (in both trees) of the YAML files whose bytes differ or exist on one side only."""
+    out: set[str] = set()
+    for rel in rels:
+        a, b = base.path(rel), head.path(rel)
+        if not (a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()):
+            out |= {os.path.realpath(a), os.path.realpath(b)}
+    return out
+
+
 @dataclass
 class TreeReview:
     """Every rac file that resolves differently between two trees, and the files that fail."""
@@ -169,21 +211,25 @@ def review_trees(base: Tree, head: Tree, under: str = "recipes") -> TreeReview:
     """Compare every recipe, overlay and grid below ``under`` at two trees (by resolved content, so a
     recipe whose ``base`` changed, or a grid whose overlay changed, is listed with what changed)."""
     old_files, new_files = tree_sides(base, under), tree_sides(head, under)
+    changed = _changed_files(base, head, set(base.yaml_files()) | set(head.yaml_files()))
     review = TreeReview()
     refs_old = {p for _, (k, p) in old_files.items() if k == "overlay"}
     refs_new = {p for _, (k, p) in new_files.items() if k == "overlay"}
     for rel in sorted(set(old_files) | set(new_files)):
         review.files_checked += 1
+        if rel in old_files and rel in new_files and not (
+                dependencies(old_files[rel][1]) & changed or dependencies(new_files[rel][1]) & changed):
+            continue  # neither the file nor anything it reads changed: it resolves the same
         old_side = new_side = None
         if rel in new_files:
             try:
-                new_side = load_side(new_files[rel][1], head.label(rel), head, refs_new)
+                new_side = load_side(new_files[rel][1], rel, head, refs_new)
             except RecipeError as exc:
                 review.errors.append((head.label(rel), exc))
                 continue
         if rel in old_files:
             try:
-                old_side = load_side(old_files[rel][1], base.label(rel), base, refs_old)
+                old_side = load_side(old_files[rel][1], rel, base, refs_old)
             except RecipeError as exc:
                 review.notes.append(f"{base.label(rel)} did not load at the base revision "
                                     f"({len(exc.issues)} issue(s)); compared as absent")

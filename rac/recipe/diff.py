@@ -78,8 +78,9 @@ def _walk(a: Any, b: Any, path: str, out: list[RecipeChange]) -> None:
             _walk(a.get(key, ABSENT), b.get(key, ABSENT), _join(path, key), out)
         return
     if isinstance(a, list) and isinstance(b, list) and (a or b) and all(isinstance(x, dict) for x in a + b):
-        key = identity_key(a + b) if identity_key(a) and identity_key(b) else None
-        if key is not None and identity_key(a) == identity_key(b) == key:
+        key_a, key_b = identity_key(a), identity_key(b)
+        key = key_a if key_a == key_b or not b else key_b if not a else None
+        if key is not None:
             _walk_named(a, b, key, path, out)
             return
         for i in range(max(len(a), len(b))):

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rac.engine.review import DECODE_TOK_S_7B, Cost, impact, rerun_cost
+from rac.engine.review import DECODE_TOK_S_7B, Cost, impact, rerun_cost, stage_names, stage_signature
 from rac.recipe.compare import Comparison
-from rac.recipe.diff import ABSENT, RecipeChange
+from rac.recipe.diff import ABSENT, RecipeChange, diff_recipes
 
 
 @dataclass
@@ -23,6 +23,7 @@ class CellEntry:
     invalidated: list[str]
     rerun: list[str]
     cost: Cost
+    nearest: str = ""  # the old cell whose cached artifacts it reuses most
 
 
 @dataclass
@@ -56,12 +57,35 @@ def review_entry(comparison: Comparison) -> ReviewEntry:
         entry.invalidated, entry.rerun = hit.invalidated, hit.rerun
         if comparison.new is not None:
             entry.cost = rerun_cost(comparison.new, hit.rerun)
+    old_cells = list(comparison.a.cells.items())
+    shared: set[str] = set()
     for cell in comparison.cells:
-        hit = impact(cell.old, cell.new, cell.changes)
-        cost = rerun_cost(cell.new, hit.rerun) if cell.new is not None else Cost()
-        entry.cells.append(CellEntry(cell.name, cell.status, cell.changes, hit.invalidated, hit.rerun, cost))
+        if cell.new is None:
+            hit = impact(cell.old, None, cell.changes)
+            entry.cells.append(CellEntry(cell.name, cell.status, cell.changes, hit.invalidated, [], Cost()))
+            continue
+        hit, nearest = _nearest(old_cells, cell.new)
+        cost = rerun_cost(cell.new, hit.rerun)
+        if "rollout" in hit.rerun:  # cells with the same rollout inputs share one rollout artifact
+            key = stage_signature(cell.new, "rollout")
+            if key in shared:
+                cost = rerun_cost(cell.new, [s for s in hit.rerun if s != "rollout"])
+            shared.add(key)
+        entry.cells.append(CellEntry(cell.name, cell.status, cell.changes, hit.invalidated, hit.rerun, cost, nearest))
         entry.cost = entry.cost + cost
     return entry
+
+
+def _nearest(old_cells: Sequence[tuple[str, dict]], new: dict) -> tuple[Any, str]:
+    """The impact of running ``new`` next to the old grid's cached cells: the old cell that leaves
+    the fewest stages to run (an added cell often reuses another cell's rollouts and Hessians)."""
+    best, name, rank = impact(None, new, []), "", (len(stage_names()) + 1, 0)
+    for old_name, old in old_cells:
+        changes = diff_recipes(old, new)
+        hit = impact(old, new, changes)
+        if (len(hit.rerun), len(changes)) < rank:
+            best, name, rank = hit, old_name, (len(hit.rerun), len(changes))
+    return best, name
 
 
 def value_text(value: Any) -> str:
@@ -119,6 +143,7 @@ def _entry_md(entry: ReviewEntry) -> list[str]:
         lines += ["", "| cell | status | stages to run | estimated cost |", "|---|---|---|---|"]
         for cell in entry.cells:
             stages = ", ".join(cell.rerun) or ("-" if cell.status == "removed" else "none")
+            stages += f" (reuses {cell.nearest})" if cell.nearest and cell.nearest != cell.name else ""
             cost = cost_text(cell.cost) if cell.status != "removed" else "-"
             lines.append(f"| {_cell(cell.name)} | {cell.status} | {stages} | {cost} |")
         changed = [c for c in entry.cells if c.changes]
