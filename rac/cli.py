@@ -48,12 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validate any mix of recipes, overlay fragments and grid files (a directory "
                        "stands for every YAML file below it). An overlay (no `version`; under an overlays/ "
                        "directory, marked `# rac: overlay`, or listed by a grid given here) is checked as a "
-                       "partial recipe.")
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE",
-                   help="recipe, overlay or grid YAML files, or directories to search for *.yaml")
+                       "partial recipe. What this machine lacks (an engine) is a warning unless --strict.")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="recipe, overlay or grid YAML files, or directories to search for *.yaml; "
+                   "key=value / ~key arguments are overrides applied to every recipe and grid")
     p.add_argument("--portable", action="store_true",
-                   help="check the recipe only, not this machine (e.g. vLLM recipes on a machine without vLLM)")
+                   help="check the files only, not this machine (no warning about engines not installed here)")
+    p.add_argument("--strict", action="store_true",
+                   help="also fail when this machine cannot run a recipe (e.g. vLLM not installed)")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    p.set_defaults(overrides=[])  # k=v after an option lands here (main appends extras)
 
     p = sub.add_parser("grid", help="run the cartesian product of axes or a grid file")
     p.add_argument("recipe", help="recipe YAML, or a grid file (with `axes`/`overlays`)")

@@ -39,46 +39,74 @@ def _guard(fn):
     return wrapped
 
 
-def _yaml_args(items: list[Path]) -> list[Path]:
-    """Files as given; a directory stands for every ``*.yaml``/``*.yml`` below it (sorted)."""
-    out: list[Path] = []
+def _yaml_args(items: list[str]) -> tuple[list[Path], list[str]]:
+    """(files, overrides): a directory stands for every ``*.yaml``/``*.yml`` below it (sorted);
+    ``key=value``, ``+key=value`` and ``~key`` that are not existing paths are overrides."""
+    files: list[Path] = []
+    overrides: list[str] = []
     for item in items:
-        if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
             if not found:
                 raise FileNotFoundError(f"{item}: no YAML files in this directory")
-            out += found
+            files += found
+        elif not path.exists() and ("=" in item or item.startswith("~")):
+            overrides.append(item)
         else:
-            out.append(item)
-    return out
+            files.append(path)
+    if not files:
+        raise FileNotFoundError("rac validate: no files given (only overrides: " + " ".join(overrides) + ")")
+    return files, overrides
+
+
+def _validate_one(path: Path, kind: str, overrides: list[str]) -> tuple[str, list[Any]]:
+    """Validate one file as its kind, portably; returns (detail for the ok line, loaded recipes)."""
+    from rac.recipe.grid import expand_grid
+    from rac.recipe.overlay import load_fragment
+    from rac.recipe.validate import load_and_validate
+
+    if kind == "grid":
+        cells = expand_grid(grid_file=path, overrides=overrides, environment=False)
+        return f"(grid: {len(cells)} cells)", [cell.loaded for cell in cells]
+    if kind == "overlay":
+        load_fragment(path)
+        return "(overlay)", []
+    return "", [load_and_validate(str(path), overrides, environment=False)]
+
+
+def _machine_issues(loaded: list[Any]) -> list[Any]:
+    """What this machine lacks to run these recipes (engines not installed), each issue once."""
+    from rac.recipe.checks import ENVIRONMENT_CHECKS
+    from rac.recipe.errors import RecipeError
+
+    return RecipeError(issue for recipe in loaded for check in ENVIRONMENT_CHECKS
+                       for issue in check(recipe, None)).issues
 
 
 @_guard
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Errors in the files fail; what this machine lacks (an engine) is a warning unless ``--strict``."""
     from rac.recipe.errors import RecipeError
-    from rac.recipe.grid import expand_grid
-    from rac.recipe.overlay import file_kind, grid_overlay_files, load_fragment
-    from rac.recipe.validate import load_and_validate
+    from rac.recipe.overlay import file_kind, grid_overlay_files
 
-    files = _yaml_args(args.files)
+    files, overrides = _yaml_args([*map(str, args.files), *getattr(args, "overrides", [])])
     refs = grid_overlay_files([p for p in files if file_kind(p) == "grid"])
     failures = 0
     for path in files:
         try:
-            kind = file_kind(path, refs)
-            if kind == "grid":
-                cells = expand_grid(grid_file=path, environment=not args.portable)
-                ui.validated(str(path), True, f"(grid: {len(cells)} cells)")
-            elif kind == "overlay":
-                load_fragment(path)
-                ui.validated(str(path), True, "(overlay)")
-            else:
-                load_and_validate(str(path), [], environment=not args.portable)
-                ui.validated(str(path), True)
+            detail, loaded = _validate_one(path, file_kind(path, refs), overrides)
+            machine = [] if args.portable else _machine_issues(loaded)
+            if machine and args.strict:
+                raise RecipeError(machine)
         except RecipeError as exc:
             failures += 1
             ui.validated(str(path), False)
             ui.recipe_errors(exc)
+            continue
+        ui.validated(str(path), True, detail)
+        for issue in machine:
+            ui.warning(f"{issue} (this machine; --strict makes it an error, --portable hides it)")
     if len(files) > 1:
         ui.message(f"{len(files) - failures} of {len(files)} file(s) valid")
     return EXIT_INVALID if failures else EXIT_OK

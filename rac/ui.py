@@ -135,7 +135,7 @@ def recipe_errors(error: Exception) -> None:
 
 def validated(path: str, ok: bool, detail: str = "") -> None:
     mark = "[green]ok[/]" if ok else "[red]invalid[/]"
-    console.print(f"{mark} {path} {detail}", highlight=False)
+    console.print(f"{mark} {path} {detail}".rstrip(), highlight=False, soft_wrap=True)
 
 
 def show_recipe(recipe: dict, fmt: str = "yaml") -> None:
@@ -303,6 +303,10 @@ def cache_list(infos: Sequence[Any]) -> None:
 
 def message(text: str) -> None:
     console.print(text, highlight=False)
+
+
+def warning(text: str) -> None:
+    err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 def error(text: str) -> None:
