@@ -94,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text (full values, never cut) or md (a pull-request comment)")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
+    p = sub.add_parser("review", help="pull-request check: validate all recipes and write the diff as markdown",
+                       description="Validate every recipe, overlay and grid under DIR at HEAD (portably) and "
+                       "review what resolves differently since BASE as a markdown PR comment (what changed, "
+                       "the stages and grid cells to re-run, their estimated cost). Exit 0 when every file "
+                       "is valid, 2 otherwise. Used by .github/workflows/recipes.yml.")
+    p.add_argument("range", metavar="BASE..HEAD", help="git revisions (BASE alone: against the working tree)")
+    p.add_argument("--under", default="recipes", metavar="DIR", help="the directory holding the recipes "
+                   "(default: recipes)")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write the markdown here instead of stdout")
+
     p = sub.add_parser("cache", help="list or remove cached artifacts")
     cache_sub = p.add_subparsers(dest="cache_verb", metavar="ACTION", required=True)
     c = cache_sub.add_parser("ls", help="list artifacts")

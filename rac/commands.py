@@ -160,6 +160,41 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_FAILED if entries else EXIT_OK
 
 
+@_guard
+def cmd_review(args: argparse.Namespace) -> int:
+    """The pull-request check: validate every recipe file at HEAD, then the ``--git`` review as markdown.
+
+    Exit 0 when every file is valid (whether or not something changed), 2 otherwise; the comment is
+    written either way, so a PR shows its invalid recipes too.
+    """
+    from rac.recipe.compare import review_trees, validate_tree
+    from rac.recipe.gitrev import GitError, Revisions, split_range
+    from rac.report.review import review_entry, review_markdown
+
+    try:
+        with Revisions() as revs:
+            base, head = split_range(args.range)
+            head_tree = revs.tree(head)
+            checked, failures = validate_tree(head_tree, args.under)
+            review = review_trees(revs.tree(base), head_tree, args.under)
+            entries = [review_entry(c) for c in review.comparisons]
+    except GitError as exc:
+        ui.error(str(exc))
+        return EXIT_INVALID
+    errors = [f"error: {issue}" for _, exc in failures for issue in exc.issues]
+    notes = [*review.notes, f"{checked - len(failures)} of {checked} recipe file(s) under {args.under}/ valid "
+             "(checked portably: recipes only, not the CI machine)"]
+    text = review_markdown(entries, f"{base}..{head or 'working tree'}", errors, notes)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        ui.message(f"wrote {args.output}")
+    else:
+        ui.markdown(text)
+    for line in errors:
+        ui.error(line.removeprefix("error: "))
+    return EXIT_INVALID if failures else EXIT_OK
+
+
 def scope_rows(recipe: dict) -> list[tuple[str, str]]:
     """Per block range: which modules each scope selects (for `rac plan`); equal blocks are merged."""
     if not recipe.get("prune"):

@@ -260,3 +260,16 @@ def _one_sided(old: Side | None, new: Side | None) -> Comparison:
     return Comparison(a, b, diff_recipes(a.data or {}, b.data or {}),
                       old=a.data if recipe and old is not None else None,
                       new=b.data if recipe and new is not None else None, status=status)
+
+
+def validate_tree(tree: Tree, under: str = "recipes") -> tuple[int, list[tuple[str, RecipeError]]]:
+    """Validate (portably) every recipe, overlay and grid below ``under``: (files checked, failures)."""
+    files = tree_sides(tree, under)
+    refs = {p for kind, p in files.values() if kind == "overlay"}
+    failures = []
+    for rel, (_, path) in sorted(files.items()):
+        try:
+            load_side(path, rel, tree, refs)
+        except RecipeError as exc:
+            failures.append((tree.label(rel), exc))
+    return len(files), failures

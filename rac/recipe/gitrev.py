@@ -89,9 +89,7 @@ class Tree:
         return sorted(r for r in rels if r.endswith(YAML_SUFFIXES))
 
     def relabel(self, exc: RecipeError) -> RecipeError:
-        """The same error with locations in the copy shown as ``REV:path``."""
-        if not self.rev:
-            return exc
+        """The same error with locations in the tree shown as ``REV:path`` (working tree: ``path``)."""
         prefix = str(self.root) + os.sep
         issues = []
         for issue in exc.issues:
@@ -99,7 +97,7 @@ class Tree:
             if os.path.abspath(file).startswith(prefix):
                 file = self.label(os.path.relpath(os.path.abspath(file), self.root))
             issues.append(RecipeIssue(Location(file, issue.location.line, issue.location.col), issue.path,
-                                      issue.message.replace(prefix, f"{self.rev}:")))
+                                      issue.message.replace(prefix, self.label(""))))
         return RecipeError(issues)
 
     def unmap(self, value: Any) -> Any:

@@ -185,3 +185,36 @@ def test_git_range_reviews_recipes_and_grid_cells(clone, capsys):
     (clone / "recipes" / "7b_50pct.yaml").write_text("version: 1\nbase: paper/base.yaml\nprune: {sparsty: 1}\n")
     assert main(["diff", "--git", "HEAD"]) == 2
     assert "recipes/7b_50pct.yaml:3:" in capsys.readouterr().err
+
+
+def test_review_validates_everything_and_writes_the_comment(clone, capsys):
+    assert main(["review", "HEAD~1..HEAD", "--output", "review.md"]) == 0
+    text = (clone / "review.md").read_text()
+    assert text.startswith("### rac recipe review: HEAD~1..HEAD")
+    assert "| `sparsity-0.6_onpolicy` | added |" in text
+    assert "recipe file(s) under recipes/ valid" in text and "Invalid recipes" not in text
+    (clone / "recipes" / "overlays" / "model" / "14b.yaml").write_text("model:\n  idd: x\n")
+    assert main(["review", "HEAD", "--output", "review.md"]) == 2  # HEAD vs the working tree
+    text = (clone / "review.md").read_text()
+    assert "**Invalid recipes**" in text and "error: recipes/overlays/model/14b.yaml:2:8: $.model.idd: unknown key" in text
+    assert main(["review", "nosuchrev..HEAD"]) == 2
+
+
+def test_workflow_and_hooks_call_real_rac_commands():
+    """Every `rac ...` line of the PR workflow and the pre-commit hooks parses with this CLI."""
+    import re
+    import shlex
+
+    import yaml
+
+    from rac.cli import build_parser
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "recipes.yml").read_text())
+    runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
+    lines = [line.strip() for run in runs for line in run.splitlines() if line.strip().startswith("rac ")]
+    lines += [" ".join([h["entry"], *h.get("args", [])]) for h in hooks]
+    assert any(" review " in f" {line} " for line in lines) and any(" validate " in f" {line} " for line in lines)
+    for line in lines:
+        line = re.sub(r"\$\{\{[^}]*\}\}", "x", line).split(">")[0]
+        build_parser().parse_args(shlex.split(line)[1:])  # SystemExit on an unknown verb or option
