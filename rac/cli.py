@@ -74,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("yaml", "json"), default="yaml")
 
     p = sub.add_parser("diff", help="review diff of recipes, overlays or grids (also across git revisions)",
-                       description="Semantic difference of two recipe/overlay/grid files, or of every one changed "
-                       "between two git revisions, with the stages and grid cells that must re-run and an "
-                       "estimate of their cost. Portable: never checks this machine. Exit 0: same, 1: "
-                       "different, 2: error.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Semantic difference of two recipe/overlay/grid files, or of every one changed\n"
+                       "between two git revisions, with the stages and grid cells that must re-run and an\n"
+                       "estimate of their cost. Portable: never checks this machine.\n"
+                       "Exit 0: same, 1: different, 2: error.", formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  rac diff recipes/7b_50pct.yaml recipes/overlays/model/14b.yaml\n"
                        "  rac diff HEAD~1:recipes/7b_50pct.yaml recipes/7b_50pct.yaml\n"
                        "  rac diff --git origin/main..HEAD --format md   # the PR comment")

@@ -127,7 +127,7 @@ def _changes_table(changes: Sequence[RecipeChange]) -> list[str]:
     return lines
 
 
-def _entry_md(entry: ReviewEntry) -> list[str]:
+def _entry_md(entry: ReviewEntry, details: bool = True) -> list[str]:
     status = "" if entry.status == "changed" else f", {entry.status}"
     lines = [f"#### `{entry.title}` ({entry.kind}{status})", ""]
     if entry.changes:
@@ -147,18 +147,37 @@ def _entry_md(entry: ReviewEntry) -> list[str]:
             cost = cost_text(cell.cost) if cell.status != "removed" else "-"
             lines.append(f"| {_cell(cell.name)} | {cell.status} | {stages} | {cost} |")
         changed = [c for c in entry.cells if c.changes]
-        if changed:
+        if changed and details:
+            groups: dict[str, tuple[list[str], list[RecipeChange]]] = {}
+            for cell in changed:  # cells with the same changes share one table
+                key = repr([(c.path, value_text(c.old), value_text(c.new)) for c in cell.changes])
+                groups.setdefault(key, ([], cell.changes))[0].append(cell.name)
             lines += ["", "<details><summary>changes per cell</summary>", ""]
-            for cell in changed:
-                lines += [f"**{cell.name}**", ""] + _changes_table(cell.changes) + [""]
+            for names, changes in groups.values():
+                lines += [f"**{', '.join(names)}**", ""] + _changes_table(changes) + [""]
             lines += ["</details>"]
         lines.append("")
     return lines
 
 
+MAX_COMMENT = 60_000  # GitHub rejects comments over 65,536 characters
+
+
 def review_markdown(entries: Sequence[ReviewEntry], title: str, errors: Sequence[str] = (),
                     notes: Sequence[str] = ()) -> str:
-    """The PR comment: a summary line, then per file its changes, stages, cells and cost."""
+    """The PR comment: a summary line, then per file its changes, stages, cells and cost.
+
+    Over ``MAX_COMMENT`` characters the per-cell change tables are left out (the cell table stays).
+    """
+    text = _markdown(entries, title, errors, notes, details=True)
+    if len(text) > MAX_COMMENT:
+        text = _markdown(entries, title, errors, [*notes, "per-cell changes left out to fit a comment; run "
+                                                  "`rac diff --git` locally for them"], details=False)
+    return text
+
+
+def _markdown(entries: Sequence[ReviewEntry], title: str, errors: Sequence[str], notes: Sequence[str],
+              details: bool) -> str:
     total = Cost()
     for entry in entries:
         total = total + entry.cost
@@ -172,7 +191,7 @@ def review_markdown(entries: Sequence[ReviewEntry], title: str, errors: Sequence
                      f"{cost_text(total)}.")
         lines.append("")
         for entry in entries:
-            lines += _entry_md(entry)
+            lines += _entry_md(entry, details)
     lines += [f"- {note}" for note in notes]
     lines.append(f"<sub>Estimates: rollout tokens from `calibration.budget`; evaluation tokens are an upper bound "
                  f"(items x samples x max_new_tokens); GPU-hours assume {DECODE_TOK_S_7B:,.0f} generated tokens/s "
