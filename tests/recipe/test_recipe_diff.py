@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE
 
 from rac.cli import main
 from rac.recipe import ABSENT, RecipeChange, diff_recipes, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
+EXAMPLE = Path(__file__).parent / "data" / "smollm2_rac.yaml"
 R14B = "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"
 
 
@@ -66,6 +66,7 @@ def test_numeric_equality_but_bool_is_not_int():
     assert diff_recipes({"x": 1}, {"x": True}) == [RecipeChange("x", 1, True)]
 
 
+@pytest.mark.slow  # a fresh interpreter (imports torch for the stage contract)
 def test_offpolicy_overlay_on_the_7b_recipe_non_tty_80_columns():
     """On a machine without vLLM: exit 1, full model id on one line, no quantize among the stages."""
     env = {**os.environ, "COLUMNS": "80", "PYTHONPATH": str(REPO)}
@@ -78,6 +79,15 @@ def test_offpolicy_overlay_on_the_7b_recipe_non_tty_80_columns():
     assert f'"id": "{R14B}"' in line and len(line) > 80
     stages = next(x for x in proc.stdout.splitlines() if x.startswith("stages invalidated:"))
     assert "rollout" in stages and "quantize" not in stages
+
+
+def test_full_model_ids_at_80_columns_in_process(monkeypatch, capsys):
+    from rac import ui
+
+    monkeypatch.setattr(ui.console, "width", 80)
+    assert main(["diff", str(RECIPES / "7b_50pct.yaml"), str(RECIPES / "overlays" / "model" / "14b.yaml")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert '  model.id: "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B" → "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"' in lines
 
 
 def test_same_is_exit_0_errors_exit_2(write, capsys):
@@ -187,6 +197,7 @@ def test_git_range_reviews_recipes_and_grid_cells(clone, capsys):
     assert "recipes/7b_50pct.yaml:3:" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # validates every file of the clone
 def test_review_validates_everything_and_writes_the_comment(clone, capsys):
     assert main(["review", "HEAD~1..HEAD", "--output", "review.md"]) == 0
     text = (clone / "review.md").read_text()

@@ -6,15 +6,16 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE
 
 from rac.cli import main
 from rac.recipe import RecipeError
 from rac.recipe.overlay import file_kind, grid_overlay_files, load_fragment
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+EXAMPLE = Path(__file__).parent / "data" / "smollm2_rac.yaml"
 
 
+@pytest.mark.slow  # every cell of every paper grid (~10-20 s)
 def test_every_repo_file_validates_as_globbed(capsys):
     """`shopt -s globstar; rac validate recipes/**/*.yaml` (23 overlays used to fail on 'version')."""
     files = sorted(str(p) for p in RECIPES.rglob("*.yaml"))
