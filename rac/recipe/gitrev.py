@@ -2,9 +2,9 @@
 
 A revision is read by copying the YAML files it holds (``git ls-tree`` + ``git cat-file --batch``)
 into a temporary directory with the repository's layout, so a recipe's ``base:`` chain, a grid's
-``recipe:`` and ``overlays:`` all resolve *at that revision*. Data paths that point into the copy
-are mapped back to the working tree (the data files themselves are not versioned recipes), and
-error locations read ``REV:path``.
+``recipe:`` and ``overlays:`` all resolve *at that revision*. Other files (data that recipes name by
+a relative path) are the working tree's, linked into the copy; paths into the copy are mapped back
+to the working tree in the resolved recipe, and error locations read ``REV:path``.
 """
 
 from __future__ import annotations
@@ -134,7 +134,21 @@ def checkout_yaml(rev: str, repo: Path, into: Path) -> Tree:
         target = into / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body)
+    _link_missing(into, repo)
     return tree
+
+
+def _link_missing(copy_dir: Path, work_dir: Path) -> None:
+    """Symlink the working tree's non-YAML entries into the copy, so data files that recipes name by a
+    relative path resolve (to the working tree's file) at any revision; YAML stays the revision's."""
+    for entry in work_dir.iterdir():
+        target = copy_dir / entry.name
+        if entry.name == ".git" or entry.name.endswith(YAML_SUFFIXES) or target.is_symlink():
+            continue
+        if target.is_dir() and entry.is_dir():
+            _link_missing(target, entry)
+        elif not target.exists():
+            target.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
 
 
 class Revisions:

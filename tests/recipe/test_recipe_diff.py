@@ -179,6 +179,16 @@ def test_rev_path_resolves_the_base_chain_at_that_revision(clone, capsys):
     capsys.readouterr()
     assert main(["diff", "nosuchrev:recipes/7b_50pct.yaml", "recipes/7b_50pct.yaml"]) == 2
     assert "nosuchrev" in capsys.readouterr().err
+    # a relative data path read at a revision points at the same working-tree file: no difference
+    (clone / "recipes" / "data").mkdir()
+    (clone / "recipes" / "data" / "x.jsonl").write_text('{"q": "1+1?"}\n')  # data is not versioned with recipes
+    (clone / "recipes" / "local.yaml").write_text(
+        "version: 1\nbase: paper/base.yaml\ncalibration:\n  sources:\n    - {path: data/x.jsonl, field: q}\n")
+    _git(clone, "add", "recipes/local.yaml")
+    _git(clone, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "three")
+    assert main(["diff", "HEAD:recipes/local.yaml", "recipes/local.yaml"]) == 0
+    assert main(["diff", "HEAD:./recipes/local.yaml", "recipes/7b_50pct.yaml"]) == 1
+    assert "calibration.sources" in capsys.readouterr().out
 
 
 def test_git_range_reviews_recipes_and_grid_cells(clone, capsys):
