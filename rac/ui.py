@@ -22,6 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
@@ -187,9 +188,9 @@ def _change_rows(changes: Sequence[Any], value_text: Any, indent: str = "  ") ->
     table = Table(show_edge=False, pad_edge=False)
     for column in ("key", "old", "new"):
         table.add_column(column, overflow="fold")
-    for change in changes:
-        table.add_row(change.path, value_text(change.old), value_text(change.new))
-    console.print(table, markup=False, highlight=False)
+    for change in changes:  # Text: `[name]` in a path is not markup
+        table.add_row(Text(change.path), Text(value_text(change.old)), Text(value_text(change.new)))
+    console.print(table, highlight=False)
 
 
 def _line(text: str) -> None:
