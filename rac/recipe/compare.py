@@ -87,9 +87,11 @@ def load_side(path: str, label: str | None = None, tree: Tree | None = None,
     side = Side(label or path, kind, path)
     try:
         if kind == "grid":
-            for cell in expand_grid(grid_file=path, environment=False):
+            cells = expand_grid(grid_file=path, environment=False)
+            labels = [cell_label(cell.name) for cell in cells]
+            for cell, label in zip(cells, labels):  # a label two cells share keeps the hash
                 data = tree.unmap(cell.loaded.data) if tree else cell.loaded.data
-                side.cells[cell_label(cell.name)] = data
+                side.cells[label if labels.count(label) == 1 else cell.name] = data
         elif kind == "overlay":
             side.data = load_fragment(path).raw
         else:
@@ -100,14 +102,20 @@ def load_side(path: str, label: str | None = None, tree: Tree | None = None,
     return side
 
 
-def _apply(recipe_path: str, overlay_path: str, tree: Tree | None) -> dict:
+def _apply(recipe_path: str, overlay_path: str, *trees: Tree | None) -> dict:
+    """The recipe with the overlay merged on top (each may come from a git revision copy)."""
     from rac.recipe.validate import load_and_validate
 
+    real = [t for t in trees if t is not None]
     try:
-        loaded = load_and_validate(recipe_path, overlays=[overlay_path], environment=False)
+        data = load_and_validate(recipe_path, overlays=[overlay_path], environment=False).data
     except RecipeError as exc:
-        raise (tree.relabel(exc) if tree else exc) from None
-    return tree.unmap(loaded.data) if tree else loaded.data
+        for tree in real:
+            exc = tree.relabel(exc)
+        raise exc from None
+    for tree in real:
+        data = tree.unmap(data)
+    return data
 
 
 def compare(a: Side, b: Side, a_tree: Tree | None = None, b_tree: Tree | None = None) -> Comparison:
@@ -122,11 +130,11 @@ def compare(a: Side, b: Side, a_tree: Tree | None = None, b_tree: Tree | None = 
         return _compare_grids(a, b)
     if a.kind == "recipe" and b.kind == "overlay":
         assert a.data is not None
-        new = _apply(a.path, b.path, b_tree)
+        new = _apply(a.path, b.path, a_tree, b_tree)
         return Comparison(a, b, diff_recipes(a.data, new), old=a.data, new=new)
     if a.kind == "overlay" and b.kind == "recipe":
         assert b.data is not None
-        old = _apply(b.path, a.path, a_tree)
+        old = _apply(b.path, a.path, b_tree, a_tree)
         return Comparison(a, b, diff_recipes(old, b.data), old=old, new=b.data)
     assert a.data is not None and b.data is not None
     both_recipes = a.kind == b.kind == "recipe"

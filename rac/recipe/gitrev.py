@@ -94,8 +94,8 @@ class Tree:
         issues = []
         for issue in exc.issues:
             file = issue.location.file
-            if os.path.abspath(file).startswith(prefix):
-                file = self.label(os.path.relpath(os.path.abspath(file), self.root))
+            if os.path.isabs(file) and file.startswith(prefix):  # paths in the tree are absolute
+                file = self.label(os.path.relpath(file, self.root))
             issues.append(RecipeIssue(Location(file, issue.location.line, issue.location.col), issue.path,
                                       issue.message.replace(prefix, self.label(""))))
         return RecipeError(issues)

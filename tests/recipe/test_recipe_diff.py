@@ -239,3 +239,19 @@ def test_workflow_and_hooks_call_real_rac_commands():
     for line in lines:
         line = re.sub(r"\$\{\{[^}]*\}\}", "x", line).split(">")[0]
         build_parser().parse_args(shlex.split(line)[1:])  # SystemExit on an unknown verb or option
+
+
+def test_recipe_at_a_revision_against_an_overlay(clone, capsys):
+    assert main(["diff", "HEAD~1:recipes/7b_50pct.yaml", "recipes/overlays/calibration/offpolicy_14b.yaml"]) == 1
+    out = capsys.readouterr().out
+    assert R14B in out and "t_max" not in out  # both sides resolve the base at HEAD~1
+
+
+def test_grid_cells_sharing_a_label_are_kept_apart(write):
+    from rac.recipe.compare import load_side
+
+    write("a/overlays/c4.yaml", "prune:\n  sparsity: 0.3\n")
+    write("b/overlays/c4.yaml", "prune:\n  sparsity: 0.4\n")
+    grid = write("g.yaml", f"recipe: {EXAMPLE}\noverlays:\n  - [a/overlays/c4.yaml, b/overlays/c4.yaml]\n")
+    cells = load_side(str(grid)).cells
+    assert len(cells) == 2 and all(name.startswith("c4_") for name in cells)
