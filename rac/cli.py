@@ -16,7 +16,8 @@ EPILOG = """examples:
   rac grid r.yaml --axis prune.sparsity=0.3,0.5 --axis calibration.kind=prompt,rac
   rac grid recipes/grids/table1_math500.yaml   # a grid file (one per paper table)
   rac grid recipes/demo/demo.yaml              # the CPU demo: C4 vs prompt vs RAC on SmolLM2-135M
-  rac diff a.yaml b.yaml               # semantic difference + invalidated stages
+  rac diff a.yaml b.yaml               # semantic difference + invalidated stages (exit 1 if different)
+  rac diff --git origin/main..HEAD --format md   # review every changed recipe/overlay/grid
   rac plan recipes/grids/table1_math500.yaml --cell sparsity-0.5_14b_rac   # one cell of a grid
   rac keys prune                       # recipe keys: type, default, range, description
   rac show r.yaml --origin             # each value with the file:line (or default, <cli>) that set it
@@ -77,11 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, help=CACHE_HELP)
     _verbose(p)
 
-    p = sub.add_parser("validate", help="validate recipe and grid files; non-zero exit on any error")
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="recipe or grid YAML files")
+    p = sub.add_parser("validate", help="validate recipe, overlay and grid files; non-zero exit on any error",
+                       description="Validate any mix of recipes, overlay fragments and grid files (a directory "
+                       "stands for every YAML file below it). An overlay (no `version`; under an overlays/ "
+                       "directory, marked `# rac: overlay`, or listed by a grid given here) is checked as a "
+                       "partial recipe. What this machine lacks (an engine) is a warning unless --strict.")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="recipe, overlay or grid YAML files, or directories to search for *.yaml; "
+                   "key=value / ~key arguments are overrides applied to every recipe and grid")
     p.add_argument("--portable", action="store_true",
-                   help="check the recipe only, not this machine (e.g. vLLM recipes on a machine without vLLM)")
+                   help="check the files only, not this machine (no warning about engines not installed here)")
+    p.add_argument("--strict", action="store_true",
+                   help="also fail when this machine cannot run a recipe (e.g. vLLM not installed)")
     _verbose(p)
+    p.set_defaults(overrides=[])  # k=v after an option lands here (main appends extras)
 
     p = sub.add_parser("grid", help="run the cartesian product of axes or a grid file")
     p.add_argument("recipe", help="recipe YAML, or a grid file (with `axes`/`overlays`)")
@@ -109,9 +119,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only keys under this dotted prefix, e.g. prune or calibration.rollout")
     _verbose(p)
 
-    p = sub.add_parser("diff", help="semantic difference of two resolved recipes and the stages it invalidates")
-    p.add_argument("a", help="the old recipe")
-    p.add_argument("b", help="the new recipe")
+    p = sub.add_parser("diff", help="review diff of recipes, overlays or grids (also across git revisions)",
+                       description="Semantic difference of two recipe/overlay/grid files, or of every one changed\n"
+                       "between two git revisions, with the stages and grid cells that must re-run and an\n"
+                       "estimate of their cost. Portable: never checks this machine.\n"
+                       "Exit 0: same, 1: different, 2: error.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  rac diff recipes/7b_50pct.yaml recipes/overlays/model/14b.yaml\n"
+                       "  rac diff HEAD~1:recipes/7b_50pct.yaml recipes/7b_50pct.yaml\n"
+                       "  rac diff --git origin/main..HEAD --format md   # the PR comment")
+    p.add_argument("a", nargs="?", metavar="OLD",
+                   help="old side: a file, or REV:path to read it (and its base chain) from git")
+    p.add_argument("b", nargs="?", metavar="NEW", help="new side: a file or REV:path; an overlay against a "
+                   "recipe means that recipe with the overlay applied")
+    p.add_argument("--git", metavar="BASE..HEAD",
+                   help="review every recipe, overlay and grid that resolves differently between two "
+                   "revisions (BASE alone: against the working tree)")
+    p.add_argument("--under", default="recipes", metavar="DIR",
+                   help="with --git: the directory holding the recipes (default: recipes)")
+    p.add_argument("--format", choices=("text", "md"), default="text",
+                   help="text (full values, never cut) or md (a pull-request comment)")
+    _verbose(p)
+
+    p = sub.add_parser("review", help="pull-request check: validate all recipes and write the diff as markdown",
+                       description="Validate every recipe, overlay and grid under DIR at HEAD (portably) and "
+                       "review what resolves differently since BASE as a markdown PR comment (what changed, "
+                       "the stages and grid cells to re-run, their estimated cost). Exit 0 when every file "
+                       "is valid, 2 otherwise. Used by .github/workflows/recipes.yml.")
+    p.add_argument("range", metavar="BASE..HEAD", help="git revisions (BASE alone: against the working tree)")
+    p.add_argument("--under", default="recipes", metavar="DIR", help="the directory holding the recipes "
+                   "(default: recipes)")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write the markdown here instead of stdout")
     _verbose(p)
 
     p = sub.add_parser("cache", help="list or remove cached artifacts")
@@ -174,11 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_INVALID
     ui.setup_logging(args.verbose)
-    if args.verb == "validate":
-        stray = [str(f) for f in args.files if "=" in str(f) and not f.exists()]
-        if stray:
-            parser.error(f"{stray[0]!r} looks like an override; `rac validate` checks files as written "
-                         f"(use `rac show FILE {stray[0]}` to validate a recipe with overrides)")
     if args.verb in ("run", "grid", "plan", "rollouts", "report"):  # validate/show/diff stay torch-free
         _quiet_third_party()
     from rac import commands

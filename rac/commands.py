@@ -56,26 +56,76 @@ def _guard(fn):
     return wrapped
 
 
+def _yaml_args(items: list[str]) -> tuple[list[Path], list[str]]:
+    """(files, overrides): a directory stands for every ``*.yaml``/``*.yml`` below it (sorted);
+    ``key=value``, ``+key=value`` and ``~key`` that are not existing paths are overrides."""
+    files: list[Path] = []
+    overrides: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise FileNotFoundError(f"{item}: no YAML files in this directory")
+            files += found
+        elif not path.exists() and ("=" in item or item.startswith("~")):
+            overrides.append(item)
+        else:
+            files.append(path)
+    if not files:
+        raise FileNotFoundError("rac validate: no files given (only overrides: " + " ".join(overrides) + ")")
+    return files, overrides
+
+
+def _validate_one(path: Path, kind: str, overrides: list[str]) -> tuple[str, list[Any]]:
+    """Validate one file as its kind, portably; returns (detail for the ok line, loaded recipes)."""
+    from rac.recipe.grid import expand_grid
+    from rac.recipe.overlay import load_fragment
+    from rac.recipe.validate import load_and_validate
+
+    if kind == "grid":
+        cells = expand_grid(grid_file=path, overrides=overrides, environment=False)
+        return f"(grid: {len(cells)} cells)", [cell.loaded for cell in cells]
+    if kind == "overlay":
+        load_fragment(path)
+        return "(overlay)", []
+    return "", [load_and_validate(str(path), overrides, environment=False)]
+
+
+def _machine_issues(loaded: list[Any]) -> list[Any]:
+    """What this machine lacks to run these recipes (engines not installed), each issue once."""
+    from rac.recipe.checks import ENVIRONMENT_CHECKS
+    from rac.recipe.errors import RecipeError
+
+    return RecipeError(issue for recipe in loaded for check in ENVIRONMENT_CHECKS
+                       for issue in check(recipe, None)).issues
+
+
 @_guard
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Errors in the files fail; what this machine lacks (an engine) is a warning unless ``--strict``."""
     from rac.recipe.errors import RecipeError
-    from rac.recipe.grid import expand_grid, is_grid_file
+    from rac.recipe.overlay import file_kind, grid_overlay_files
 
+    files, overrides = _yaml_args([*map(str, args.files), *getattr(args, "overrides", [])])
+    refs = grid_overlay_files([p for p in files if file_kind(p) == "grid"])
     failures = 0
-    for path in args.files:
+    for path in files:
         try:
-            if is_grid_file(path):
-                cells = expand_grid(grid_file=path, environment=not args.portable)
-                ui.validated(str(path), True, f"(grid: {len(cells)} cells)")
-            else:
-                from rac.recipe.validate import load_and_validate
-
-                load_and_validate(str(path), [], environment=not args.portable)
-                ui.validated(str(path), True)
+            detail, loaded = _validate_one(path, file_kind(path, refs), overrides)
+            machine = [] if args.portable else _machine_issues(loaded)
+            if machine and args.strict:
+                raise RecipeError(machine)
         except RecipeError as exc:
             failures += 1
             ui.validated(str(path), False)
             ui.recipe_errors(exc)
+            continue
+        ui.validated(str(path), True, detail)
+        for issue in machine:
+            ui.warning(f"{issue} (this machine; --strict makes it an error, --portable hides it)")
+    if len(files) > 1:
+        ui.message(f"{len(files) - failures} of {len(files)} file(s) valid")
     return EXIT_INVALID if failures else EXIT_OK
 
 
@@ -109,11 +159,78 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 @_guard
 def cmd_diff(args: argparse.Namespace) -> int:
-    from rac.engine.pipeline import diff_loaded
+    """Portable review diff: two files (``REV:path`` allowed) or every rac file changed in ``--git``."""
+    from rac.recipe.compare import compare, load_side, review_trees
+    from rac.recipe.gitrev import GitError, Revisions, split_range
+    from rac.report.review import review_entry, review_markdown
 
-    result = diff_loaded(_load(args.a, []), _load(args.b, []))
-    ui.recipe_diff(result.changes, result.invalidated)
-    return EXIT_OK
+    if bool(args.git) == bool(args.a or args.b) or (not args.git and not (args.a and args.b)):
+        ui.error("rac diff needs two files (A B) or --git BASE..HEAD")
+        return EXIT_INVALID
+    try:
+        with Revisions() as revs:
+            errors: list[str] = []
+            notes: list[str] = []
+            if args.git:
+                base, head = split_range(args.git)
+                review = review_trees(revs.tree(base), revs.tree(head), args.under)
+                comparisons, notes = review.comparisons, review.notes
+                errors = [f"error: {issue}" for _, exc in review.errors for issue in exc.issues]
+                title = f"{base}..{head or 'working tree'}"
+            else:
+                a_tree, a_path = revs.resolve(args.a)
+                b_tree, b_path = revs.resolve(args.b)
+                a = load_side(a_path, args.a, a_tree)
+                b = load_side(b_path, args.b, b_tree)
+                comparisons = [compare(a, b, a_tree, b_tree)]
+                comparisons = [c for c in comparisons if c.different]
+                title = f"{args.a} → {args.b}"
+            entries = [review_entry(c) for c in comparisons]
+    except GitError as exc:
+        ui.error(str(exc))
+        return EXIT_INVALID
+    if args.format == "md":
+        ui.markdown(review_markdown(entries, title, errors, notes))
+    else:
+        ui.review(entries, errors, notes)
+    if errors:
+        return EXIT_INVALID
+    return EXIT_FAILED if entries else EXIT_OK
+
+
+@_guard
+def cmd_review(args: argparse.Namespace) -> int:
+    """The pull-request check: validate every recipe file at HEAD, then the ``--git`` review as markdown.
+
+    Exit 0 when every file is valid (whether or not something changed), 2 otherwise; the comment is
+    written either way, so a PR shows its invalid recipes too.
+    """
+    from rac.recipe.compare import review_trees, validate_tree
+    from rac.recipe.gitrev import GitError, Revisions, split_range
+    from rac.report.review import review_entry, review_markdown
+
+    try:
+        with Revisions() as revs:
+            base, head = split_range(args.range)
+            head_tree = revs.tree(head)
+            checked, failures = validate_tree(head_tree, args.under)
+            review = review_trees(revs.tree(base), head_tree, args.under)
+            entries = [review_entry(c) for c in review.comparisons]
+    except GitError as exc:
+        ui.error(str(exc))
+        return EXIT_INVALID
+    errors = [f"error: {issue}" for _, exc in failures for issue in exc.issues]
+    notes = [*review.notes, f"{checked - len(failures)} of {checked} recipe file(s) under {args.under}/ valid "
+             "(checked portably: recipes only, not the CI machine)"]
+    text = review_markdown(entries, f"{base}..{head or 'working tree'}", errors, notes)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        ui.message(f"wrote {args.output}")
+    else:
+        ui.markdown(text)
+    for line in errors:
+        ui.error(line.removeprefix("error: "))
+    return EXIT_INVALID if failures else EXIT_OK
 
 
 def scope_rows(recipe: dict, n_blocks: int | None = None) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
@@ -135,7 +136,7 @@ def recipe_errors(error: Exception) -> None:
 
 def validated(path: str, ok: bool, detail: str = "") -> None:
     mark = "[green]ok[/]" if ok else "[red]invalid[/]"
-    console.print(f"{mark} {path} {detail}", highlight=False)
+    console.print(f"{mark} {path} {detail}".rstrip(), highlight=False, soft_wrap=True)
 
 
 def show_recipe(recipe: dict, fmt: str = "yaml") -> None:
@@ -200,18 +201,62 @@ def _origin_lines(value: Any, path: str, indent: int, origins: dict[str, str], l
             lines.append(f"{lead}{key}: {_scalar(sub)}\0{origins.get(here, '')}")
 
 
-def recipe_diff(changes: Sequence[Any], invalidated: Sequence[str]) -> None:
-    if not changes:
+def review(entries: Sequence[Any], errors: Sequence[str] = (), notes: Sequence[str] = ()) -> None:
+    """``rac diff``: per compared pair its changes, invalidated stages and re-run cost, values in full.
+
+    A terminal gets tables that wrap (never cut) long values; CI logs get plain ``key: old → new`` lines.
+    """
+    from rac.report.review import cost_text, value_text
+
+    for text in errors:
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if not entries:
         console.print("no semantic difference")
+    for entry in entries:
+        status = "" if entry.status == "changed" else f", {entry.status}"
+        _line(f"diff {entry.title} ({entry.kind}{status})")
+        _change_rows(entry.changes, value_text)
+        for cell in entry.cells:
+            reuse = f", reusing {cell.nearest}" if cell.nearest and cell.nearest != cell.name else ""
+            stages = f"; re-run: {', '.join(cell.rerun) or 'none'}{reuse} ({cost_text(cell.cost)})" \
+                if cell.status != "removed" else ""
+            _line(f"  cell {cell.name}: {cell.status}{stages}")
+            _change_rows(cell.changes, value_text, indent="    ")
+        if entry.cells or entry.unchanged_cells:
+            _line(f"  {entry.unchanged_cells} cell(s) unchanged")
+        if entry.invalidated or entry.rerun:
+            _line("stages invalidated: " + (", ".join(entry.invalidated) or "none"))
+            _line(f"re-run: {', '.join(entry.rerun) or 'none'} ({cost_text(entry.cost)})")
+        elif entry.cells:
+            _line(f"cells to run: {cost_text(entry.cost)}")
+    for note in notes:
+        _line(f"note: {note}")
+
+
+def _change_rows(changes: Sequence[Any], value_text: Any, indent: str = "  ") -> None:
+    if not changes:
         return
-    table = Table(title="recipe diff")
-    table.add_column("key")
-    table.add_column("a")
-    table.add_column("b")
-    for change in changes:
-        table.add_row(change.path, _short(change.old), _short(change.new))
-    console.print(table)
-    console.print("stages invalidated: " + (", ".join(invalidated) if invalidated else "none"))
+    if not console.is_terminal:
+        for change in changes:
+            _line(f"{indent}{change.path}: {value_text(change.old)} → {value_text(change.new)}")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("key", "old", "new"):
+        table.add_column(column, overflow="fold")
+    for change in changes:  # Text: `[name]` in a path is not markup
+        table.add_row(Text(change.path), Text(value_text(change.old)), Text(value_text(change.new)))
+    console.print(table, highlight=False)
+
+
+def _line(text: str) -> None:
+    """One line of output, never wrapped or cut (values in CI logs stay whole), no markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def markdown(text: str) -> None:
+    """Raw markdown (a PR comment) on stdout, unwrapped."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -435,6 +480,10 @@ def cache_list(infos: Sequence[Any]) -> None:
 
 def message(text: str) -> None:
     console.print(text, highlight=False)
+
+
+def warning(text: str) -> None:
+    err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 def error(text: str) -> None:

@@ -49,7 +49,7 @@ def test_show_applies_overrides_and_defaults(capsys):
 
 def test_diff_names_changes_and_invalidated_stages(tmp_path, capsys):
     other = write(tmp_path / "other.yaml", f"version: 1\nbase: {EXAMPLE}\nprune:\n  sparsity: 0.3\n")
-    assert main(["diff", str(EXAMPLE), str(other)]) == 0
+    assert main(["diff", str(EXAMPLE), str(other)]) == 1  # 1: different (like git diff --exit-code)
     out = capsys.readouterr().out
     assert "prune.sparsity" in out
     invalidated = out.split("stages invalidated:")[1]
