@@ -245,12 +245,12 @@ def test_every_positional_argument_has_help():
     assert missing == []
 
 
-def test_validate_parses_verbose_and_rejects_overrides(tmp_path, capsys):
+def test_validate_parses_verbose_and_applies_overrides(tmp_path, capsys):
     assert main(["validate", str(EXAMPLE), "-v"]) == 0
-    with pytest.raises(SystemExit) as exit_info:
-        main(["validate", str(EXAMPLE), "prune.sparsity=0.4"])
-    assert exit_info.value.code == 2
-    assert "'prune.sparsity=0.4' looks like an override" in capsys.readouterr().err
+    assert main(["validate", str(EXAMPLE), "prune.sparsity=0.4"]) == 0  # an override, not a file
+    capsys.readouterr()
+    assert main(["validate", str(EXAMPLE), "prune.sparsity=1.5"]) == 2
+    assert "<cli>:1:1: $.prune.sparsity" in capsys.readouterr().err
 
 
 def test_cache_stage_typo_is_an_error(tmp_path, capsys):
