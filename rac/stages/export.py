@@ -8,8 +8,11 @@ compressed-tensors, dynamic per-token activations) that vLLM and transformers lo
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -18,6 +21,7 @@ from torch import nn
 from rac.engine.stage import Stage, StageContext
 
 FORMATS = ("hf", "compressed-tensors")
+MARKER = ".rac-export"  # marks a folder written by rac's export
 
 
 class ExportError(ValueError):
@@ -85,6 +89,70 @@ def write_compressed_tensors(model: nn.Module, quantize_dir: Path, out: Path) ->
     return {"quantized_modules": len(quantized), "ignored": ignore}
 
 
+def write_marker(folder: Path) -> None:
+    """Mark ``folder`` as written by rac (only marked folders are replaced by a later export)."""
+    import json
+
+    import rac
+
+    (folder / MARKER).write_text(json.dumps({"rac": rac.__version__, "created": time.time()}) + "\n")
+
+
+def checked_target(value: str, ctx: StageContext) -> Path:
+    """``export.path`` resolved (``~`` expanded); refused when it is /, a home directory, the working
+    directory or an ancestor, the run or cache directory or an ancestor, or the model."""
+    from rac.engine.paths import export_path_problem, resolve_user_path
+    from rac.recipe.load import looks_local
+
+    target = resolve_user_path(value)
+    model_id = (ctx.recipe.get("model") or {}).get("id")
+    run_dir = Path(ctx.run_dir)
+    problem = export_path_problem(target, cache_root=Path(ctx.cache.root), run_dirs=(run_dir, run_dir.parent),
+                                  model_paths=[Path(model_id)] if looks_local(model_id) else [])
+    if problem:
+        raise ExportError(f"export.path {value!r}: refusing to write there: {problem}")
+    return target
+
+
+def check_replaceable(target: Path, overwrite: bool) -> None:
+    """Refuse to replace a file, or a non-empty folder rac did not write (unless ``overwrite``)."""
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"export.path {str(target)!r} exists and is not a folder")
+    if target.is_dir() and not overwrite and not (target / MARKER).is_file() and any(target.iterdir()):
+        raise ExportError(f"export.path {str(target)!r} exists and was not written by rac (no {MARKER} file); "
+                          "choose another path or set export.overwrite: true to replace it")
+
+
+def publish(out: Path, target: Path, overwrite: bool = False) -> None:
+    """Copy ``out`` to ``target`` through a sibling temp folder and renames: on any failure (e.g. a
+    full disk) the previous export stays intact and no partial folder is left. An existing folder
+    is replaced only when rac wrote it (marker file), it is empty, or ``overwrite`` is set."""
+    from rac.engine.paths import safe_rmtree
+
+    check_replaceable(target, overwrite)
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f".{target.name}.rac-export-*.tmp"):  # left by a killed export
+        safe_rmtree(stale, parent)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.rac-export-", suffix=".tmp"))
+    try:
+        shutil.copytree(out, tmp, dirs_exist_ok=True)
+        if target.exists():
+            aside = parent / f".{target.name}.rac-export-{uuid.uuid4().hex[:8]}.old.tmp"
+            os.rename(target, aside)
+            try:
+                os.rename(tmp, target)
+            except BaseException:
+                os.rename(aside, target)
+                raise
+            safe_rmtree(aside, parent)
+        else:
+            os.rename(tmp, target)
+    finally:
+        if tmp.exists():
+            safe_rmtree(tmp, parent)
+
+
 def run(ctx: StageContext) -> dict:
     from rac.models.load import apply_weights, load_model
 
@@ -97,6 +165,9 @@ def run(ctx: StageContext) -> dict:
         raise ExportError("export.format: an FP8-quantized model needs format 'compressed-tensors', not 'hf'")
     if quantize_dir is None and fmt == "compressed-tensors":
         raise ExportError("export.format 'compressed-tensors' needs a `quantize` section (FP8); use 'hf' for dense")
+    target = checked_target(cfg["path"], ctx) if cfg.get("path") else None
+    if target is not None:  # before any heavy work
+        check_replaceable(target, bool(cfg.get("overwrite")))
     t0 = time.perf_counter()
     out = Path(ctx.out_dir)
     model, tokenizer = load_model(ctx.recipe["model"], "cpu")
@@ -112,12 +183,9 @@ def run(ctx: StageContext) -> dict:
         summary.update(write_compressed_tensors(model, Path(quantize_dir), out))
         summary["ignored"] = len(summary["ignored"])
     tokenizer.save_pretrained(str(out))
-    target = cfg.get("path")
+    write_marker(out)
     if target:
-        target = Path(target)
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(out, target)
+        publish(out, target, overwrite=bool(cfg.get("overwrite")))
     summary["path"] = str(target or out)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     ctx.log.info("exported %s model to %s", fmt, summary["path"])
