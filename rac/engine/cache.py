@@ -33,7 +33,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from rac.engine.paths import safe_rmtree
+from rac.engine.paths import UnsafePathError, is_within, safe_rmtree
 
 log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
@@ -206,6 +206,8 @@ class Cache:
         """Rename an entry aside (readers then see it absent, never half-deleted) and delete it."""
         if not path.exists():
             return
+        if not is_within(path, self.root):
+            raise UnsafePathError(f"refusing to delete {path}: it is not inside {self.root}")
         aside = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.old.tmp"
         os.rename(path, aside)
         safe_rmtree(aside, self.root)

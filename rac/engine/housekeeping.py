@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 from filelock import Timeout
 
-from rac.engine.paths import safe_rmtree
+from rac.engine.paths import UnsafePathError, safe_rmtree
 
 if TYPE_CHECKING:
     from rac.engine.cache import ArtifactInfo, Cache
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -48,6 +49,9 @@ def _mtime(path: Path) -> float:
 
 
 def _folders(base: Path, name: str | None) -> list[Path]:
+    """``base/name`` (or every folder of ``base``); a name that is a path is refused."""
+    if name is not None and (not _NAME.fullmatch(name) or ".." in name):
+        raise UnsafePathError(f"{name!r} is not a stage name or blob kind")
     if name is not None:
         return [base / name] if (base / name).is_dir() else []
     return sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []

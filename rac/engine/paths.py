@@ -33,9 +33,12 @@ def is_within(path: Path, root: Path, strict: bool = True) -> bool:
 
 
 def safe_rmtree(path: Path, root: Path) -> None:
-    """Remove ``path`` (a folder or a file) only when it lies strictly inside ``root``."""
-    if not is_within(path, root):
-        raise UnsafePathError(f"refusing to delete {path}: it is not inside {Path(root).resolve()}")
+    """Remove ``path`` (a folder or a file) only when it lies strictly inside ``root``; a symbolic
+    link is removed itself, never what it points to."""
+    path, root = Path(path), Path(root).resolve()
+    located = path.parent.resolve() / path.name  # the entry itself, links not followed
+    if path.name in ("", ".", "..") or located == root or root not in located.parents:
+        raise UnsafePathError(f"refusing to delete {path}: it is not inside {root}")
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)
     elif path.exists():

@@ -136,7 +136,13 @@ def publish(out: Path, target: Path, overwrite: bool = False) -> None:
         safe_rmtree(stale, parent)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.rac-export-", suffix=".tmp"))
     try:
-        shutil.copytree(out, tmp, dirs_exist_ok=True)
+        try:
+            shutil.copytree(out, tmp, dirs_exist_ok=True)
+        except (OSError, shutil.Error) as exc:
+            reasons = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else [(None, None, str(exc))]
+            reason = reasons[0][2] if isinstance(reasons, list) and reasons else str(exc)
+            kept = "the previous export is unchanged" if target.exists() else "nothing was written there"
+            raise ExportError(f"export.path {str(target)!r}: copying the export failed ({reason}); {kept}") from exc
         if target.exists():
             aside = parent / f".{target.name}.rac-export-{uuid.uuid4().hex[:8]}.old.tmp"
             os.rename(target, aside)
