@@ -133,8 +133,16 @@ class Cache:
     @contextmanager
     def locked(self, stage: str, fingerprint: str) -> Iterator[None]:
         """Hold the lock of one artifact (waits for a concurrent writer of the same fingerprint)."""
-        with self.lock("artifact", stage, fingerprint):
+        lock = self.lock("artifact", stage, fingerprint)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("another run is computing %s/%s; waiting for it (lock %s)", stage, fingerprint, lock.lock_file)
+            lock.acquire()
+        try:
             yield
+        finally:
+            lock.release()
 
     def is_held(self, kind: str, name: str, key: str) -> bool:
         """Whether any lock (another process, or this one) holds the entry right now."""
@@ -307,8 +315,6 @@ class Cache:
             tmp_meta = data_path.parent / f".{key}.{uuid.uuid4().hex[:8]}.meta.tmp"
             try:
                 save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_data))
-                with open(tmp_data, "rb") as handle:
-                    os.fsync(handle.fileno())
                 digest = file_sha256(tmp_data)
                 with open(tmp_meta, "w") as handle:
                     json.dump({"sha256": digest, "meta": meta or {}}, handle, indent=2, sort_keys=True, default=str)
