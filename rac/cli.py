@@ -47,12 +47,12 @@ def _stage_name(text: str) -> str:
     from rac.engine.cache import BLOB_KINDS
     from rac.stages import STAGE_ORDER
 
-    names = (*STAGE_ORDER, *BLOB_KINDS)
+    names = tuple(dict.fromkeys((*STAGE_ORDER, *BLOB_KINDS)))
     if text in names:
         return text
     close = difflib.get_close_matches(text, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise argparse.ArgumentTypeError(f"unknown stage {text!r}{hint}; stages and blob kinds: {', '.join(names)}")
+    raise argparse.ArgumentTypeError(f"{text!r} is not a stage or blob kind{hint}; known: {', '.join(names)}")
 
 
 def build_parser() -> argparse.ArgumentParser:

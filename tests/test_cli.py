@@ -276,7 +276,7 @@ def test_cache_stage_typo_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["cache", "ls", "--stage", "prunee", "--cache", str(tmp_path)])
     assert exit_info.value.code == 2
-    assert "unknown stage 'prunee' (did you mean 'prune'?)" in capsys.readouterr().err
+    assert "'prunee' is not a stage or blob kind (did you mean 'prune'?)" in capsys.readouterr().err
 
 
 def test_run_takes_output_dir_like_grid(tmp_path):

@@ -67,12 +67,20 @@ def cache_with_siblings(tmp_path):
     return cache, dot_cache
 
 
+def _exit_code(argv: list[str]) -> int:
+    """main's return value, or the status of the SystemExit argparse raises for a bad argument."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
 # An absolute stage path is tested with a folder of the test (never "/": a regression would wipe the machine).
 @pytest.mark.parametrize("stage", ["../..", "..", "../../..", "prune/../..", "<abs>"])
 def test_cache_rm_with_a_path_as_stage_deletes_nothing(cache_with_siblings, capsys, stage):
     cache, dot_cache = cache_with_siblings
     stage = str(dot_cache) if stage == "<abs>" else stage
-    assert main(["cache", "rm", "--stage", stage, "--cache", str(cache.root)]) != 0
+    assert _exit_code(["cache", "rm", "--stage", stage, "--cache", str(cache.root)]) != 0
     assert "not a stage" in capsys.readouterr().err
     for sibling in ("huggingface", "pip"):
         assert (dot_cache / sibling / "precious.txt").read_text() == "keep me"
@@ -81,7 +89,7 @@ def test_cache_rm_with_a_path_as_stage_deletes_nothing(cache_with_siblings, caps
 
 def test_cache_rm_unknown_stage_suggests_the_closest(cache_with_siblings, capsys):
     cache, _ = cache_with_siblings
-    assert main(["cache", "rm", "--stage", "prnue", "--cache", str(cache.root)]) == 2
+    assert _exit_code(["cache", "rm", "--stage", "prnue", "--cache", str(cache.root)]) == 2
     assert "did you mean 'prune'" in capsys.readouterr().err
     assert main(["cache", "rm", "--stage", "prune", "--cache", str(cache.root)]) == 0
     assert cache.list() == []
