@@ -12,31 +12,28 @@ Outside ``torchrun`` (no initialised process group) every function is a no-op fo
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
 
 def active() -> bool:
-    """True inside an initialised process group with more than one rank."""
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True inside an initialised process group with more than one rank (never imports torch itself)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if active() else 0
+    return sys.modules["torch.distributed"].get_rank() if active() else 0
 
 
 def world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if active() else 1
+    return sys.modules["torch.distributed"].get_world_size() if active() else 1
 
 
 def is_owner() -> bool:
@@ -50,9 +47,12 @@ def launched_by_torchrun() -> bool:
 
 def init_from_env(device: str) -> str:
     """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); returns this rank's device."""
+    if not launched_by_torchrun():
+        return device
+    import torch
     import torch.distributed as dist
 
-    if not launched_by_torchrun() or dist.is_initialized():
+    if dist.is_initialized():
         return device
     use_cuda = device.startswith("cuda")
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
@@ -75,6 +75,7 @@ def reduce_sums(sums: Any) -> Any:
     """All-reduce a ``HessianSums`` in place (H per key and the total token weight); returns it."""
     if not active():
         return sums
+    import torch
     import torch.distributed as dist
 
     for key in sorted(sums.H):
@@ -89,6 +90,7 @@ def agree(flag: bool) -> bool:
     """True only when ``flag`` is true on every rank (a collective: every rank must call it)."""
     if not active():
         return flag
+    import torch
     import torch.distributed as dist
 
     value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_collective_device())
@@ -106,6 +108,7 @@ def broadcast_(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _collective_device() -> str:
+    import torch
     import torch.distributed as dist
 
     return f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"

@@ -87,4 +87,5 @@ STAGE = Stage(
     run=run,
     enabled=lambda recipe: bool(recipe.get("prune")),
     description="calibration set + Hessians exact regardless of pruning",
+    distributed=True,
 )

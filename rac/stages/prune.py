@@ -284,4 +284,5 @@ STAGE = Stage(
     run=run,
     enabled=lambda recipe: bool(recipe.get("prune")),
     description="layer-wise SparseGPT / Wanda / magnitude pruning per scope",
+    distributed=True,
 )
