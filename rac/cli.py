@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -216,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_INVALID
     ui.setup_logging(args.verbose)
+    if int(os.environ.get("RANK", "0") or 0) > 0:  # torchrun: rank 0 speaks for the group
+        ui.console.quiet = True
     if args.verb in ("run", "grid", "plan", "rollouts", "report"):  # validate/show/diff stay torch-free
         _quiet_third_party()
     from rac import commands

@@ -22,6 +22,7 @@ Storage formats: ``float32`` (as computed), ``float32-upper`` (upper triangle on
 lossless for a symmetric H) and ``bfloat16-upper`` (a quarter). A non-default format is applied to
 every Hessian before use, freshly computed or loaded, so a result never depends on the cache state.
 Blobs are written on one background thread: the safetensors write overlaps the next block's compute.
+Under torchrun, lookups are agreed by all ranks and only rank 0 writes (``rac.models.distributed``).
 """
 
 from __future__ import annotations
@@ -160,7 +161,10 @@ class HessianStore:
         self._capped = False
 
     def has(self, key: str) -> bool:
-        return self.cache.has_blob(HESSIAN_KIND, key)
+        """Whether the Hessian is stored (under torchrun: on every rank's view of the cache)."""
+        from rac.models.distributed import agree
+
+        return agree(self.cache.has_blob(HESSIAN_KIND, key))
 
     def canonical(self, H: torch.Tensor) -> torch.Tensor:
         """H as it would come back from the store (identity for float32), so hits equal misses."""
@@ -169,9 +173,11 @@ class HessianStore:
         return unpack(pack(H.cpu(), self.policy.storage), self.policy.storage).to(H.device)
 
     def load(self, key: str, input_key: str) -> tuple[torch.Tensor, float] | None:
-        """(H summed over tokens, total token weight) on a verified hit."""
+        """(H summed over tokens, total token weight) on a verified hit (under torchrun: a hit on every rank)."""
+        from rac.models.distributed import agree
+
         found = self.cache.get_blob(HESSIAN_KIND, key)
-        if found is None or input_key not in found[0]:
+        if not agree(found is not None and input_key in found[0]) or found is None:
             return None
         tensors, meta = found
         storage = str(meta.get("storage", "float32"))
@@ -179,7 +185,12 @@ class HessianStore:
 
     def put(self, key: str, input_key: str, H: torch.Tensor, total_weight: float, block: int,
             upstream: str, required: bool = False) -> bool:
-        """Store H unless the policy drops it (``required``: another stage reads it); True when queued."""
+        """Store H unless the policy drops it (``required``: another stage reads it); True when queued.
+        Under torchrun only rank 0 writes (every rank holds the same all-reduced H)."""
+        from rac.models.distributed import is_owner
+
+        if not is_owner():
+            return False
         keep = required or self.policy.keep == "all" or (self.policy.keep == "reusable" and upstream == EMPTY_UPSTREAM)
         stored = pack(H.detach().cpu(), self.policy.storage)  # device copies here, not on the worker
         size = stored.numel() * stored.element_size()

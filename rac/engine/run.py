@@ -126,10 +126,11 @@ def _read_status(path: Path) -> dict:
 
 
 class _Status:
-    """Per-stage status file, rewritten atomically after every transition."""
+    """Per-stage status file, rewritten atomically after every transition (by the writing rank only)."""
 
-    def __init__(self, path: Path, plan: Plan) -> None:
+    def __init__(self, path: Path, plan: Plan, write: bool = True) -> None:
         self.path = path
+        self.write = write
         previous = _read_status(path)
         self.data: dict[str, dict] = {}
         for planned in plan:
@@ -146,7 +147,8 @@ class _Status:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.data)
+        if self.write:
+            atomic_write_json(self.path, self.data)
 
 
 def write_run_inputs(run_dir: Path, loaded: Any, recipe: dict) -> None:
@@ -161,8 +163,13 @@ def write_run_inputs(run_dir: Path, loaded: Any, recipe: dict) -> None:
     atomic_write_json(run_dir / "overrides.json", list(getattr(loaded, "overrides", []) or []))
 
 
-def _attach_log(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "run.log")
+def _attach_log(run_dir: Path, owner: bool = True) -> logging.Handler:
+    """run.log in the run dir (torchrun ranks other than 0: ranks/rank<N>.log)."""
+    if not owner:
+        from rac.models.distributed import rank
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / ("run.log" if owner else f"rank{rank()}.log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("rac")
     root.addHandler(handler)
@@ -181,15 +188,24 @@ def execute_plan(
     on_stage: Callable[[str, str, PlannedStage], None] | None = None,
     extra: dict | None = None,
 ) -> dict[str, dict]:
-    """Run every stage the cache lacks, in order; returns per-stage records for metrics.json."""
+    """Run every stage the cache lacks, in order; returns per-stage records for metrics.json.
+
+    Under torchrun (``rac.models.distributed``) every rank walks the same plan: ``distributed``
+    stages run on every rank (rank 0 seals the artifact), the others on rank 0 alone, and all
+    ranks agree after each stage before reading its artifact; only rank 0 writes the run dir."""
+    from rac.models import distributed as dist
+
     progress = progress or NullProgress()
-    status = _Status(run_dir / "status.json", plan)
+    many, owner = dist.active(), dist.is_owner()
+    status = _Status(run_dir / "status.json", plan, write=owner)
     records: dict[str, dict] = {}
     artifacts: dict[str, Path] = {}
     for planned in plan:
         stage = planned.stage
         inputs = {name: artifacts[name] for name in planned.needs if name in artifacts}
         hit_path = cache.lookup(stage.name, planned.fingerprint) if stage.cached else None
+        if many and not dist.agree(hit_path is not None):
+            hit_path = None
         if hit_path is not None:
             summary = _read_summary(hit_path)
             artifacts[stage.name] = hit_path
@@ -207,14 +223,30 @@ def execute_plan(
         log.info("stage %s: running (fingerprint %s)", stage.name, planned.fingerprint)
         start = time.perf_counter()
         try:
-            final = _run_one(planned, recipe, cache, run_dir, device, inputs, progress, extra or {})
+            if many and stage.distributed:
+                final: Path | None = _run_distributed(planned, recipe, cache, run_dir, device, inputs, progress,
+                                                      extra or {})
+            elif many and not owner:
+                final = None  # rank 0 runs it; this rank reads its artifact after the agreement below
+            else:
+                final = _run_one(planned, recipe, cache, run_dir, device, inputs, progress, extra or {})
         except BaseException as exc:
+            if many and not stage.distributed:
+                dist.agree(False)  # the other ranks wait for this stage: tell them it failed
             status.set(stage.name, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                        error=f"{type(exc).__name__}: {exc}")
             log.exception("stage %s failed", stage.name)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             raise StageFailed(stage.name, run_dir, exc) from exc
+        if many:
+            if not dist.agree(True):
+                raise StageFailed(stage.name, run_dir, RuntimeError(f"stage {stage.name!r} failed on another rank"))
+            if final is None:
+                final = cache.lookup(stage.name, planned.fingerprint) if stage.cached else \
+                    run_dir / "artifacts" / stage.name
+            if final is None:
+                raise StageFailed(stage.name, run_dir, RuntimeError("rank 0's artifact is not in the cache"))
         seconds = time.perf_counter() - start
         artifacts[stage.name] = final
         summary = _read_summary(final)
@@ -264,6 +296,38 @@ def _run_one(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, d
     return final
 
 
+def _run_distributed(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, device: str,
+                     inputs: dict[str, Path], progress: ProgressReporter, extra: dict) -> Path:
+    """A data-parallel stage on every torchrun rank: rank 0 computes into the cache under the lock, the
+    others into a scratch folder (their collectives pair with rank 0's); a concurrent run's artifact,
+    found by rank 0 under the lock, is reused by all."""
+    import tempfile
+
+    from rac.models import distributed as dist
+
+    stage = planned.stage
+
+    def context(out_dir: Path) -> StageContext:
+        return StageContext(recipe=recipe, out_dir=out_dir, inputs=inputs, cache=cache, device=device,
+                            model_identity=str(extra.get("model_identity", "")), run_dir=run_dir,
+                            progress=progress, log=logging.getLogger(f"rac.stages.{stage.name}"), extra=extra)
+
+    start = time.perf_counter()
+    if not dist.is_owner():
+        if dist.agree(True):
+            with tempfile.TemporaryDirectory(prefix=f"rac-{stage.name}-rank{dist.rank()}-") as tmp:
+                stage.run(context(Path(tmp)))
+        return cache.artifact_path(stage.name, planned.fingerprint)
+    with cache.locked(stage.name, planned.fingerprint):
+        reused = cache.lookup(stage.name, planned.fingerprint)
+        if not dist.agree(reused is None):
+            return reused if reused is not None else cache.artifact_path(stage.name, planned.fingerprint)
+        with cache.writing(stage.name, planned.fingerprint, {"reads": planned.reads, "inputs": planned.inputs}) as tmp:
+            summary = stage.run(context(tmp))
+            atomic_write_json(tmp / SUMMARY_FILE, {"summary": summary or {}, "_seconds": time.perf_counter() - start})
+    return cache.artifact_path(stage.name, planned.fingerprint)
+
+
 def _read_summary(path: Path) -> dict:
     file = path / SUMMARY_FILE
     try:
@@ -288,14 +352,17 @@ def run_recipe(
     name_hint = Path(getattr(loaded, "path", "recipe") or "recipe").stem
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe, name_hint)
     run_dir.mkdir(parents=True, exist_ok=True)
+    from rac.models.distributed import init_from_env, is_owner
     from rac.models.load import resolve_device  # a CUDA request without CUDA fails here, before any work
 
-    device = resolve_device((recipe.get("run") or {}).get("device"))
-    handler = _attach_log(run_dir)
+    device = init_from_env(resolve_device((recipe.get("run") or {}).get("device")))  # joins torchrun's group
+    owner = is_owner()
+    handler = _attach_log(run_dir if owner else run_dir / "ranks", owner)
     try:
-        write_run_inputs(run_dir, loaded, recipe)
-        atomic_write_json(run_dir / "env.json", environment_info(device))
-        plan = build_plan(recipe, cache, model_identity, stages, extra_identity)
+        if owner:
+            write_run_inputs(run_dir, loaded, recipe)
+            atomic_write_json(run_dir / "env.json", environment_info(device))
+        plan = build_plan(recipe, cache, model_identity, stages, extra_identity, persist_hashes=owner)
         started = time.time()
         records = execute_plan(plan, recipe, cache, run_dir, device, progress, on_stage,
                                extra={"model_identity": model_identity})
@@ -306,7 +373,8 @@ def run_recipe(
             "stages": records,
             "evaluate": (records.get("evaluate") or {}).get("summary", {}),
         }
-        atomic_write_json(run_dir / "metrics.json", metrics, sort_keys=False)  # stages in pipeline order
+        if owner:
+            atomic_write_json(run_dir / "metrics.json", metrics, sort_keys=False)  # stages in pipeline order
         for problem in metrics_schema_errors(metrics):
             log.warning("metrics.json does not match schemas/metrics.schema.json: %s", problem)
         return RunResult(run_dir, plan, metrics)

@@ -53,6 +53,7 @@ class Stage:
     enabled: Callable[[dict], bool] = _always
     cached: bool = True
     description: str = ""
+    distributed: bool = False  # under torchrun every rank runs it (data-parallel); else rank 0 alone
     device_dependent: bool = False  # results depend on the machine (timing): its device kind is hashed in
 
 

@@ -22,6 +22,7 @@ def run(ctx: StageContext) -> dict:
     from rac.calibration.replay import iter_batches
     from rac.models.blocks import find_blocks
     from rac.models.capture import BlockWalker
+    from rac.models.distributed import shard
     from rac.models.load import load_model
 
     start = time.perf_counter()
@@ -40,7 +41,7 @@ def run(ctx: StageContext) -> dict:
     blocks = find_blocks(model)[1]
     exact = 1 if sequential else len(blocks)
     batch_size = prune.batch_size
-    walker = BlockWalker(model, lambda: iter_batches(calib, batch_size), ctx.device)
+    walker = BlockWalker(model, lambda: shard(iter_batches(calib, batch_size)), ctx.device)
     computed = hits = 0
     handle = ctx.progress.task("hessians", exact)
     with closing(HessianStore(ctx.cache, StorePolicy(storage=prune.hessian_storage))) as store:
@@ -61,6 +62,7 @@ def _block(store: HessianStore, walker: Any, blocks: list, base: str, index: int
     with ``first_group_only`` it stops at the first group's input)."""
     from rac.models.blocks import input_groups
     from rac.models.capture import collect_hessians, on_device
+    from rac.models.distributed import reduce_sums
 
     groups = input_groups(blocks[index])
     if first_group_only:
@@ -70,7 +72,7 @@ def _block(store: HessianStore, walker: Any, blocks: list, base: str, index: int
     if missing:
         inputs = walker.inputs_for(index)
         with on_device(blocks[index], device) as block:
-            sums = collect_hessians(block, inputs, missing, device)
+            sums = reduce_sums(collect_hessians(block, inputs, missing, device))
         for g, H in sums.H.items():
             store.put(keys[g], g, H, sums.total_weight, index, EMPTY_UPSTREAM, required=True)
     return computed + len(missing), hits + len(groups) - len(missing)
@@ -85,4 +87,5 @@ STAGE = Stage(
     run=run,
     enabled=lambda recipe: bool(recipe.get("prune")),
     description="calibration set + Hessians exact regardless of pruning",
+    distributed=True,
 )

@@ -50,11 +50,12 @@ def _hessians(ctx: StageContext, store: HessianStore, keys: dict[str, str], bloc
 
     Cached groups are loaded; all missing ones come from ONE replay of the block on ``inputs()``."""
     from rac.models.capture import collect_hessians
+    from rac.models.distributed import reduce_sums
 
     found: dict[str, tuple[torch.Tensor, float] | None] = {g: store.load(k, g) for g, k in keys.items()}
     missing = {g: groups[g][0].module for g, f in found.items() if f is None}
     if missing:
-        sums = collect_hessians(block, inputs(), missing, ctx.device)
+        sums = reduce_sums(collect_hessians(block, inputs(), missing, ctx.device))
         counts[2] += 1
         for g, H in sums.H.items():
             store.put(keys[g], g, H, sums.total_weight, index, upstream)
@@ -70,6 +71,7 @@ def run(ctx: StageContext) -> dict:
     from rac.calibration.replay import iter_batches
     from rac.models.blocks import find_blocks
     from rac.models.capture import BlockWalker
+    from rac.models.distributed import shard
     from rac.models.load import load_model
     from rac.recipe.scopes import assign_scopes
 
@@ -87,7 +89,7 @@ def run(ctx: StageContext) -> dict:
     prefix, blocks = find_blocks(model)
     assignments = assign_scopes(recipe.prune.as_dict(), len(blocks))
     batch_size = recipe.prune.batch_size
-    walker = BlockWalker(model, lambda: iter_batches(calib, batch_size), ctx.device)
+    walker = BlockWalker(model, lambda: shard(iter_batches(calib, batch_size)), ctx.device)
     state = _State(Upstream(), {}, [], [0, 0, 0])
     handle = ctx.progress.task("prune blocks", len(blocks))
     block_seconds: list[float] = []
@@ -164,6 +166,7 @@ def _staged(ctx: StageContext, store: HessianStore, settings: PruneSettings, wal
     """True-sequential order with one pass per block piece (``rac.models.staged``), which also yields
     the block's outputs for the next block. False when the block's layout does not fit (checked on a
     real batch once per block class): the caller then uses plain replays."""
+    from rac.models.distributed import agree, reduce_sums
     from rac.models.staged import layout_like, staged_block, verify_layout
 
     if _all_cached(store, settings, state, base, index, todo):
@@ -172,6 +175,8 @@ def _staged(ctx: StageContext, store: HessianStore, settings: PruneSettings, wal
     kind = type(block)
     if kind not in state.layouts:
         state.layouts[kind] = verify_layout(block, groups, inputs, ctx.device)
+        if not agree(state.layouts[kind] is not None):  # every rank takes the same path (torchrun)
+            state.layouts[kind] = None
         if state.layouts[kind] is None:
             ctx.log.info("prune: %s does not fit the staged replay; true-sequential uses plain replays", kind.__name__)
     layout = layout_like(block, groups, state.layouts[kind])
@@ -193,6 +198,7 @@ def _staged(ctx: StageContext, store: HessianStore, settings: PruneSettings, wal
         if sums is None:
             H, total = cached.pop(g)
         else:
+            reduce_sums(sums)
             H, total = sums.H[g], sums.total_weight
             store.put(keys[g], g, H, total, index, digests[g])
             H = store.canonical(H)
@@ -231,7 +237,11 @@ def _normalised(ctx: StageContext, H: torch.Tensor, total: float, g: str, index:
 def _apply(settings: PruneSettings, state: _State, prefix: str, index: int, members: list, H: torch.Tensor,
            hit: bool) -> None:
     """Prune one input group with H; in sequential mode write the weights back and extend the digest."""
+    from rac.models.distributed import broadcast_
+
     results = prune_group(members, H, settings)
+    for _, _, result, _ in results:  # under torchrun rank 0's result is the result
+        result.weight = broadcast_(result.weight.contiguous())
     errors = recon_errors([info.module.weight for info, _ in members], [r.weight for _, _, r, _ in results], H)
     state.counts[0 if hit else 1] += 1
     for (info, _assignment, result, entry), error in zip(results, errors):
@@ -274,4 +284,5 @@ STAGE = Stage(
     run=run,
     enabled=lambda recipe: bool(recipe.get("prune")),
     description="layer-wise SparseGPT / Wanda / magnitude pruning per scope",
+    distributed=True,
 )
