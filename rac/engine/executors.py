@@ -10,6 +10,7 @@ path as Slurm, as local processes (tests, a workstation).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +56,18 @@ def cell_resources(recipe: dict, cpus: int = 1) -> dict[str, int]:
     return {"gpus": gpus, "cpus": max(1, cpus)}
 
 
-def run_cell_job(loaded: Any, cache_root: str, run_dir: str, stop_after: str | None = None) -> dict:
-    """What a task/job runs: the cell's pipeline (or its prefix up to ``stop_after``) into ``run_dir``."""
+def run_cell_job(loaded: Any, cache_root: str, run_dir: str, stop_after: str | None = None,
+                 cwd: str | None = None) -> dict:
+    """What a task/job runs: the cell's pipeline (or its prefix up to ``stop_after``) into ``run_dir``.
+
+    ``cwd``: the submitting directory, so relative paths in the recipe mean the same on the worker.
+    """
     from rac.engine.pipeline import model_identities, run_loaded
     from rac.engine.run import StageFailed, run_recipe
     from rac.stages import load_stages
 
+    if cwd:
+        os.chdir(cwd)
     cache = Cache(cache_root)
     try:
         if stop_after is None:
@@ -88,7 +95,7 @@ def _run_ray(jobs: Sequence[Job], cache: Cache, options: ExecutorOptions) -> lis
     try:
         task = ray.remote(run_cell_job)
         refs = [task.options(num_cpus=res["cpus"], num_gpus=res["gpus"], name=f"rac-{label}")
-                .remote(loaded, str(cache.root), str(run_dir), stop)
+                .remote(loaded, str(cache.root), str(run_dir), stop, os.getcwd())
                 for label, loaded, run_dir, stop, res in jobs]
         results = []
         for ref in refs:
@@ -113,7 +120,7 @@ def _run_submitit(jobs: Sequence[Job], cache: Cache, options: ExecutorOptions, f
         executor.update_parameters(name=f"rac-{label}", timeout_min=options.timeout_min,
                                    cpus_per_task=res["cpus"], gpus_per_node=res["gpus"],
                                    **{f"slurm_{key}": value for key, value in options.slurm.items()})
-        submitted.append(executor.submit(run_cell_job, loaded, str(cache.root), str(run_dir), stop))
+        submitted.append(executor.submit(run_cell_job, loaded, str(cache.root), str(run_dir), stop, os.getcwd()))
     results = []
     for job in submitted:
         try:
