@@ -43,16 +43,22 @@ class CellOutcome:
     skipped: bool = False
 
 
-def cell_resources(recipe: dict, cpus: int = 1) -> dict[str, int]:
-    """GPUs and CPUs one cell needs: vLLM's tensor x data parallel size, else one GPU when run.device is cuda."""
+def cell_resources(recipe: dict, cpus: int = 1, on_ray: bool = False) -> dict[str, int]:
+    """GPUs and CPUs one cell needs: vLLM's tensor x data parallel size, else one GPU when run.device is cuda.
+
+    ``on_ray``: the cell is a Ray task, and data-parallel replicas are Ray actors asking the cluster for
+    their own GPUs, so the task itself holds none for them (it would starve them otherwise).
+    """
     device = str((recipe.get("run") or {}).get("device") or "auto")
     gpus = 1 if device.startswith("cuda") else 0
     rollout = (recipe.get("calibration") or {}).get("rollout") or {}
     evaluate = recipe.get("evaluate") or {}
     for section in (rollout, evaluate):
-        if section.get("engine") == "vllm" and device != "cpu":
-            options = section.get("vllm") or {}
-            gpus = max(gpus, int(options.get("tensor_parallel_size") or 1) * int(options.get("data_parallel_size") or 1))
+        options = section.get("vllm") or {}
+        replicas = int(options.get("data_parallel_size") or 1)
+        on_gpu = (section.get("engine") == "vllm" and device != "cpu") or (replicas > 1 and device.startswith("cuda"))
+        if on_gpu and not (on_ray and replicas > 1):
+            gpus = max(gpus, int(options.get("tensor_parallel_size") or 1) * replicas)
     return {"gpus": gpus, "cpus": max(1, cpus)}
 
 
@@ -164,7 +170,7 @@ def run_grid_cells(cells: Sequence[Any], grid_dir: Path, cache: Cache, options: 
             label = f"shared-{job.stop_after}-{job.fingerprint[:8]}"
             on_event(f"shared stages up to {job.stop_after} ({job.fingerprint[:8]}) of cell {cell.name}")
             jobs.append((label, cell.loaded, grid_dir / "_shared" / label, job.stop_after,
-                         cell_resources(cell.loaded.data, options.cpus_per_cell)))
+                         cell_resources(cell.loaded.data, options.cpus_per_cell, options.kind == "ray")))
         for (label, *_), result in zip(jobs, _run_jobs(jobs, cache, options, grid_dir)):
             if result["error"]:  # the cells would fail the same way; they report it themselves
                 on_event(f"{label} failed: {result['error']}")
@@ -173,7 +179,7 @@ def run_grid_cells(cells: Sequence[Any], grid_dir: Path, cache: Cache, options: 
     for i in outcomes:
         on_event(f"cell {cells[i].name}: done already, skipped")
     jobs = [(cells[i].name, cells[i].loaded, grid_dir / cells[i].name, None,
-             cell_resources(cells[i].loaded.data, options.cpus_per_cell)) for i in todo]
+             cell_resources(cells[i].loaded.data, options.cpus_per_cell, options.kind == "ray")) for i in todo]
     for i in todo:
         on_event(f"cell {cells[i].name}: submitted to {options.kind} ({_describe(jobs[todo.index(i)][4])})")
     for i, result in zip(todo, _run_jobs(jobs, cache, options, grid_dir)):

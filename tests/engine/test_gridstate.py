@@ -64,6 +64,8 @@ def test_cell_state_from_status(tmp_path):
 def test_cell_resources():
     vllm = {"engine": "vllm", "vllm": {"tensor_parallel_size": 2, "data_parallel_size": 2}}
     assert cell_resources({"run": {"device": "cuda"}, "calibration": {"rollout": vllm}}) == {"gpus": 4, "cpus": 1}
+    # a Ray task leaves the replicas' GPUs to the replica actors
+    assert cell_resources({"run": {"device": "cuda"}, "calibration": {"rollout": vllm}}, on_ray=True)["gpus"] == 1
     assert cell_resources({"run": {"device": "cuda"}, "evaluate": {"engine": "hf"}}, cpus=8) == {"gpus": 1, "cpus": 8}
     assert cell_resources({"run": {"device": "cpu"}, "calibration": {"rollout": vllm}})["gpus"] == 0
     assert cell_resources({"evaluate": {"engine": "vllm", "vllm": {"tensor_parallel_size": 2}}})["gpus"] == 2
