@@ -156,14 +156,15 @@ def cmd_grid(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or Path((first.get("run") or {}).get("output_dir") or "runs")
     grid_dir = grid_dir_for(output_dir, path.stem)
     cache = _cache(args)
-    if args.status:
+    executor = getattr(args, "executor", "local")
+    if getattr(args, "status", False):
         from rac.engine.executors import grid_states
 
         ui.grid_status(grid_states(cells, grid_dir, cache))
         return EXIT_OK
-    results = [] if args.executor == "local" else _cluster_results(args, cells, grid_dir, cache)
+    results = [] if executor == "local" else _cluster_results(args, cells, grid_dir, cache)
     with ui.ProgressUI() as progress:
-        for cell in cells if args.executor == "local" else []:
+        for cell in cells if executor == "local" else []:
             ui.message(f"cell {cell.name}")
             try:
                 results.append((cell, run_loaded(cell.loaded, cache, grid_dir / cell.name, progress,

@@ -92,27 +92,20 @@ def run_cell_job(loaded: Any, cache_root: str, run_dir: str, stop_after: str | N
 Job = tuple[str, Any, Path, "str | None", dict]  # (label, loaded, run_dir, stop_after, resources)
 
 
-def _run_ray(jobs: Sequence[Job], cache: Cache, options: ExecutorOptions) -> list[dict]:
-    from rac.engines.data_parallel import ensure_ray
-
-    started = ensure_ray(options.address)
+def _run_ray(jobs: Sequence[Job], cache: Cache) -> list[dict]:
     import ray
 
-    try:
-        task = ray.remote(run_cell_job)
-        refs = [task.options(num_cpus=res["cpus"], num_gpus=res["gpus"], name=f"rac-{label}")
-                .remote(loaded, str(cache.root), str(run_dir), stop, os.getcwd())
-                for label, loaded, run_dir, stop, res in jobs]
-        results = []
-        for ref in refs:
-            try:
-                results.append(ray.get(ref))
-            except ray.exceptions.RayError as exc:
-                results.append({"metrics": None, "error": f"ray task failed: {exc}"})
-        return results
-    finally:
-        if started:
-            ray.shutdown()
+    task = ray.remote(run_cell_job)
+    refs = [task.options(num_cpus=res["cpus"], num_gpus=res["gpus"], name=f"rac-{label}")
+            .remote(loaded, str(cache.root), str(run_dir), stop, os.getcwd())
+            for label, loaded, run_dir, stop, res in jobs]
+    results = []
+    for ref in refs:
+        try:
+            results.append(ray.get(ref))
+        except ray.exceptions.RayError as exc:
+            results.append({"metrics": None, "error": f"ray task failed: {exc}"})
+    return results
 
 
 def _run_submitit(jobs: Sequence[Job], cache: Cache, options: ExecutorOptions, folder: Path) -> list[dict]:
@@ -140,7 +133,7 @@ def _run_jobs(jobs: Sequence[Job], cache: Cache, options: ExecutorOptions, grid_
     if not jobs:
         return []
     if options.kind == "ray":
-        return _run_ray(jobs, cache, options)
+        return _run_ray(jobs, cache)
     if options.kind in ("slurm", "submitit-local"):
         return _run_submitit(jobs, cache, options, grid_dir / "submitit")
     if options.kind == "local":
@@ -158,6 +151,24 @@ def grid_states(cells: Sequence[Any], grid_dir: Path, cache: Cache) -> list[Cell
 def run_grid_cells(cells: Sequence[Any], grid_dir: Path, cache: Cache, options: ExecutorOptions,
                    on_event: Callable[[str], None] = lambda text: None) -> list[CellOutcome]:
     """Shared prefixes first (wave by wave), then every cell that is not done, on ``options.kind``."""
+    if options.kind not in EXECUTORS:
+        raise ValueError(f"unknown executor {options.kind!r}; choose one of {', '.join(EXECUTORS)}")
+    if options.kind != "ray":
+        return _fan_out(cells, grid_dir, cache, options, on_event)
+    from rac.engines.data_parallel import ensure_ray
+
+    started = ensure_ray(options.address)  # one connection (or local cluster) for every wave
+    try:
+        return _fan_out(cells, grid_dir, cache, options, on_event)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _fan_out(cells: Sequence[Any], grid_dir: Path, cache: Cache, options: ExecutorOptions,
+             on_event: Callable[[str], None]) -> list[CellOutcome]:
     from rac.engine.pipeline import plan_recipe
 
     plans = [plan_recipe(cell.loaded.data, cache) for cell in cells]

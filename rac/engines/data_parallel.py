@@ -34,14 +34,19 @@ def derived_seed(seed: int, index: int) -> int:
 
 
 def ensure_ray(address: str | None = None) -> bool:
-    """Connect to Ray (``address``, else $RAY_ADDRESS, else a local cluster); True when we started it."""
+    """Connect to Ray (``address``, else $RAY_ADDRESS, else a new local cluster); True when this call
+    connected (the caller then shuts it down), False when a connection already existed."""
     try:
         import ray
     except ImportError as exc:
         raise EngineError(f"data-parallel generation needs ray (pip install 'rac[ray]'): {exc}") from exc
     if ray.is_initialized():
         return False
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise EngineError(f"could not connect to Ray at {address or '(a new local cluster)'}: {exc}") from exc
     return True
 
 
