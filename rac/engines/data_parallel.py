@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from rac.engines.base import EngineError, Generation, SamplingConfig, eos_token_ids
@@ -67,7 +68,7 @@ class DataParallelEngine:
 
     def __init__(self, name: str, model_spec: dict, device: str, dtype: str | None, options: dict,
                  replicas: int) -> None:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, GenerationConfig
 
         from rac.models.load import resolve_model
 
@@ -81,10 +82,16 @@ class DataParallelEngine:
         ref = resolve_model(model_spec)
         trust = bool(model_spec.get("trust_remote_code", False))
         self.model_path = os.path.join(ref.path, ref.gguf_file) if ref.gguf_file else ref.path
-        self.tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust)
-        if self.tokenizer.pad_token is None:
+        hub = {"revision": ref.revision} if ref.revision else {}
+        gguf = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust, **hub, **gguf)
+        if self.tokenizer.pad_token is None:  # as rac.models.load.load_model does for the replicas
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.eos_ids = eos_token_ids(self.tokenizer)
+        try:
+            generation = SimpleNamespace(generation_config=GenerationConfig.from_pretrained(ref.path, **hub))
+        except OSError:  # no generation_config.json: the tokenizer's EOS alone
+            generation = None
+        self.eos_ids = eos_token_ids(self.tokenizer, generation)
         self.started_ray = ensure_ray(options.get("ray_address"))
         self.actors: list[Any] = []
         self.last_stats: dict[str, float] = {}

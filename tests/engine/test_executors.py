@@ -43,10 +43,11 @@ def _check_shared_once(grid_dir: Path) -> None:
     shared = sorted((grid_dir / "_shared").iterdir())
     assert len(shared) == 1  # one prefix job: rollout and the first Hessians, for both cells
     prefix = json.loads((shared[0] / "status.json").read_text())
-    assert prefix["rollout"]["status"] == "done"
+    assert prefix["rollout"]["status"] == prefix["hessian"]["status"] == "done" and "prune" not in prefix
     for cell in grid["cells"]:
         metrics = json.loads((Path(cell["run_dir"]) / "metrics.json").read_text())
         assert metrics["stages"]["rollout"]["cache_hit"] is True  # computed once, before the fan-out
+        assert metrics["stages"]["hessian"]["cache_hit"] is True  # the first Hessians too
         assert metrics["stages"]["prune"]["cache_hit"] is False
         assert json.loads((Path(cell["run_dir"]) / "status.json").read_text())["rollout"]["status"] == "cached"
 

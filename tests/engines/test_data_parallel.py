@@ -44,6 +44,7 @@ def test_two_replicas_equal_one(ray_cluster, tiny_model_dir, tokenizer):
          for row in _tokens(one.generate(chunk, replace(sampling, seed=derived_seed(sampling.seed, k))))]
         for sampling in (greedy, sampled))
     assert got == expected
+    assert engine.eos_ids == one.eos_ids and engine.tokenizer.pad_token_id == one.pad_id  # same stop/pad rules
     assert all(len(row) == 1 and len(row[0]) == 6 for row in got[0])  # random model: never stops early
     assert all(len(row) == 2 for row in got[1]) and got[0] != got[1]  # n=2, and it did sample
     assert _tokens(one.generate(prompts, greedy)) == got[0]  # greedy: also equal to one unchunked call
