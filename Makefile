@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is installed first and pinned so pip never swaps in a multi-GB CUDA build on CPU machines;
-# on a GPU machine: make setup TORCH_SPEC="torch" EXTRAS="eval,export,data,dev,gpu"
+# on a GPU machine: make setup TORCH_SPEC="torch" EXTRAS="eval,export,data,ray,dev,gpu"
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= eval,export,data,dev
+EXTRAS ?= eval,export,data,ray,dev
 DEMO_GRID ?= recipes/demo/demo.yaml
 
 VLLM_VENV ?= .venv-vllm

@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="expand and validate the cells, show what each changes and its cache state; runs nothing "
                         "(portable: works without vLLM)")
+    p.add_argument("--status", action="store_true", help="each cell's state from its run directory")
+    p.add_argument("--executor", choices=("local", "ray", "slurm", "submitit-local"), default="local",
+                   help="where cells run: this process (default), Ray tasks, Slurm jobs (submitit), "
+                        "or submitit's local processes")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--cpus-per-cell", type=int, default=1, help="CPUs each cell's task/job asks for")
+    p.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit of each Slurm job (minutes)")
+    p.add_argument("--slurm-partition", help="Slurm partition for the cells' jobs")
+    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="another submitit slurm_KEY parameter, e.g. account=proj (repeatable)")
     _verbose(p)
 
     p = sub.add_parser("show", help="print the fully resolved recipe (defaults filled); portable")

@@ -321,9 +321,15 @@ def cmd_grid(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or Path((first.get("run") or {}).get("output_dir") or "runs")
     grid_dir = grid_dir_for(output_dir, path.stem)
     cache = _cache(args)
-    results = []
+    executor = getattr(args, "executor", "local")
+    if getattr(args, "status", False):
+        from rac.engine.executors import grid_states
+
+        ui.grid_status(grid_states(cells, grid_dir, cache))
+        return EXIT_OK
+    results = [] if executor == "local" else _cluster_results(args, cells, grid_dir, cache)
     with ui.ProgressUI() as progress:
-        for cell in cells:
+        for cell in cells if executor == "local" else []:
             ui.message(f"cell {cell.name}")
             try:
                 results.append((cell, run_loaded(cell.loaded, cache, grid_dir / cell.name, progress,
@@ -344,6 +350,26 @@ def _cache_names() -> tuple[str, ...]:
     from rac.stages import STAGE_ORDER
 
     return tuple(dict.fromkeys((*STAGE_ORDER, *BLOB_KINDS)))
+
+
+def _cluster_results(args: argparse.Namespace, cells: list, grid_dir: Path, cache: Any) -> list:
+    """Cells run as Ray tasks or submitit jobs (rac.engine.executors), as (cell, result, error) rows."""
+    from rac.engine.executors import ExecutorOptions, run_grid_cells
+    from rac.engine.plan import Plan
+    from rac.engine.run import RunResult
+
+    bad = [item for item in args.slurm if "=" not in item or not item.split("=", 1)[0]]
+    if bad:
+        raise ValueError(f"--slurm {bad[0]!r}: expected KEY=VALUE (a submitit slurm_KEY parameter)")
+    if args.cpus_per_cell < 1 or args.timeout_min < 1:
+        raise ValueError("--cpus-per-cell and --timeout-min must be >= 1")
+    slurm = dict(item.split("=", 1) for item in args.slurm)
+    if args.slurm_partition:
+        slurm["partition"] = args.slurm_partition
+    options = ExecutorOptions(args.executor, args.address, args.cpus_per_cell, args.timeout_min, slurm)
+    outcomes = run_grid_cells(cells, grid_dir, cache, options, ui.message)
+    return [(cell, RunResult(o.run_dir, Plan(), o.metrics) if o.metrics else None, o.error)
+            for cell, o in zip(cells, outcomes)]
 
 
 @_guard

@@ -468,6 +468,30 @@ def grid_summary(rows: Sequence[dict], paths: Sequence[Any]) -> None:
         console.print(f"wrote {path}")
 
 
+GRID_STATE_STYLE = {"done": "green", "cached": "green", "failed": "red", "interrupted": "red",
+                    "running": "yellow", "partial": "yellow"}
+
+
+def grid_status(states: Sequence[Any]) -> None:
+    """``rac grid --status``: one row per cell, its state and each stage's, from the run directories."""
+    table = Table(title="grid status")
+    for column in ("cell", "state", "stages", "run directory"):
+        table.add_column(column)
+
+    def styled(state: str) -> str:
+        style = GRID_STATE_STYLE.get(state)
+        return f"[{style}]{state}[/{style}]" if style else state
+
+    for cell in states:
+        stages = " ".join(f"{name}:{styled(state)}" for name, state in cell.stages)
+        table.add_row(str(cell.name), styled(cell.state), stages, str(cell.run_dir))
+    console.print(table)
+    counts: dict[str, int] = {}
+    for cell in states:
+        counts[cell.state] = counts.get(cell.state, 0) + 1
+    console.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())), highlight=False)
+
+
 def cache_list(infos: Sequence[Any]) -> None:
     table = Table(title="rac cache")
     for column in ("stage", "kind", "fingerprint", "size", "state", "created", "last used"):

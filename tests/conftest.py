@@ -93,3 +93,12 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own RAC_CACHE so nothing leaks between tests or into ~/.cache."""
     monkeypatch.setenv("RAC_CACHE", str(tmp_path / "rac-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local 2-CPU Ray cluster shared by the cluster tests (started once: starting Ray takes seconds)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -51,11 +51,9 @@ class VLLMEngine:
         trust = bool(model_spec.get("trust_remote_code", False))
         model_path = os.path.join(ref.path, ref.gguf_file) if ref.gguf_file else ref.path
         kwargs: dict[str, Any] = {k: options[k] for k in LLM_OPTIONS if options.get(k) is not None}
-        if int(kwargs.pop("data_parallel_size", 1)) > 1:
-            raise EngineError(
-                "rollout.vllm.data_parallel_size > 1: vLLM's offline LLM runs one data-parallel rank per "
-                "process; use tensor_parallel_size, or split the prompts over several runs"
-            )
+        if int(kwargs.pop("data_parallel_size", 1)) > 1:  # get_engine sends these to DataParallelEngine
+            raise EngineError("VLLMEngine is one replica; data_parallel_size > 1 goes through get_engine, "
+                              "which runs the replicas on Ray (rac.engines.data_parallel)")
         if device == "cpu" and float(kwargs.get("gpu_memory_utilization", 0.5)) > 0.5:
             kwargs["gpu_memory_utilization"] = 0.5  # on CPU the KV cache comes from VLLM_CPU_KVCACHE_SPACE
         dtype = dtype or model_spec.get("dtype") or "auto"

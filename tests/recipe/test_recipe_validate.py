@@ -176,6 +176,18 @@ def test_vllm_missing(write, monkeypatch):
         "machines), or use engine: hf")]
 
 
+def test_ray_missing_for_data_parallel(write, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    body = ("calibration:\n  kind: rac\n  sources: [{dataset: gsm8k_train}]\n"
+            "  rollout:\n    vllm: {data_parallel_size: 2}\n")
+    assert errors(write, body) == [
+        ("r.yaml:8:32: $.calibration.rollout.vllm.data_parallel_size: data_parallel_size > 1 runs the replicas "
+         "on Ray, which is not installed: install rac[ray]")]
+    write("ok.yaml", HEAD + body.replace("2}", "1}"))
+    load_and_validate("ok.yaml")
+
+
 def test_quantize_needs_compressed_tensors_export(write):
     assert errors(write, "quantize: {}\nexport:\n  format: hf\n") == [
         ("r.yaml:6:11: $.export.format: a quantized model cannot be exported with format 'hf'; "
