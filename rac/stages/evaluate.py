@@ -14,10 +14,13 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
+
+if TYPE_CHECKING:
+    from rac.eval.math import AnswerSpec
 
 PROBE_VERSION = "1"
 HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Answer with the complete function in a "
@@ -110,12 +113,30 @@ def _generate(ctx: StageContext, engine: Any, tokenizer: Any, texts: list[str], 
     return outputs, time.perf_counter() - start
 
 
+def answer_spec(ctx: StageContext, task: dict, tokenizer: Any, first_problem: str | None) -> AnswerSpec:
+    """The math task's answer spec, checked against the tokenizer before anything is generated."""
+    from rac.calibration.render import render_text
+    from rac.eval.math import REASONING_END_MARKERS, AnswerSpecError, resolve_spec
+
+    template = str(getattr(tokenizer, "chat_template", None) or "")
+    vocabulary = set(tokenizer.get_vocab()) | {m for m in REASONING_END_MARKERS if m in template}
+    render_cfg = (ctx.recipe.get("calibration") or {}).get("render") or {}
+    prompt = render_text(tokenizer, first_problem, render_cfg) if first_problem is not None else ""
+    try:
+        return resolve_spec(task.get("answer"), task.get("dataset"), vocabulary=vocabulary,
+                            stripped=set(tokenizer.all_special_tokens), prompt=prompt)
+    except AnswerSpecError as exc:
+        raise EvaluateError(f"evaluate.tasks[{task['name']}].{exc}") from exc
+
+
 def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: Any) -> tuple[dict, list[dict]]:
     """Math or code task: generate, grade every sample, summarize."""
-    from rac.eval.math import grade, summarize
+    from rac.eval.math import grade, grading_counts, summarize
 
     problems, field, answer_field = load_problems(task)
-    outputs, wall = _generate(ctx, engine, tokenizer, [_problem_text(r, field) for r in problems], task)
+    texts = [_problem_text(r, field) for r in problems]
+    spec = answer_spec(ctx, task, tokenizer, texts[0] if texts else None) if task["type"] == "math" else None
+    outputs, wall = _generate(ctx, engine, tokenizer, texts, task)
     records: list[dict] = []
     extra: dict = {}
     if task["type"] == "code":
@@ -129,14 +150,16 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
             row = {"id": _problem_id(record, index), "sample": sample, "length": len(gen.completion_ids),
                    "finish_reason": gen.finish_reason}
             if task["type"] == "math":
-                result = grade(gen.text, record[answer_field])
+                result = grade(gen.text, record[answer_field], spec)
                 row.update(answer=str(record[answer_field]).rsplit("####", 1)[-1].strip(),
-                           extracted=result.extracted, correct=result.correct)
+                           extracted=result.extracted, correct=result.correct, status=result.status)
             else:
                 code = grade_code(record, gen.text, limits)
                 row.update(answer=None, extracted=code.extracted, correct=code.passed, status=code.status,
                            error=code.error)
             records.append(row)
+    if spec is not None:
+        extra.update(answer=spec.as_dict(), **grading_counts(records))
     metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, int(task["max_new_tokens"])), **extra}
     return metrics, records
 
