@@ -122,9 +122,13 @@ def answer_spec(ctx: StageContext, task: dict, tokenizer: Any, first_problem: st
     vocabulary = set(tokenizer.get_vocab()) | {m for m in REASONING_END_MARKERS if m in template}
     render_cfg = (ctx.recipe.get("calibration") or {}).get("render") or {}
     prompt = render_text(tokenizer, first_problem, render_cfg) if first_problem is not None else ""
+    after = (task.get("answer") or {}).get("after")
+    markers = {m for m in (*REASONING_END_MARKERS, after) if isinstance(m, str) and m != "auto"}
+    stripped = {m for m in markers  # what the engines' decode(skip_special_tokens=True) removes
+                if m not in tokenizer.decode(tokenizer.encode(m, add_special_tokens=False), skip_special_tokens=True)}
     try:
-        return resolve_spec(task.get("answer"), task.get("dataset"), vocabulary=vocabulary,
-                            stripped=set(tokenizer.all_special_tokens), prompt=prompt)
+        return resolve_spec(task.get("answer"), task.get("dataset"), vocabulary=vocabulary, stripped=stripped,
+                            prompt=prompt)
     except AnswerSpecError as exc:
         raise EvaluateError(f"evaluate.tasks[{task['name']}].{exc}") from exc
 
