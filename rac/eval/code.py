@@ -6,7 +6,8 @@ The runner imports the solution (a prelude of standard imports -- LeetCode solut
 block extracted from the completion) as a module named ``solution``, not as ``__main__``, so its
 ``if __name__ == "__main__":`` block (``exit()``, ``input()``, demo prints) does not run; then it
 runs the problem's tests in a namespace holding the solution's names. Only when the tests returned
-does it print a per-run random sentinel, on a copy of stdout taken before the solution ran, and end
+does it print a per-run random sentinel, on a copy of stdout taken before the solution ran (the
+solution's own stdout goes to /dev/null; tracebacks stay on stderr), and end
 the process at once (``os._exit(0)``, so no ``atexit`` handler of the solution runs). A sample
 passes only on exit status 0 *and* that sentinel line: ``exit(0)`` in the solution, an ``atexit``
 handler calling ``os._exit(0)`` or a swallowed failure cannot pass a wrong solution. (This is about
@@ -82,6 +83,7 @@ def problem_kind(record: dict) -> str:
 RUNNER = """\
 import os as _os, sys as _sys, traceback as _traceback, types as _types
 _out = _os.dup(1)
+_os.dup2(_os.open(_os.devnull, _os.O_WRONLY), 1)  # the solution's prints never reach (or crowd out) the verdict
 def _finish(_token={sentinel!r}, _write=_os.write, _exit=_os._exit, _out=_out):
     try:
         _sys.stdout.flush()

@@ -75,6 +75,7 @@ def test_wrong_solution_cannot_exit_its_way_to_a_pass(humaneval, tail):
     'if __name__ == "__main__":\n    print(has_close_elements(eval(input()), 0.5))\n',  # stdin is closed
     "import atexit, os\natexit.register(lambda: os._exit(3))\n",  # the runner ends before atexit handlers
     'print("some output")\n',
+    'print("x" * 50000)\n',  # more than the sandbox keeps of stdout: the verdict line is not crowded out
 ])
 def test_right_solution_with_a_main_block_passes(humaneval, tail):
     result = grade_code(humaneval, _right(humaneval, tail))
