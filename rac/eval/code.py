@@ -1,15 +1,24 @@
 """Code generation grading: HumanEval (``check(candidate)``) and LeetCode functional tests.
 
-The program run for a completion is: a prelude of standard imports (LeetCode solutions use
-``List``, ``defaultdict``, ...; 4 of the 200 bundled problems need ``from string import *``), the
-code block extracted from the completion, then the problem's tests. It runs only inside
-:func:`rac.eval.sandbox.run_python`; a sample passes when the program exits with status 0.
-pass@1 / pass@k come from :func:`rac.eval.math.summarize` (LiveCodeBench-style).
+A completion is graded by a trusted runner program run inside :func:`rac.eval.sandbox.run_python`.
+The runner imports the solution (a prelude of standard imports -- LeetCode solutions use ``List``,
+``defaultdict``, ...; 4 of the 200 bundled problems need ``from string import *`` -- plus the code
+block extracted from the completion) as a module named ``solution``, not as ``__main__``, so its
+``if __name__ == "__main__":`` block (``exit()``, ``input()``, demo prints) does not run; then it
+runs the problem's tests in a namespace holding the solution's names. Only when the tests returned
+does it print a per-run random sentinel, on a copy of stdout taken before the solution ran (the
+solution's own stdout goes to /dev/null; tracebacks stay on stderr), and end
+the process at once (``os._exit(0)``, so no ``atexit`` handler of the solution runs). A sample
+passes only on exit status 0 *and* that sentinel line: ``exit(0)`` in the solution, an ``atexit``
+handler calling ``os._exit(0)`` or a swallowed failure cannot pass a wrong solution. (This is about
+verdict integrity, not security: code that reads the runner's own memory could find the sentinel;
+the sandbox is the security boundary.) pass@1 / pass@k come from :func:`rac.eval.math.summarize`.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 
 from rac.eval.sandbox import SandboxLimits, run_python
@@ -71,25 +80,75 @@ def problem_kind(record: dict) -> str:
     )
 
 
-def build_program(record: dict, completion: str) -> tuple[str, str]:
-    """(extracted code, full test program) for one completion of ``record``."""
+RUNNER = """\
+import os as _os, sys as _sys, traceback as _traceback, types as _types
+_out = _os.dup(1)
+_os.dup2(_os.open(_os.devnull, _os.O_WRONLY), 1)  # the solution's prints never reach (or crowd out) the verdict
+def _finish(_token={sentinel!r}, _write=_os.write, _exit=_os._exit, _out=_out):
+    try:
+        _sys.stdout.flush()
+        _sys.stderr.flush()
+    except BaseException:
+        pass
+    _write(_out, ("\\n" + _token + "\\n").encode())
+    _exit(0)
+def _fail(_exit=_os._exit, _traceback=_traceback):
+    try:
+        _traceback.print_exc()
+        _sys.stdout.flush()
+        _sys.stderr.flush()
+    except BaseException:
+        pass
+    _exit(1)
+try:  # the sentinel is in this file: take it away from the solution
+    _os.remove(globals().get("__file__") or "")
+except OSError:
+    pass
+_solution = _types.ModuleType("solution")
+_solution.__file__ = "solution.py"
+_sys.modules["solution"] = _solution
+try:
+    exec(compile({source!r}, "solution.py", "exec"), _solution.__dict__)
+    _tests = dict(_solution.__dict__, __name__="rac_tests", __file__="tests.py")
+    exec(compile({tests!r}, "tests.py", "exec"), _tests)
+except BaseException:
+    _fail()
+_finish()
+"""
+
+
+def build_program(record: dict, completion: str, sentinel: str | None = None) -> tuple[str, str]:
+    """(extracted code, runner program) for one completion of ``record``; ``sentinel`` is printed by
+    the runner after the tests passed (a fresh random one when None)."""
     kind = problem_kind(record)
     code = extract_code(completion)
     if kind == "leetcode":
-        return code, f"{LEETCODE_PRELUDE}\n{code}\n\n{record['tests']['functional']}\n"
-    entry = record["entry_point"]
-    if not re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
-        # the completion continues the prompt's function body
-        code = record.get("prompt", "") + completion
-    return code, f"{HUMANEVAL_PRELUDE}\n{code}\n\n{record['test']}\n\ncheck({entry})\n"
+        source, tests = f"{LEETCODE_PRELUDE}\n{code}\n", f"{record['tests']['functional']}\n"
+    else:
+        entry = record["entry_point"]
+        if not re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
+            # the completion continues the prompt's function body
+            code = record.get("prompt", "") + completion
+        source, tests = f"{HUMANEVAL_PRELUDE}\n{code}\n", f"{record['test']}\n\ncheck({entry})\n"
+    sentinel = sentinel or new_sentinel()
+    return code, RUNNER.format(sentinel=sentinel, source=source, tests=tests)
+
+
+def new_sentinel() -> str:
+    """A per-run random token that only the runner knows."""
+    return f"rac-tests-passed-{secrets.token_hex(16)}"
 
 
 def grade_code(record: dict, completion: str, limits: SandboxLimits | None = None) -> CodeResult:
-    """Run ``completion`` against the record's tests in the sandbox."""
-    code, program = build_program(record, completion)
+    """Run ``completion`` against the record's tests in the sandbox; passed = exit 0 + sentinel."""
+    sentinel = new_sentinel()
+    code, program = build_program(record, completion, sentinel)
     result = run_python(program, limits)
-    error = "" if result.ok else (result.stderr.strip().splitlines() or [result.status])[-1][:300]
-    return CodeResult(code, result.ok, result.status, error)
+    sentinel_seen = sentinel in result.stdout.splitlines()
+    passed = result.ok and sentinel_seen
+    status = "no_sentinel" if result.ok and not sentinel_seen else result.status
+    error = "" if passed else (result.stderr.strip().splitlines() or [status])[-1][:300]
+    return CodeResult(code, passed, status, error)
 
 
 def reference_solution(record: dict) -> str:

@@ -1,32 +1,112 @@
-"""Math answer extraction and grading with ``math_verify``.
+"""Math answer extraction and grading: where a completion's final answer is, and whether it is right.
 
-A prediction's answer is taken from its last ``\\boxed{...}`` (nested braces handled), else a GSM8K
-style ``#### N`` line, else an explicit "answer is X" phrase, else the last number in the text
-(commas and dollar signs removed). References may be GSM8K solutions (``... #### 72``) or plain
-MATH answers (``\\frac{3}{4}``). Equivalence is decided by ``math_verify.verify`` on both parsed
-as boxed LaTeX, with a normalised string comparison as fallback when parsing yields nothing.
+A task's answer spec (:class:`AnswerSpec`, recipe key ``evaluate.tasks[].answer``) says where the
+answer is found: only in the text after the end-of-reasoning marker ``after`` (``</think>`` for
+reasoning models; None = the whole text), by the first of the ordered ``extract`` methods that finds
+one: ``boxed`` (last ``\\boxed{...}``, nested braces handled), ``gsm8k`` (last ``#### N`` line),
+``answer_is`` (an explicit "the answer is X" phrase) or ``last_number`` (the last number in the text,
+only when a task asks for it). A completion without the marker (its reasoning never ended, e.g. cut
+by the token budget) scores wrong unless ``on_missing`` is ``whole_text``; one without a findable
+answer scores wrong. References may be GSM8K solutions (``... #### 72``) or plain MATH answers.
+Equivalence: normalised string equality, exact integer comparison, else ``math_verify`` in a helper
+process with a time limit (:mod:`rac.eval.verify`), so the verdict is the same in any thread.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
+
+from rac.eval.verify import VerifyTimeout, equivalent
 
 log = logging.getLogger(__name__)
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _GSM8K = re.compile(r"####\s*([^\n]+)")
-_ANSWER_IS = re.compile(r"answer\s*(?:is|:)\s*:?\s*\$?\s*([^\n]+)", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"answer\s*(?:is|:)\s*:?\s*([^\n]+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\$?\s*\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
+_INTEGER = re.compile(r"-?\d+")
+
+EXTRACT_METHODS = ("boxed", "gsm8k", "answer_is", "last_number")
+ON_MISSING = ("wrong", "whole_text")
+REASONING_END_MARKERS = ("</think>",)
+# `extract: null` means the data set's own rule; keep in sync with schemas/recipe.schema.json
+DATASET_EXTRACT: dict[str, tuple[str, ...]] = {
+    "gsm8k_test": ("gsm8k", "boxed"), "gsm8k_train": ("gsm8k", "boxed"),
+    "math500": ("boxed",), "math_train": ("boxed",),
+}
+DEFAULT_EXTRACT = ("boxed",)
+
+
+class AnswerSpecError(ValueError):
+    """An answer spec names an unknown extraction method or on_missing rule."""
+
+
+@dataclass(frozen=True)
+class AnswerSpec:
+    """Where a completion's final answer is (see the module docstring)."""
+
+    after: str | None = None
+    extract: tuple[str, ...] = DEFAULT_EXTRACT
+    on_missing: str = "wrong"
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.extract if m not in EXTRACT_METHODS]
+        if unknown or not self.extract:
+            raise AnswerSpecError(f"answer.extract: unknown or empty methods {list(self.extract)}; "
+                                  f"choose from {', '.join(EXTRACT_METHODS)}")
+        if self.on_missing not in ON_MISSING:
+            raise AnswerSpecError(f"answer.on_missing: {self.on_missing!r} is not one of {', '.join(ON_MISSING)}")
+        if self.after is not None and not self.after:
+            raise AnswerSpecError("answer.after: an empty marker; use null for the whole text")
+
+    def as_dict(self) -> dict:
+        return {"after": self.after, "extract": list(self.extract), "on_missing": self.on_missing}
+
+
+GENERIC_SPEC = AnswerSpec(extract=("boxed", "gsm8k"))  # callers without a task (rollout correctness)
+
+
+def default_extract(dataset: str | None) -> tuple[str, ...]:
+    """The extraction methods of a builtin data set (``boxed`` for others and for local files)."""
+    return DATASET_EXTRACT.get(dataset or "", DEFAULT_EXTRACT)
+
+
+def resolve_spec(answer: dict | None, dataset: str | None, *, vocabulary: Collection[str] = (),
+                 stripped: Collection[str] = (), prompt: str = "") -> AnswerSpec:
+    """The answer spec of a task from its recipe ``answer`` section and the model's tokenizer.
+
+    ``after: auto`` becomes the first :data:`REASONING_END_MARKERS` entry in ``vocabulary`` (the
+    tokenizer's tokens and chat template: a reasoning model), else None. A marker the engine strips
+    from the decoded text (a special token in ``stripped``) is an error, since no completion could
+    contain it. When the rendered ``prompt`` already ends with the marker (reasoning switched off by
+    the template or the forced prefix), the completion is all answer: the whole text is searched.
+    """
+    answer = answer or {}
+    after = answer.get("after", "auto")
+    if after == "auto":
+        after = next((m for m in REASONING_END_MARKERS if m in vocabulary), None)
+    if after is not None and after in stripped:
+        raise AnswerSpecError(f"answer.after: {after!r} is a special token of this tokenizer, which the engine "
+                              "removes from the decoded text; set answer.after to null or another marker")
+    if after is not None and prompt.rstrip().endswith(after):
+        after = None
+    extract = answer.get("extract")
+    return AnswerSpec(after, tuple(extract) if extract else default_extract(dataset),
+                      answer.get("on_missing", "wrong"))
 
 
 @dataclass(frozen=True)
 class GradeResult:
-    """What was extracted from the prediction (None when nothing) and whether it matches."""
+    """What was extracted (None when nothing), whether it matches, and how the grading ended:
+    "graded", "no_marker" (the ``after`` marker is missing), "no_answer" (no method found one) or
+    "timeout" (the equivalence check ran out of time; scored wrong)."""
 
     extracted: str | None
     correct: bool
+    status: str = "graded"
 
 
 def last_boxed(text: str) -> str | None:
@@ -49,21 +129,47 @@ def _clean_number(token: str) -> str:
     return token.replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer of a completion (see module docstring for the order of rules)."""
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    hashes = _GSM8K.findall(text)
-    if hashes:
-        return _clean_number(hashes[-1].strip()) if _NUMBER.fullmatch(hashes[-1].strip()) else hashes[-1].strip()
-    phrases = _ANSWER_IS.findall(text)
-    if phrases:
-        numbers = _NUMBER.findall(phrases[-1])
-        if numbers:
-            return _clean_number(numbers[0])
+def _number_or_text(text: str) -> str:
+    text = text.strip()
+    match = _NUMBER.match(text)
+    return _clean_number(match.group(0)) if match else text.strip("$ .")
+
+
+def _find(method: str, text: str) -> str | None:
+    if method == "boxed":
+        return last_boxed(text)
+    if method == "gsm8k":
+        hashes = _GSM8K.findall(text)
+        return _number_or_text(hashes[-1]) if hashes else None
+    if method == "answer_is":
+        phrases = _ANSWER_IS.findall(text)
+        return _number_or_text(phrases[-1]) if phrases else None
     numbers = _NUMBER.findall(text)
     return _clean_number(numbers[-1]) if numbers else None
+
+
+def answer_region(text: str, spec: AnswerSpec) -> str | None:
+    """The part of ``text`` searched for the answer: after the last ``after`` marker; None when the
+    marker is missing and ``on_missing`` is "wrong"."""
+    if spec.after is None:
+        return text
+    head, marker, tail = text.rpartition(spec.after)
+    if marker:
+        return tail
+    return text if spec.on_missing == "whole_text" else None
+
+
+def extract_answer(text: str, spec: AnswerSpec | None = None) -> str | None:
+    """The final answer of a completion under ``spec`` (default :data:`GENERIC_SPEC`); None if none."""
+    spec = spec or GENERIC_SPEC
+    region = answer_region(text or "", spec)
+    if region is None:
+        return None
+    for method in spec.extract:
+        found = _find(method, region)
+        if found is not None and found.strip():
+            return found.strip()
+    return None
 
 
 def reference_answer(reference: object) -> str:
@@ -82,40 +188,34 @@ def _normalise(text: str) -> str:
     return text.lower()
 
 
-def _parse(expr: str) -> list:
-    from math_verify import parse
-
-    try:
-        return parse(f"\\boxed{{{expr}}}", parsing_timeout=5)
-    except Exception as exc:  # noqa: BLE001 - math_verify raises anything on pathological input
-        log.debug("math_verify could not parse %r: %s", expr, exc)
-        return []
-
-
 def answers_match(predicted: str, reference: str) -> bool:
-    """True when ``predicted`` and ``reference`` denote the same mathematical object."""
-    if _normalise(predicted) == _normalise(reference):
+    """True when ``predicted`` and ``reference`` denote the same mathematical object.
+
+    Raises :class:`rac.eval.verify.VerifyTimeout` when ``math_verify`` runs out of time.
+    """
+    pred, ref = _normalise(predicted), _normalise(reference)
+    if pred == ref:
         return True
-    from math_verify import verify
-
-    gold, pred = _parse(reference), _parse(predicted)
-    if not gold or not pred:
-        return False
-    try:
-        return bool(verify(gold, pred, timeout_seconds=5))
-    except Exception as exc:  # noqa: BLE001 - sympy fails arbitrarily on exotic expressions
-        log.debug("math_verify could not compare %r and %r: %s", predicted, reference, exc)
-        return False
+    if _INTEGER.fullmatch(pred) and _INTEGER.fullmatch(ref):
+        return int(pred) == int(ref)
+    return equivalent(reference, predicted)
 
 
-def grade(prediction_text: str, reference: object) -> GradeResult:
-    """Extract the answer of ``prediction_text`` and compare it with ``reference``."""
+def grade(prediction_text: str, reference: object, spec: AnswerSpec | None = None) -> GradeResult:
+    """Extract the answer of ``prediction_text`` under ``spec`` and compare it with ``reference``."""
     if reference is None:
         raise ValueError("grade(): the problem has no reference answer (check the task's answer_field)")
-    extracted = extract_answer(prediction_text or "")
-    if extracted is None or not extracted.strip():
-        return GradeResult(None, False)
-    return GradeResult(extracted, answers_match(extracted, reference_answer(reference)))
+    spec = spec or GENERIC_SPEC
+    if answer_region(prediction_text or "", spec) is None:
+        return GradeResult(None, False, "no_marker")
+    extracted = extract_answer(prediction_text or "", spec)
+    if extracted is None:
+        return GradeResult(None, False, "no_answer")
+    try:
+        return GradeResult(extracted, answers_match(extracted, reference_answer(reference)))
+    except VerifyTimeout as exc:
+        log.warning("%s; graded wrong", exc)
+        return GradeResult(extracted, False, "timeout")
 
 
 # -- metrics shared by the math and code tasks ------------------------------------------------------
@@ -149,6 +249,9 @@ def summarize(records: list[dict], wall_seconds: float, max_new_tokens: int | No
 
     ``accuracy`` is the mean correctness over all samples (= unbiased pass@1), ``accuracy_se`` its
     standard error over problems; ``pass_at_k`` holds k = 1, 2, 4, ... up to the samples per problem.
+    Samples cut by the token budget (finish reason "length") are counted in ``truncated`` and left
+    out of ``accuracy_excluding_truncated`` (None when every sample was cut), so a budget that is too
+    small is visible next to the accuracy instead of inside it.
     """
     by_problem: dict[str, list[bool]] = {}
     for record in records:
@@ -165,6 +268,7 @@ def summarize(records: list[dict], wall_seconds: float, max_new_tokens: int | No
     lengths = sorted(int(r["length"]) for r in records)
     total = sum(lengths)
     n = len(lengths)
+    finished = [bool(r["correct"]) for r in records if r["finish_reason"] != "length"]
     median = 0.0
     if n:
         median = float(lengths[n // 2]) if n % 2 else (lengths[n // 2 - 1] + lengths[n // 2]) / 2
@@ -176,9 +280,19 @@ def summarize(records: list[dict], wall_seconds: float, max_new_tokens: int | No
         "pass_at_k": pass_k,
         "mean_length": total / n if n else 0.0,
         "median_length": median,
-        "truncated_fraction": sum(r["finish_reason"] == "length" for r in records) / n if n else 0.0,
+        "truncated": n - len(finished),
+        "truncated_fraction": (n - len(finished)) / n if n else 0.0,
+        "accuracy_excluding_truncated": sum(finished) / len(finished) if finished else None,
         "generated_tokens": total,
         "wall_seconds": round(wall_seconds, 3),
         "tokens_per_second": total / wall_seconds if wall_seconds > 0 else 0.0,
         "max_new_tokens": max_new_tokens,
     }
+
+
+def grading_counts(records: list[dict]) -> dict:
+    """How math samples ended: ``no_answer`` (no marker or no answer found, scored wrong) and
+    ``grading_timeouts`` (the equivalence check ran out of time, scored wrong)."""
+    statuses = [r.get("status") for r in records]
+    return {"no_answer": sum(s in ("no_marker", "no_answer") for s in statuses),
+            "grading_timeouts": sum(s == "timeout" for s in statuses)}

@@ -21,6 +21,7 @@ from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
 
 if TYPE_CHECKING:
+    from rac.eval.math import AnswerSpec
     from rac.recipe.settings import EvaluateSettings
 
 PROBE_VERSION = "1"
@@ -117,12 +118,34 @@ def _generate(ctx: StageContext, engine: Any, tokenizer: Any, texts: list[str], 
     return outputs, time.perf_counter() - start
 
 
+def answer_spec(ctx: StageContext, task: dict, tokenizer: Any, first_problem: str | None) -> AnswerSpec:
+    """The math task's answer spec, checked against the tokenizer before anything is generated."""
+    from rac.calibration.render import render_text
+    from rac.eval.math import REASONING_END_MARKERS, AnswerSpecError, resolve_spec
+
+    template = str(getattr(tokenizer, "chat_template", None) or "")
+    vocabulary = set(tokenizer.get_vocab()) | {m for m in REASONING_END_MARKERS if m in template}
+    render_cfg = ctx.settings.calibration.render.as_dict()
+    prompt = render_text(tokenizer, first_problem, render_cfg) if first_problem is not None else ""
+    after = (task.get("answer") or {}).get("after")
+    markers = {m for m in (*REASONING_END_MARKERS, after) if isinstance(m, str) and m != "auto"}
+    stripped = {m for m in markers  # what the engines' decode(skip_special_tokens=True) removes
+                if m not in tokenizer.decode(tokenizer.encode(m, add_special_tokens=False), skip_special_tokens=True)}
+    try:
+        return resolve_spec(task.get("answer"), task.get("dataset"), vocabulary=vocabulary, stripped=stripped,
+                            prompt=prompt)
+    except AnswerSpecError as exc:
+        raise EvaluateError(f"evaluate.tasks[{task['name']}].{exc}") from exc
+
+
 def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: Any) -> tuple[dict, list[dict]]:
     """Math or code task: generate, grade every sample, summarize."""
-    from rac.eval.math import grade, summarize
+    from rac.eval.math import grade, grading_counts, summarize
 
     problems, field, answer_field = load_problems(task)
-    outputs, wall = _generate(ctx, engine, tokenizer, [_problem_text(r, field) for r in problems], task)
+    texts = [_problem_text(r, field) for r in problems]
+    spec = answer_spec(ctx, task, tokenizer, texts[0] if texts else None) if task["type"] == "math" else None
+    outputs, wall = _generate(ctx, engine, tokenizer, texts, task)
     records: list[dict] = []
     extra: dict = {}
     if task["type"] == "code":
@@ -137,14 +160,16 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
             row = {"id": _problem_id(record, index), "sample": sample, "length": len(gen.completion_ids),
                    "finish_reason": gen.finish_reason}
             if task["type"] == "math":
-                result = grade(gen.text, record[answer_field])
+                result = grade(gen.text, record[answer_field], spec)
                 row.update(answer=str(record[answer_field]).rsplit("####", 1)[-1].strip(),
-                           extracted=result.extracted, correct=result.correct)
+                           extracted=result.extracted, correct=result.correct, status=result.status)
             else:
                 code = grade_code(record, gen.text, limits)
                 row.update(answer=None, extracted=code.extracted, correct=code.passed, status=code.status,
                            error=code.error)
             records.append(row)
+    if spec is not None:
+        extra.update(answer=spec.as_dict(), **grading_counts(records))
     metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, int(task["max_new_tokens"])), **extra}
     return metrics, records
 
@@ -264,7 +289,7 @@ STAGE = Stage(
     name="evaluate",
     needs=("prune", "quantize"),
     reads=("model", "evaluate", "calibration.render", "run.seed"),
-    version="1",
+    version="2",  # 2: strict answer specs, trusted code runner
     run=run,
     enabled=lambda r: bool((r.get("evaluate") or {}).get("tasks")),
     description="benchmarks, decode-fidelity probe and throughput of the compressed model",

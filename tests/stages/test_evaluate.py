@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from rac.engine.cache import Cache
 from rac.engine.stage import StageContext
-from rac.stages.evaluate import STAGE, EvaluateError, task_settings
+from rac.engines.base import Generation
+from rac.stages.evaluate import STAGE, EvaluateError, run_generation_task, task_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,9 @@ def test_evaluate_stage_dense_and_pruned(tmp_path, tiny_model_dir):
     assert dense["probe"]["decode_error"] == 0.0 and not dense["probe"]["dense_cache_hit"]
     assert "compressed" not in dense["throughput"]["variants"]
     records = [json.loads(line) for line in (tmp_path / "dense/records/gsm8k.jsonl").read_text().splitlines()]
-    assert {"id", "answer", "extracted", "correct", "length", "finish_reason"} <= set(records[0])
+    assert {"id", "answer", "extracted", "correct", "length", "finish_reason", "status"} <= set(records[0])
+    assert dense["gsm8k"]["answer"]["extract"] == ["gsm8k", "boxed"]  # the gsm8k_test default
+    assert dense["gsm8k"]["truncated"] == sum(r["finish_reason"] == "length" for r in records)
     assert json.loads((tmp_path / "dense/metrics.json").read_text())["gsm8k"]["accuracy"] == 0.0
 
     # a "pruned" upstream artifact: one weight halved
@@ -103,3 +106,71 @@ def test_duplicate_task_names_rejected(tmp_path, tiny_model_dir):
 def test_stage_contract():
     assert STAGE.name == "evaluate" and STAGE.needs == ("prune", "quantize")
     assert not STAGE.enabled({"evaluate": None}) and STAGE.enabled({"evaluate": {"tasks": [{"name": "x"}]}})
+
+
+class _ScriptedEngine:
+    """Returns fixed completions (one per prompt) instead of generating."""
+
+    name = "scripted"
+
+    def __init__(self, completions: list[tuple[str, str]]) -> None:
+        self.completions, self.calls = completions, 0
+
+    def generate(self, prompts, sampling, progress=None):
+        self.calls += 1
+        return [[Generation(list(p), [1] * 7, text, finish)] for p, (text, finish) in zip(prompts, self.completions)]
+
+
+def _math_task(**answer) -> dict:
+    task = {"name": "gsm8k", "type": "math", "dataset": "gsm8k_test", "limit": 2, "answer": answer}
+    return task_settings({"max_new_tokens": 7, "temperature": 0.0}, task)
+
+
+def test_truncated_reasoning_trace_is_wrong_and_reported_separately(tmp_path, tokenizer):
+    from rac.calibration.datasets import load_records
+    from rac.eval.math import reference_answer
+
+    answers = [reference_answer(r["answer"]) for r in load_records({"dataset": "gsm8k_test"})[:2]]
+    engine = _ScriptedEngine([
+        (f"<think>\nFirst 2 + 2 = 4, then {answers[0]}", "length"),  # cut mid-thought; last number = answer
+        (f"<think>\nso {answers[1]}.\n</think>\n#### {answers[1]}", "stop"),
+    ])
+    recipe = {"model": {"id": "x"}, "calibration": {"render": {"chat_template": True}}, "run": {"seed": 0}}
+    ctx = _ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "scripted")
+    metrics, records = run_generation_task(ctx, _math_task(after="</think>"), engine, tokenizer)
+    assert [r["correct"] for r in records] == [False, True]
+    assert [r["status"] for r in records] == ["no_marker", "graded"]
+    assert metrics["accuracy"] == 0.5 and metrics["truncated"] == 1 and metrics["truncated_fraction"] == 0.5
+    assert metrics["accuracy_excluding_truncated"] == 1.0 and metrics["no_answer"] == 1
+    assert metrics["answer"] == {"after": "</think>", "extract": ["gsm8k", "boxed"], "on_missing": "wrong"}
+
+    # `after: auto` on a tokenizer without `</think>` (SmolLM2) searches the whole text: still no last number
+    metrics, records = run_generation_task(ctx, _math_task(), engine, tokenizer)
+    assert metrics["answer"]["after"] is None and [r["correct"] for r in records] == [False, True]
+
+
+def test_answer_marker_the_engine_strips_is_an_error_before_generating(tmp_path, tokenizer):
+    engine = _ScriptedEngine([])
+    recipe = {"model": {"id": "x"}, "calibration": {"render": {"chat_template": True}}, "run": {"seed": 0}}
+    ctx = _ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "special")
+    with pytest.raises(EvaluateError, match=r"evaluate.tasks\[gsm8k\].answer.after: '<\|im_end\|>' is a special"):
+        run_generation_task(ctx, _math_task(after="<|im_end|>"), engine, tokenizer)
+    assert engine.calls == 0
+
+
+def test_auto_marker_follows_the_tokenizer(tmp_path):
+    """`after: auto` is `</think>` for a tokenizer that has it as a (kept) token; a special one is an error."""
+    from transformers import AutoTokenizer
+
+    from rac.stages.evaluate import answer_spec
+
+    recipe = {"calibration": {"render": {"chat_template": True}}}
+    ctx = _ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "auto")
+    folder = REPO / "tests" / "fixtures" / "smollm2_tokenizer"
+    reasoning = AutoTokenizer.from_pretrained(str(folder))
+    reasoning.add_tokens(["<think>", "</think>"])  # like DeepSeek-R1 / Qwen3: added, not special
+    assert answer_spec(ctx, _math_task(), reasoning, "What is 2 + 2?").after == "</think>"
+    stripping = AutoTokenizer.from_pretrained(str(folder))
+    stripping.add_special_tokens({"additional_special_tokens": ["</think>"]})
+    with pytest.raises(EvaluateError, match="special token"):
+        answer_spec(ctx, _math_task(), stripping, "What is 2 + 2?")
