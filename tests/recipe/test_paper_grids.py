@@ -1,0 +1,89 @@
+"""Every table and figure of the paper has a grid whose dry run lists exactly the paper's cells.
+
+Each grid is expanded and validated as ``rac grid --dry-run`` does (no environment checks), then its
+cells' recipe names are compared with the paper's rows x columns, so a grid that loses a condition,
+gains one, or names cells so that a reader cannot tell which table entry they fill, fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rac.recipe.grid import expand_grid
+
+ROOT = Path(__file__).resolve().parents[2]
+GRIDS = ROOT / "recipes" / "grids"
+MODELS = {m: f"deepseek-r1-distill-qwen-{m}" for m in ("1.5b", "7b", "14b", "32b")}
+SPARSITIES = (20, 30, 40, 50)
+
+
+def _table(models: tuple[str, ...], calibrations: tuple[str, ...], sparsities: tuple[int, ...]) -> set[str]:
+    return {f"{MODELS[m]}_{c}_sparsegpt{s}" for m in models for c in calibrations for s in sparsities}
+
+
+_T4 = "deepseek-r1-distill-qwen-14b"
+_SCOPES = {"first": "mlp-first-2of4", "first_last": "mlp-first-2of4+mlp-last-2of4", "all": "mlp-all-2of4"}
+PAPER_CELLS: dict[str, set[str]] = {
+    "figure1_c4_sparsity.yaml": _table(("7b",), ("c4",), (30, 50, 70)),
+    "figure2_probe.yaml": _table(("7b",), ("prompt", "rac"), (50,)),
+    "table1_math500.yaml": _table(("1.5b", "7b", "14b", "32b"), ("c4", "prompt", "rac"), SPARSITIES),
+    "table1_dense.yaml": {f"{MODELS[m]}_dense" for m in ("1.5b", "7b", "14b", "32b")},
+    "table2_livecodebench.yaml": _table(("1.5b", "7b", "14b"), ("c4", "prompt", "rac"), SPARSITIES),
+    "table2_dense.yaml": {f"{MODELS[m]}_dense" for m in ("1.5b", "7b", "14b")},
+    "table3_offpolicy.yaml": _table(("7b",), ("rac", f"rac-from-{MODELS['14b']}"), SPARSITIES),
+    "table4_2of4_fp8.yaml": {f"{_T4}_dense"} | {
+        f"{_T4}_{cal}_sparsegpt_{scope}{'_fp8' if fp8 else ''}"
+        for scope in _SCOPES.values() for cal, fp8 in (("rac", False), ("prompt", True), ("rac", True))},
+    "table5_budgets.yaml": {f"{MODELS['7b']}_{kind}_max_new_tokens-{budget}"
+                            for kind in ("dense", "rac_sparsegpt40") for budget in (32768, 8192, 4096)},
+    "ablation_improvements.yaml": {
+        f"{MODELS['7b']}_rac_sparsegpt{s}_true_sequential-{ts}_decode-{w}"
+        for s in (40, 50) for ts in ("false", "true") for w in ("1.0", "2.0")},
+}
+
+
+def test_every_grid_is_checked() -> None:
+    assert sorted(p.name for p in GRIDS.glob("*.yaml")) == sorted(PAPER_CELLS)
+
+
+@pytest.mark.parametrize("grid", sorted(PAPER_CELLS))
+def test_paper_grid_lists_the_papers_cells(grid: str) -> None:
+    cells = expand_grid(grid_file=GRIDS / grid, environment=False)
+    names = [cell.loaded.data["name"] for cell in cells]
+    assert len(names) == len(PAPER_CELLS[grid]), names
+    assert set(names) == PAPER_CELLS[grid]
+    assert len({cell.name for cell in cells}) == len(cells)
+
+
+def test_paper_recipes_run_sparsegpts_own_order() -> None:
+    cells = expand_grid(grid_file=GRIDS / "table1_math500.yaml", environment=False)
+    assert all(cell.loaded.data["prune"]["true_sequential"] is False for cell in cells)
+    assert all(cell.loaded.data["calibration"]["weights"] == {"prompt": 1.0, "decode": 1.0} for cell in cells)
+
+
+def test_table2_evaluates_livecodebench_and_calibrates_on_codeforces() -> None:
+    cells = expand_grid(grid_file=GRIDS / "table2_livecodebench.yaml", environment=False)
+    for cell in cells:
+        data = cell.loaded.data
+        (task,) = data["evaluate"]["tasks"]
+        assert (task["dataset"], task["release"], data["evaluate"]["samples"]) == ("livecodebench", "release_v5", 16)
+        source = data["calibration"]["sources"][0]
+        expected = "hf:allenai/c4:en" if data["calibration"]["kind"] == "text" else "hf:open-r1/codeforces"
+        assert source["path"] == expected
+
+
+def test_table4_cells_measure_throughput() -> None:
+    for cell in expand_grid(grid_file=GRIDS / "table4_2of4_fp8.yaml", environment=False):
+        kinds = [t["type"] for t in cell.loaded.data["evaluate"]["tasks"]]
+        assert kinds.count("throughput") == 2
+        assert ("math" in kinds) == bool(cell.loaded.data.get("prune"))
+
+
+def test_paper_grids_document_unstated_settings() -> None:
+    for grid in PAPER_CELLS:
+        head = (GRIDS / grid).read_text().split("version:", 1)[0]
+        assert "rac grid recipes/grids/" + grid in head, grid
+        if grid.startswith(("table", "figure")):
+            assert "Paper " in head and "not state" in head, grid
