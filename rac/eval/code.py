@@ -1,4 +1,4 @@
-"""Code generation grading: HumanEval (``check(candidate)``) and LeetCode functional tests.
+"""Code generation grading: HumanEval (``check(candidate)``), LeetCode functional tests and stdin/stdout tests.
 
 A completion is graded by a trusted runner program run inside :func:`rac.eval.sandbox.run_python`.
 The runner imports the solution (a prelude of standard imports -- LeetCode solutions use ``List``,
@@ -12,7 +12,11 @@ the process at once (``os._exit(0)``, so no ``atexit`` handler of the solution r
 passes only on exit status 0 *and* that sentinel line: ``exit(0)`` in the solution, an ``atexit``
 handler calling ``os._exit(0)`` or a swallowed failure cannot pass a wrong solution. (This is about
 verdict integrity, not security: code that reads the runner's own memory could find the sentinel;
-the sandbox is the security boundary.) pass@1 / pass@k come from :func:`rac.eval.math.summarize`.
+the sandbox is the security boundary.) Standard-input programs (``tests.stdio``: LiveCodeBench's
+AtCoder / Codeforces problems) are not imported: the tests run the code once per case as
+``__main__`` with that case's input on ``sys.stdin`` and compare its stdout line by line, token by
+token (numbers within 1e-6, as LiveCodeBench does). pass@1 / pass@k come from
+:func:`rac.eval.math.summarize`.
 """
 
 from __future__ import annotations
@@ -68,16 +72,52 @@ def extract_code(completion: str) -> str:
 
 
 def problem_kind(record: dict) -> str:
-    """"humaneval" (prompt/test/entry_point) or "leetcode" (tests.functional)."""
+    """"humaneval" (prompt/test/entry_point), "leetcode" (tests.functional) or "stdio" (tests.stdio)."""
     if {"test", "entry_point"} <= set(record):
         return "humaneval"
     tests = record.get("tests")
     if isinstance(tests, dict) and isinstance(tests.get("functional"), str):
         return "leetcode"
+    if isinstance(tests, dict) and isinstance(tests.get("stdio"), list) and tests["stdio"]:
+        return "stdio"
     raise CodeTaskError(
-        f"code problem has neither HumanEval fields (test, entry_point) nor LeetCode tests.functional; "
-        f"fields: {', '.join(sorted(record))}"
+        f"code problem has neither HumanEval fields (test, entry_point), LeetCode tests.functional nor "
+        f"tests.stdio; fields: {', '.join(sorted(record))}"
     )
+
+
+STDIO_TESTS = """\
+import io as _io, sys as _sys
+def _same(_got, _want):
+    _g, _w = _got.strip().splitlines(), _want.strip().splitlines()
+    if len(_g) != len(_w):
+        return False
+    for _gl, _wl in zip(_g, _w):
+        _gt, _wt = _gl.split(), _wl.split()
+        if _gt == _wt:
+            continue
+        if len(_gt) != len(_wt):
+            return False
+        try:
+            if any(abs(float(_a) - float(_b)) > 1e-6 for _a, _b in zip(_gt, _wt)):
+                return False
+        except ValueError:
+            return False
+    return True
+_code = compile({code!r}, "solution.py", "exec")
+for _i, (_inp, _want) in enumerate({cases!r}):
+    _saved = _sys.stdin, _sys.stdout
+    _sys.stdin = _io.TextIOWrapper(_io.BytesIO(_inp.encode()), encoding="utf-8")
+    _sys.stdout = _io.StringIO()
+    try:
+        exec(_code, {{"__name__": "__main__"}})
+    except SystemExit:
+        pass
+    finally:
+        _got, (_sys.stdin, _sys.stdout) = _sys.stdout.getvalue(), _saved
+    if not _same(_got, _want):
+        raise AssertionError("test %d: wrong output" % _i)
+"""
 
 
 RUNNER = """\
@@ -124,6 +164,9 @@ def build_program(record: dict, completion: str, sentinel: str | None = None) ->
     code = extract_code(completion)
     if kind == "leetcode":
         source, tests = f"{LEETCODE_PRELUDE}\n{code}\n", f"{record['tests']['functional']}\n"
+    elif kind == "stdio":  # a script: run per test case, not at import
+        cases = [(str(i), str(o)) for i, o in record["tests"]["stdio"]]
+        source, tests = "", STDIO_TESTS.format(code=f"{LEETCODE_PRELUDE}\n{code}\n", cases=cases)
     else:
         entry = record["entry_point"]
         if not re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
@@ -153,10 +196,11 @@ def grade_code(record: dict, completion: str, limits: SandboxLimits | None = Non
 
 def reference_solution(record: dict) -> str:
     """The record's own solution as a completion (used to self-check the test harness)."""
-    if problem_kind(record) == "humaneval":
+    kind = problem_kind(record)
+    if kind == "humaneval":
         return record["prompt"] + record["canonical_solution"]
     solutions = record.get("solutions") or []
     solution = solutions if isinstance(solutions, str) else (solutions[0] if solutions else "")
     if not solution:
-        raise CodeTaskError("leetcode record has no `solutions`")
+        raise CodeTaskError(f"{kind} record has no `solutions`")
     return f"```python\n{solution}\n```"

@@ -51,6 +51,15 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
     """(records, problem field, answer field) of a task's data set, limited and offset."""
     from rac.calibration.datasets import load_records, source_fields
 
+    if task.get("dataset") == "livecodebench":  # hub release (or a local file in its format), graded in the sandbox
+        from rac.eval.livecodebench import LiveCodeBenchError, load_livecodebench
+
+        try:
+            records = load_livecodebench(task.get("release") or "release_v5", task.get("revision"), task.get("path"))
+        except LiveCodeBenchError as exc:
+            raise EvaluateError(f"evaluate.tasks[{task['name']}]: {exc}") from None
+        start, limit = int(task.get("offset") or 0), task.get("limit")
+        return records[start:start + limit if limit else None], "problem", None
     source = {"dataset": task.get("dataset"), "path": task.get("path"), "split": task.get("split") or "test",
               "field": task.get("field"), "answer_field": task.get("answer_field"), "revision": task.get("revision")}
     if not source["dataset"] and not source["path"]:

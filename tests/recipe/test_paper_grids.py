@@ -87,3 +87,16 @@ def test_paper_grids_document_unstated_settings() -> None:
         assert "rac grid recipes/grids/" + grid in head, grid
         if grid.startswith(("table", "figure")):
             assert "Paper " in head and "not state" in head, grid
+
+
+def test_table2_calibration_source_reads_codeforces_rows() -> None:
+    """The Codeforces overlay's source, pointed at a sample in open-r1/codeforces' row format."""
+    import yaml
+
+    from rac.calibration.datasets import load_records
+
+    overlay = yaml.safe_load((ROOT / "recipes" / "overlays" / "calibration" / "codeforces.yaml").read_text())
+    (source,) = overlay["calibration"]["sources"]
+    sample = ROOT / "tests" / "fixtures" / "codeforces" / "sample.jsonl"
+    records = load_records({**source, "path": str(sample)})
+    assert [r[source["field"]][:14] for r in records] == ["Theatre Square", "Pete and Billy", "Words longer t"]
