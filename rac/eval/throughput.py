@@ -5,8 +5,12 @@ fills a KV cache) and decode (``decode_len`` single-token steps reusing the cach
 FP8-quantized models already run real FP8 GEMMs on CUDA (``rac.models.fp8_linear.Fp8Linear``
 calls ``torch._scaled_mm``; on CPU it simulates). For 2:4-pruned models, :func:`kernelize` stores
 2:4 weights compressed (``torch.sparse.to_sparse_semi_structured``; PyTorch's CUTLASS path refuses
-sm90 and cuSPARSELt can be slower than dense at decode sizes). Every swap is verified on a sample
-input and stops at the first refusal, so the report states what actually ran.
+sm90, so on Hopper it asks for cuSPARSELt; cuSPARSELt can be slower than dense at decode sizes). For
+2:4 + FP8 models, ``kernel="2:4+fp8"`` uses torchao's FP8 semi-sparse config (cuSPARSELt FP8 on
+sm90) when torchao is installed, and otherwise runs the FP8 GEMMs alone and says so. Every swap is
+verified on a sample input and stops at the first refusal, so the report states what actually ran.
+:func:`measure_generation` times end-to-end generation through an engine (vLLM: its FP8 kernels;
+current vLLM has no 2:4 sparse kernels, so a 2:4 model runs dense GEMMs there).
 """
 
 from __future__ import annotations
@@ -70,13 +74,38 @@ def measure_phases(model, batch_size: int, prompt_len: int, decode_len: int, rep
     }
 
 
+def measure_generation(engine, vocab_size: int, batch_size: int, prompt_len: int, decode_len: int,
+                       repeats: int = 1, seed: int = 0) -> dict:
+    """Generated tokens/s of ``engine`` (rac engine) for ``batch_size`` random prompts of ``prompt_len``
+    tokens, greedy, up to ``decode_len`` new tokens each: the median of ``repeats`` runs after a warm-up."""
+    from rac.engines.base import SamplingConfig
+
+    if min(batch_size, prompt_len, decode_len, repeats) < 1:
+        raise ValueError("throughput: batch_size, prompt_len, decode_len and repeats must be >= 1")
+    gen = torch.Generator().manual_seed(seed)
+    prompts = torch.randint(100, vocab_size, (batch_size, prompt_len), generator=gen).tolist()
+    engine.generate(prompts[:1], SamplingConfig(max_new_tokens=2, temperature=0.0, seed=seed))
+    sampling = SamplingConfig(max_new_tokens=decode_len, temperature=0.0, seed=seed)
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        outputs = engine.generate(prompts, sampling)
+        runs.append((time.perf_counter() - start, sum(len(g.completion_ids) for gens in outputs for g in gens)))
+    wall, generated = sorted(runs)[len(runs) // 2]
+    return {"generation_seconds": round(wall, 5), "generated_tokens": generated,
+            "generation_tokens_per_s": generated / wall, "prompt_tokens": batch_size * prompt_len,
+            "repeats": repeats}
+
+
 class SemiStructuredLinear(nn.Module):
     """Linear layer whose 2:4-sparse weight is stored compressed (cuSPARSELt / CUTLASS)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        from torch.sparse import to_sparse_semi_structured
+        from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
 
+        if linear.weight.is_cuda and torch.cuda.get_device_capability(linear.weight.device)[0] >= 9:
+            SparseSemiStructuredTensor._FORCE_CUTLASS = False  # CUTLASS refuses sm90: cuSPARSELt there
         self.weight = nn.Parameter(to_sparse_semi_structured(linear.weight.data), requires_grad=False)
         self.bias = linear.bias
 
@@ -111,11 +140,38 @@ def _swap(model: nn.Module, build: Callable[[nn.Linear], nn.Module], accept: Cal
     return swapped, error
 
 
+def _torchao_fp8_semi_sparse(model: nn.Module, skip: tuple[str, ...]) -> dict:
+    """2:4 + FP8 through torchao (FP8 weights and activations, cuSPARSELt) on every 2:4 linear layer."""
+    try:  # torchao 0.16 dropped this config: 2:4+FP8 needs torchao <= 0.15
+        from torchao.quantization import Float8DynamicActivationFloat8SemiSparseWeightConfig, quantize_
+    except ImportError as exc:
+        return {"kernel": "none", "layers": 0,
+                "note": f"2:4+FP8 needs torchao <= 0.15 with its FP8 semi-sparse config ({type(exc).__name__}: {exc})"}
+
+    def accept(module: nn.Module, name: str) -> bool:
+        return (isinstance(module, nn.Linear) and not any(s in name for s in skip)
+                and is_two_four(module.weight.data))
+
+    layers = sum(accept(m, n) for n, m in model.named_modules())
+    try:
+        quantize_(model, Float8DynamicActivationFloat8SemiSparseWeightConfig(), filter_fn=accept)
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:
+        return {"kernel": "none", "layers": 0, "note": f"torchao 2:4+FP8 refused: {str(exc).splitlines()[0][:200]}"}
+    return {"kernel": "2:4+fp8", "layers": layers, "note": "torchao Float8DynamicActivationFloat8SemiSparseWeight"}
+
+
 def kernelize(model: nn.Module, kernel: str, skip: tuple[str, ...] = ("lm_head",)) -> dict:
-    """Put ``kernel`` ("fp8" | "2:4" | "none") kernels in place and say what actually runs."""
+    """Put ``kernel`` ("fp8" | "2:4" | "2:4+fp8" | "none") kernels in place and say what actually runs.
+
+    ``2:4+fp8`` expects the bf16 2:4-pruned model (torchao quantizes it to FP8 itself); without torchao
+    or CUDA it reports ``none`` and the caller measures the FP8-only model instead."""
     device = next(model.parameters()).device
-    if kernel not in ("fp8", "2:4", "none"):
-        raise ValueError(f"unknown kernel {kernel!r}; expected fp8, 2:4 or none")
+    if kernel not in ("fp8", "2:4", "2:4+fp8", "none"):
+        raise ValueError(f"unknown kernel {kernel!r}; expected fp8, 2:4, 2:4+fp8 or none")
+    if kernel == "2:4+fp8":
+        if device.type != "cuda":
+            return {"kernel": "none", "layers": 0, "note": "2:4+FP8 kernels need CUDA; dense matmuls used"}
+        return _torchao_fp8_semi_sparse(model, skip)
     if kernel == "fp8":
         from rac.models.fp8_linear import Fp8Linear
 

@@ -214,29 +214,85 @@ def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) ->
     return {"type": "probe", "status": "ok", "dense_cache_hit": cached, **summarize_probe(arrays, t_max)}, arrays
 
 
-def run_throughput_task(ctx: StageContext, task: dict) -> dict:
-    """Dense vs compressed tokens/s per phase (bfloat16 models on CUDA, the recipe dtype on CPU)."""
+def _throughput_variant(ctx: StageContext, dtype: str | None) -> tuple[Any, dict]:
+    """The compressed model on the best kernels available here, and what actually runs."""
+    from rac.eval.throughput import kernelize
+
+    if "prune" in ctx.inputs and "quantize" in ctx.inputs:  # 2:4 + FP8: torchao when it can, else FP8 alone
+        model = _dense_copy_with(ctx, "prune", dtype=dtype)
+        report = kernelize(model, "2:4+fp8")
+        if report["kernel"] != "none":
+            return model, report
+        del model
+        model = _dense_copy_with(ctx, "prune", "quantize", dtype=dtype)
+        return model, {**kernelize(model, "fp8"), "fallback_from": "2:4+fp8", "fallback_note": report.get("note")}
+    model = _dense_copy_with(ctx, "prune", "quantize", dtype=dtype)
+    kernel = "fp8" if "quantize" in ctx.inputs else "2:4" if "prune" in ctx.inputs else "none"
+    return model, kernelize(model, kernel)
+
+
+def _vllm_throughput(ctx: StageContext, task: dict, shape: dict, model: Any, tokenizer: Any, workdir: Path) -> dict:
+    """Generation tokens/s of the dense and the compressed model served by vLLM (FP8 via compressed-tensors;
+    vLLM has no 2:4 sparse kernels any more, so 2:4 weights run as dense GEMMs there)."""
+    from rac.engines.base import get_engine
+    from rac.eval.throughput import measure_generation
+
+    variants: dict[str, dict] = {}
+    for label in ("dense", "compressed"):
+        if label == "compressed" and not ctx.inputs:
+            break
+        if label == "dense":
+            spec = ctx.settings.model.as_dict()
+            engine = get_engine("vllm", spec, ctx.device, spec.get("dtype"), {"batch_size": shape["batch_size"]})
+        else:
+            engine = _engine(ctx, model, tokenizer, {**task, "engine": "vllm", "batch_size": shape["batch_size"]}, workdir)
+        try:
+            measured = measure_generation(engine, int(model.config.vocab_size), repeats=int(task["repeats"]), **shape)
+        finally:
+            engine.close()
+        kernel = "fp8" if label == "compressed" and "quantize" in ctx.inputs else "none"
+        variants[label] = {**measured, "kernel": kernel,
+                           **({"note": "vLLM: 2:4 weights run dense GEMMs (no 2:4 sparse kernels)"}
+                              if label == "compressed" and "prune" in ctx.inputs else {})}
+    return variants
+
+
+def run_throughput_task(ctx: StageContext, task: dict, model: Any = None, tokenizer: Any = None,
+                        workdir: Path | None = None) -> dict:
+    """Dense vs compressed tokens/s (bfloat16 models on CUDA, the recipe dtype on CPU): per phase on
+    PyTorch kernels (``backend: torch``), or end-to-end generation served by vLLM (``backend: vllm``)."""
     from rac.eval.throughput import kernelize, measure_phases
 
     dtype = "bfloat16" if ctx.device.startswith("cuda") else None
     shape = {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
     repeats = int(task["repeats"])
-    variants: dict[str, dict] = {}
-    for label, stages in (("dense", ()), ("compressed", ("prune", "quantize"))):
-        if label == "compressed" and not ctx.inputs:
-            break
-        model = _dense_copy_with(ctx, *stages, dtype=dtype)
-        kernel = "fp8" if "quantize" in ctx.inputs else "2:4" if "prune" in ctx.inputs else "none"
-        report = kernelize(model, kernel if label == "compressed" else "none")
-        variants[label] = {**measure_phases(model, repeats=repeats, **shape), **report}
-        del model
+    backend = task.get("backend") or "torch"
+    if backend == "vllm":
+        if model is None or tokenizer is None or workdir is None:
+            raise EvaluateError(f"evaluate.tasks[{task['name']}]: backend vllm needs the loaded model and a workdir")
+        variants = _vllm_throughput(ctx, task, shape, model, tokenizer, workdir)
+        key = "generation"
+    else:
+        variants = {}
+        for label in ("dense", "compressed"):
+            if label == "compressed" and not ctx.inputs:
+                break
+            if label == "dense":
+                variant = _dense_copy_with(ctx, dtype=dtype)
+                report = kernelize(variant, "none")
+            else:
+                variant, report = _throughput_variant(ctx, dtype)
+            variants[label] = {**measure_phases(variant, repeats=repeats, **shape), **report}
+            del variant
+        key = None
     speedup = {}
     if "compressed" in variants:
-        for phase in ("prefill", "decode"):
+        for phase in ((key,) if key else ("prefill", "decode")):
             dense = variants["dense"][f"{phase}_tokens_per_s"]
             speedup[phase] = variants["compressed"][f"{phase}_tokens_per_s"] / dense if dense else None
-    return {"type": "throughput", "status": "ok", "device": ctx.device, "dtype": dtype or ctx.settings.model.dtype,
-            **shape, "repeats": repeats, "variants": variants, "speedup": speedup}
+    return {"type": "throughput", "status": "ok", "backend": backend, "device": ctx.device,
+            "dtype": dtype or ctx.settings.model.dtype, **shape, "repeats": repeats, "variants": variants,
+            "speedup": speedup}
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -285,7 +341,7 @@ def run(ctx: StageContext) -> dict:
                 metrics = run_lm_eval(model, tokenizer, task["task"], limit=task.get("limit"),
                                       batch_size=int(task["batch_size"]), num_fewshot=task.get("num_fewshot"))
             elif task["type"] == "throughput":
-                metrics = run_throughput_task(ctx, task)
+                metrics = run_throughput_task(ctx, task, model, tokenizer, Path(workdir))
             else:
                 raise EvaluateError(f"evaluate.tasks[{task['name']}]: unknown type {task['type']!r}")
             metrics["seconds"] = round(time.perf_counter() - start, 3)

@@ -41,3 +41,43 @@ def test_kernelize_on_cpu_says_nothing_changed(tiny_llama):
 def test_linear_speedups_needs_cuda():
     with pytest.raises(ValueError, match="CUDA"):
         linear_speedups([(64, 64)], "cpu")
+
+
+class _FakeEngine:
+    """Engine that 'generates' a fixed number of tokens per prompt and records its calls."""
+
+    def __init__(self, per_prompt: int) -> None:
+        self.per_prompt, self.calls = per_prompt, []
+
+    def generate(self, prompts, sampling, progress=None):
+        from types import SimpleNamespace
+
+        self.calls.append((len(prompts), len(prompts[0]), sampling.max_new_tokens, sampling.temperature))
+        n = min(self.per_prompt, sampling.max_new_tokens)
+        return [[SimpleNamespace(completion_ids=list(range(n)))] for _ in prompts]
+
+
+def test_measure_generation_counts_generated_tokens_after_a_warm_up():
+    from rac.eval.throughput import measure_generation
+
+    engine = _FakeEngine(per_prompt=5)
+    result = measure_generation(engine, vocab_size=1000, batch_size=4, prompt_len=16, decode_len=8, repeats=3)
+    assert engine.calls[0] == (1, 16, 2, 0.0)  # warm-up: one prompt, two tokens, greedy
+    assert engine.calls[1:] == [(4, 16, 8, 0.0)] * 3
+    assert result["generated_tokens"] == 20 and result["prompt_tokens"] == 64
+    assert result["generation_tokens_per_s"] > 0 and result["repeats"] == 3
+    with pytest.raises(ValueError, match="decode_len"):
+        measure_generation(engine, vocab_size=1000, batch_size=1, prompt_len=4, decode_len=0)
+
+
+def test_two_four_fp8_kernel_says_what_ran(tiny_llama, monkeypatch):
+    from rac.eval import throughput
+
+    model, _ = tiny_llama
+    report = kernelize(model, "2:4+fp8")
+    assert report["kernel"] == "none" and "CUDA" in report["note"]
+    monkeypatch.setitem(__import__("sys").modules, "torchao", None)  # torchao absent (or >= 0.16)
+    missing = throughput._torchao_fp8_semi_sparse(model, ("lm_head",))
+    assert missing["kernel"] == "none" and "torchao <= 0.15" in missing["note"]
+    with pytest.raises(ValueError, match="2:4\\+fp8"):
+        kernelize(model, "int4")

@@ -77,7 +77,7 @@ def test_table2_evaluates_livecodebench_and_calibrates_on_codeforces() -> None:
 def test_table4_cells_measure_throughput() -> None:
     for cell in expand_grid(grid_file=GRIDS / "table4_2of4_fp8.yaml", environment=False):
         kinds = [t["type"] for t in cell.loaded.data["evaluate"]["tasks"]]
-        assert kinds.count("throughput") == 2
+        assert kinds.count("throughput") == 3
         assert ("math" in kinds) == bool(cell.loaded.data.get("prune"))
 
 
