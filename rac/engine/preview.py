@@ -96,6 +96,12 @@ def dataset_sizes(recipe: dict) -> dict[str, int]:
         name = task.get("dataset")
         if isinstance(name, str) and name in BUILTIN_DATASETS and name not in out:
             out[name] = len(load_records({"dataset": name}))
+        elif name == "livecodebench" and not task.get("path"):  # hub release: its published size
+            from rac.eval.livecodebench import release_problems
+
+            size = release_problems(str(task.get("release") or "release_v5"))
+            if size is not None:
+                out[name] = size
     return out
 
 

@@ -24,6 +24,8 @@ import zlib
 from typing import Any
 
 REPO = "livecodebench/code_generation_lite"
+# problems per release file (test.jsonl = v1, test2.jsonl = v2, ...): release_v5 = 880, release_v6 = 1055
+FILE_PROBLEMS = {1: 400, 2: 111, 3: 101, 4: 101, 5: 167, 6: 175}
 _RELEASE = re.compile(r"^(release_)?v([1-9][0-9]*)$")
 
 INSTRUCTION_STARTER = ("You will use the following starter code to write the solution to the problem and enclose "
@@ -64,6 +66,12 @@ def release_files(release: str) -> list[str]:
     last = int(match.group(2))
     versions = range(1, last + 1) if match.group(1) else [last]
     return ["test.jsonl" if v == 1 else f"test{v}.jsonl" for v in versions]
+
+
+def release_problems(release: str) -> int | None:
+    """Problems in a release as published (for ``rac plan``'s estimates); None for releases not listed."""
+    counts = [FILE_PROBLEMS.get(int(re.sub(r"\D", "", name) or 1)) for name in release_files(release)]
+    return None if None in counts else sum(c for c in counts if c is not None)
 
 
 def decode_tests(text: str) -> list[dict]:

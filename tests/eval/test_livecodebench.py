@@ -113,3 +113,14 @@ def test_evaluate_stage_reads_the_livecodebench_task() -> None:
     assert [p["task_id"] for p in problems] == ["1990A", "3900"] and (field, answer_field) == ("problem", None)
     with pytest.raises(EvaluateError, match=r"evaluate.tasks\[lcb\]: LiveCodeBench file not found"):
         load_problems({**task, "path": str(SAMPLE) + ".missing"})
+
+
+def test_plan_knows_the_size_of_a_release() -> None:
+    from rac.engine.estimate import evaluate_tokens
+    from rac.engine.preview import dataset_sizes
+    from rac.eval.livecodebench import release_problems
+
+    assert (release_problems("release_v5"), release_problems("v6"), release_problems("release_v9")) == (880, 175, None)
+    recipe = {"evaluate": {"max_new_tokens": 100, "samples": 16,
+                           "tasks": [{"name": "lcb", "type": "code", "dataset": "livecodebench", "release": "release_v5"}]}}
+    assert evaluate_tokens(recipe, dataset_sizes(recipe)) == (880 * 100 * 16, [])
