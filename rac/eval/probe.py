@@ -144,3 +144,25 @@ def probe(dense, compressed, tokenizer, prompts: list[list[int]], t_max: int) ->
     """(summary metrics, per-token arrays) of ``compressed`` against ``dense`` on ``prompts``."""
     arrays = compare(compressed, dense_reference(dense, tokenizer, prompts, t_max))
     return summarize_probe(arrays, t_max), arrays
+
+
+def error_ratio(numerator: dict[str, torch.Tensor], denominator: dict[str, torch.Tensor],
+                eps: float = 1e-12) -> dict[str, torch.Tensor]:
+    """Paper Figure 2's matrix: per problem (row) and token index (column) the ratio
+    ``abs_error(numerator) / abs_error(denominator)`` (e.g. prompt-only over RAC; > 1 = the denominator's
+    model is closer to dense), NaN past each sequence's end, with each row's prompt/decode boundary.
+
+    Both arrays must come from the same dense reference (same sequences), as the probe's cache ensures
+    for cells of one grid; otherwise the columns would not be the same tokens.
+    """
+    for key in ("offsets", "prompt_len"):
+        if not torch.equal(numerator[key], denominator[key]):
+            raise ValueError(f"probe arrays differ in {key}: they were not computed on the same dense rollouts")
+    offsets = numerator["offsets"].tolist()
+    lengths = [hi - lo for lo, hi in zip(offsets[:-1], offsets[1:])]
+    ratio = torch.full((len(lengths), max(lengths, default=0)), float("nan"), dtype=torch.float32)
+    num, den = numerator["abs_error"].float(), denominator["abs_error"].float()
+    for row, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
+        ratio[row, :hi - lo] = num[lo:hi] / den[lo:hi].clamp_min(eps)
+    return {"ratio": ratio, "prompt_len": numerator["prompt_len"].clone(),
+            "length": torch.tensor(lengths, dtype=torch.int64)}

@@ -39,3 +39,20 @@ def test_perturbed_model_has_error_and_nll_matches_logits(tiny_llama):
     logp = torch.log_softmax(perturbed(seq[None]).logits[0].float(), -1)
     direct = -logp[:-1].gather(-1, seq[1:, None])[:, 0]
     assert torch.allclose(direct, arrays["nll"][1:end], atol=1e-5)
+
+
+def test_error_ratio_is_figure_2s_matrix():
+    import pytest
+    import torch
+
+    from rac.eval.probe import error_ratio
+
+    common = {"offsets": torch.tensor([0, 3, 5]), "prompt_len": torch.tensor([1, 1])}
+    prompt_only = {**common, "abs_error": torch.tensor([1.0, 4.0, 6.0, 2.0, 9.0])}
+    rac = {**common, "abs_error": torch.tensor([2.0, 2.0, 3.0, 2.0, 3.0])}
+    out = error_ratio(prompt_only, rac)
+    assert out["length"].tolist() == [3, 2] and out["prompt_len"].tolist() == [1, 1]
+    assert out["ratio"][0].tolist() == [0.5, 2.0, 2.0]
+    assert out["ratio"][1, :2].tolist() == [1.0, 3.0] and torch.isnan(out["ratio"][1, 2])
+    with pytest.raises(ValueError, match="same dense rollouts"):
+        error_ratio(prompt_only, {**rac, "offsets": torch.tensor([0, 2, 5])})
