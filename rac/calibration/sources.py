@@ -7,6 +7,7 @@ rollout stage and the mix walk the same sequence and a larger budget only ever e
 from __future__ import annotations
 
 import random
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,18 +35,52 @@ def source_label(source: dict) -> str:
     return str(source.get("dataset") or source.get("path") or "?")
 
 
+def _render_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list) and all(isinstance(v, dict) and {"input", "output"} <= set(v) for v in value):
+        return "\n\n".join(f"Input\n{v['input']}\nOutput\n{v['output']}" for v in value)
+    return str(value)
+
+
+def render_template(template: str, record: dict, where: str) -> str:
+    """``template`` with each ``{field}`` replaced by the record's value (None -> "", examples -> blocks);
+    a paragraph (text between blank lines) whose fields are all empty is left out, heading included."""
+    paragraphs = []
+    for part in template.split("\n\n"):
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(part) if name is not None]
+        except ValueError as exc:
+            raise DatasetError(f"{where}: template {template!r}: {exc}") from None
+        missing = sorted({n for n in names if not n.isidentifier() or n not in record})
+        if missing:
+            raise DatasetError(f"{where}: template field(s) {', '.join(missing)} not in the record; "
+                               f"fields: {', '.join(sorted(record))}")
+        values = {n: _render_value(record[n]) for n in names}
+        if names and not any(v.strip() for v in values.values()):
+            continue
+        paragraphs.append(part.format_map(values))
+    return "\n\n".join(paragraphs)
+
+
 def source_items(source: dict, source_index: int, seed: int) -> list[SourceItem]:
-    """All usable items of ``source`` in the seeded order (empty problems are skipped)."""
+    """All usable items of ``source`` in the seeded order (empty problems are skipped); the text is the
+    record's ``field``, or the source's ``template`` filled from the record."""
     records = load_records(source)
     field, answer_field = source_fields(source)
-    if not field:
-        raise DatasetError(f"calibration source {source_label(source)!r}: `field` (the prompt/text field) is required")
+    template = source.get("template")
+    if not field and not template:
+        raise DatasetError(f"calibration source {source_label(source)!r}: `field` (the prompt/text field) "
+                           "or `template` is required")
     info = BUILTIN_DATASETS.get(source.get("dataset") or "")
     order = list(range(len(records)))
     random.Random(f"{seed}:{source_index}:{source_label(source)}").shuffle(order)
     items = []
     for index in order:
-        text = records[index][field]
+        if template:
+            text = render_template(template, records[index], f"{source_label(source)} record {index}")
+        else:
+            text = records[index][field]
         if not isinstance(text, str):
             raise DatasetError(
                 f"{source_label(source)}: field {field!r} of record {index} is {type(text).__name__}, not text"

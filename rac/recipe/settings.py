@@ -48,6 +48,7 @@ class SourceSettings(Section):
     split: str
     field: str | None
     answer_field: str | None
+    template: str | None
     weight: float
 
 

@@ -55,3 +55,13 @@ def test_shares_split_every_limit_by_weight():
     assert source_shares(cfg)[2].empty and not source_shares(cfg)[0].empty
     cfg["budget"] = {"tokens": None, "prompts": 4}
     assert source_shares(cfg)[0] == Share(None, 3)
+
+
+def test_template_builds_the_prompt_from_several_fields():
+    from rac.calibration.sources import render_template
+
+    record = {"title": "T", "body": "Story.", "note": None, "examples": [{"input": "1", "output": "2"}]}
+    text = render_template("{title}\n\n{body}\n\nExamples\n{examples}\n\nNote\n{note}", record, "src record 0")
+    assert text == "T\n\nStory.\n\nExamples\nInput\n1\nOutput\n2"
+    with pytest.raises(DatasetError, match="src record 0: template field\\(s\\) statement not in the record; fields: body"):
+        render_template("{statement}", record, "src record 0")

@@ -90,13 +90,17 @@ def test_paper_grids_document_unstated_settings() -> None:
 
 
 def test_table2_calibration_source_reads_codeforces_rows() -> None:
-    """The Codeforces overlay's source, pointed at a sample in open-r1/codeforces' row format."""
+    """The Codeforces overlay's source, pointed at a sample in open-r1/codeforces' row format, yields
+    whole statements (title, story, input/output format, examples; an empty note leaves no heading)."""
     import yaml
 
-    from rac.calibration.datasets import load_records
+    from rac.calibration.sources import source_items
 
     overlay = yaml.safe_load((ROOT / "recipes" / "overlays" / "calibration" / "codeforces.yaml").read_text())
     (source,) = overlay["calibration"]["sources"]
     sample = ROOT / "tests" / "fixtures" / "codeforces" / "sample.jsonl"
-    records = load_records({**source, "path": str(sample)})
-    assert [r[source["field"]][:14] for r in records] == ["Theatre Square", "Pete and Billy", "Words longer t"]
+    items = sorted(source_items({**source, "path": str(sample)}, 0, seed=0), key=lambda item: item.record)
+    assert [item.text.split("\n", 1)[0] for item in items] == ["Theatre Square", "Watermelon", "Way Too Long Words"]
+    theatre = items[0].text
+    assert "Input\nThe input contains three" in theatre and "Examples\nInput\n6 6 4\nOutput\n4" in theatre
+    assert not theatre.rstrip().endswith("Note") and "Note\nFor example, the boys" in items[1].text
