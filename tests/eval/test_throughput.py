@@ -81,3 +81,29 @@ def test_two_four_fp8_kernel_says_what_ran(tiny_llama, monkeypatch):
     assert missing["kernel"] == "none" and "torchao <= 0.15" in missing["note"]
     with pytest.raises(ValueError, match="2:4\\+fp8"):
         kernelize(model, "int4")
+
+
+def test_metrics_schema_accepts_vllm_and_two_four_fp8_results():
+    import json
+    from pathlib import Path
+
+    from jsonschema import Draft202012Validator
+
+    import rac
+
+    schema = json.loads((Path(rac.__file__).parent / "schemas" / "metrics.schema.json").read_text())
+    validator = Draft202012Validator({"$ref": "#/$defs/throughput_metrics", "$defs": schema["$defs"]})
+    generation = {"generation_seconds": 1.0, "generated_tokens": 64, "generation_tokens_per_s": 64.0,
+                  "prompt_tokens": 32, "kernel": "none", "repeats": 1}
+    vllm = {"type": "throughput", "status": "ok", "backend": "vllm", "device": "cuda", "batch_size": 2,
+            "prompt_len": 16, "decode_len": 32, "variants": {"dense": generation,
+                                                              "compressed": {**generation, "kernel": "fp8"}},
+            "speedup": {"generation": 1.0}}
+    assert list(validator.iter_errors(vllm)) == []
+    phases = {"prefill_seconds": 1.0, "decode_seconds": 1.0, "prefill_tokens_per_s": 1.0, "decode_tokens_per_s": 1.0}
+    torch_result = {**vllm, "backend": "torch", "variants": {"dense": {**phases, "kernel": "none"},
+                                                              "compressed": {**phases, "kernel": "2:4+fp8"}},
+                    "speedup": {"prefill": 1.0, "decode": 1.0}}
+    assert list(validator.iter_errors(torch_result)) == []
+    bad = {**torch_result, "variants": {"dense": {**phases, "kernel": "int4"}}}
+    assert list(validator.iter_errors(bad))
