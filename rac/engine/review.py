@@ -144,7 +144,11 @@ def eval_tokens(recipe: dict) -> int | None:
         if task.get("type") == "throughput":
             continue
         items = task.get("limit") or evaluate.get("limit")
-        if not items and task.get("dataset"):
+        if not items and task.get("dataset") == "livecodebench" and not task.get("path"):
+            from rac.eval.livecodebench import release_problems
+
+            items = release_problems(str(task.get("release") or "release_v5"))
+        elif not items and task.get("dataset"):
             size = _bundled_size(str(task["dataset"]))
             items = size
         if not items:

@@ -124,3 +124,6 @@ def test_plan_knows_the_size_of_a_release() -> None:
     recipe = {"evaluate": {"max_new_tokens": 100, "samples": 16,
                            "tasks": [{"name": "lcb", "type": "code", "dataset": "livecodebench", "release": "release_v5"}]}}
     assert evaluate_tokens(recipe, dataset_sizes(recipe)) == (880 * 100 * 16, [])
+    from rac.engine.review import eval_tokens
+
+    assert eval_tokens(recipe) == 880 * 100 * 16  # the cost model of rac review / rac diff --git
