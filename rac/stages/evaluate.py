@@ -18,6 +18,7 @@ from typing import Any
 
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
+from rac.eval.context import context_report
 
 PROBE_VERSION = "1"
 HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Answer with the complete function in a "
@@ -52,7 +53,35 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
         raise EvaluateError(f"evaluate.tasks[{task['name']}]: a math task needs `field` and `answer_field`")
     start = int(task.get("offset") or 0)
     limit = task.get("limit")
-    return records[start:start + limit if limit else None], field or "", answer_field
+    problems = records[start:start + limit if limit else None]
+    if not problems:
+        raise EvaluateError(f"evaluate.tasks[{task['name']}]: offset {start} is past the end of {records.where} "
+                            f"({len(records)} records): no problems to evaluate")
+    first: dict[str, int] = {}
+    for index, record in enumerate(problems):
+        pid = _problem_id(record, index)
+        if pid in first:
+            raise EvaluateError(
+                f"evaluate.tasks[{task['name']}]: problem id {pid!r} appears twice "
+                f"({records.location(start + first[pid])} and {records.location(start + index)}); pass@k groups "
+                "samples by id, so every problem needs its own task_id / unique_id / id")
+        first[pid] = index
+    return problems, field or "", answer_field
+
+
+def probe_problems(task: dict) -> tuple[list[dict], str, str | None]:
+    """A probe task's problems (defaults: 16 problems of gsm8k_test)."""
+    default = {} if task.get("path") else {"dataset": task.get("dataset") or "gsm8k_test"}
+    return load_problems({**task, **default, "limit": task.get("limit") or 16})
+
+
+def check_problems(tasks: list[dict]) -> None:
+    """Load every task's problems once before the model: empty slices and duplicate ids fail early."""
+    for task in tasks:
+        if task["type"] in ("math", "code"):
+            load_problems(task)
+        elif task["type"] == "probe":
+            probe_problems(task)
 
 
 def _problem_id(record: dict, index: int) -> str:
@@ -102,12 +131,13 @@ def _generate(ctx: StageContext, engine: Any, tokenizer: Any, texts: list[str], 
 
     render_cfg = (ctx.recipe.get("calibration") or {}).get("render") or {}
     prompts = [render_prompt(tokenizer, text, render_cfg) for text in texts]
+    context = context_report(ctx.log, task["name"], engine, prompts, int(task["max_new_tokens"]))
     sampling = SamplingConfig(max_new_tokens=int(task["max_new_tokens"]), temperature=float(task["temperature"]),
                               top_p=float(task["top_p"]), seed=int((ctx.recipe.get("run") or {}).get("seed", 0)),
                               n=int(task["samples"]))
     start = time.perf_counter()
     outputs = engine.generate(prompts, sampling, progress=ctx.progress)
-    return outputs, time.perf_counter() - start
+    return outputs, time.perf_counter() - start, context
 
 
 def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: Any) -> tuple[dict, list[dict]]:
@@ -115,7 +145,7 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
     from rac.eval.math import grade, summarize
 
     problems, field, answer_field = load_problems(task)
-    outputs, wall = _generate(ctx, engine, tokenizer, [_problem_text(r, field) for r in problems], task)
+    outputs, wall, context = _generate(ctx, engine, tokenizer, [_problem_text(r, field) for r in problems], task)
     records: list[dict] = []
     extra: dict = {}
     if task["type"] == "code":
@@ -137,7 +167,8 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
                 row.update(answer=None, extracted=code.extracted, correct=code.passed, status=code.status,
                            error=code.error)
             records.append(row)
-    metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, int(task["max_new_tokens"])), **extra}
+    metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, int(task["max_new_tokens"])), **extra,
+               **context}
     return metrics, records
 
 
@@ -153,11 +184,11 @@ def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) ->
     from rac.calibration.render import render_prompt
     from rac.eval.probe import compare, dense_reference, summarize_probe
 
-    problems, field, _ = load_problems({**task, "dataset": task.get("dataset") or "gsm8k_test",
-                                        "limit": task.get("limit") or 16})
+    problems, field, _ = probe_problems(task)
     render_cfg = (ctx.recipe.get("calibration") or {}).get("render") or {}
     prompts = [render_prompt(tokenizer, _problem_text(r, field), render_cfg) for r in problems]
     t_max = int(task.get("t_max") or 256)
+    context = context_report(ctx.log, task["name"], model, prompts, t_max)
     key = _probe_key(ctx, prompts, t_max)
     hit = ctx.cache.get_blob("probe_dense", key)
     if hit is not None:
@@ -168,7 +199,8 @@ def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) ->
         ctx.cache.put_blob("probe_dense", key, reference, {"t_max": t_max, "n_problems": len(prompts)})
         del dense
     arrays = compare(model, reference)
-    return {"type": "probe", "status": "ok", "dense_cache_hit": cached, **summarize_probe(arrays, t_max)}, arrays
+    return {"type": "probe", "status": "ok", "dense_cache_hit": cached, **summarize_probe(arrays, t_max),
+            **context}, arrays
 
 
 def run_throughput_task(ctx: StageContext, task: dict) -> dict:
@@ -212,6 +244,7 @@ def run(ctx: StageContext) -> dict:
     names = [t["name"] for t in tasks]
     if len(set(names)) != len(names):
         raise EvaluateError(f"evaluate.tasks: task names must be unique, got {names}")
+    check_problems(tasks)
     model, tokenizer = load_model(ctx.recipe["model"], ctx.device)
     apply_weights(model, *[ctx.inputs[s] for s in ("prune", "quantize") if s in ctx.inputs])
     out = Path(ctx.out_dir)
