@@ -18,7 +18,8 @@ GGUF source (builtin alias, ``.gguf`` path, folder + ``gguf_file``, hub id + ``g
 dequantized once, when something loads it (:func:`checkpoint`), into a plain float32 safetensors
 folder under ``$RAC_CACHE/models/``, so whatever loads also exports. Loading fails with a
 :class:`ModelLoadError` naming the tensors when the checkpoint misses, adds or reshapes weights
-(transformers would only log it and initialise them at random); tied weights are fine.
+(transformers would only log it and initialise them at random); tied weights are fine. A model
+whose weights hold NaN or inf is refused when loaded (before any rollout or pruning).
 """
 
 from __future__ import annotations
@@ -332,8 +333,20 @@ def load_model(spec: dict, device: str, dtype: str | None = None) -> tuple[Any, 
         raise ModelLoadError(f"could not load model.id={spec.get('id')!r} from {ref.path}: {exc}") from exc
     check_loading_info(info, f"model.id={spec.get('id')!r} ({ref.path})")
     model.to(resolve_device(device))
+    bad = nonfinite_parameters(model)
+    if bad:
+        raise ModelLoadError(f"model.id={spec.get('id')!r} ({ref.path}): non-finite weights (nan/inf) in {_names(bad)}; "
+                             "rollouts, Hessians and pruning would all spread them")
     model.eval()
     return model, tokenizer
+
+
+def nonfinite_parameters(model: Any) -> list[str]:
+    """Names of the parameters holding NaN or inf (checked one tensor at a time)."""
+    import torch
+
+    with torch.no_grad():
+        return [name for name, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
 
 
 def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False) -> Any:

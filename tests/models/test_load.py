@@ -237,3 +237,14 @@ def test_gguf_missing_tensor_is_an_error_naming_it(tmp_path, gguf_writer):
     with pytest.raises(ModelLoadError, match=r"model\.layers\.1\.mlp\.up_proj\.weight"):
         load_model({"id": str(file)}, "cpu")
     assert not list((tmp_path / "rac-cache" / "models").glob("broken-*"))  # nothing half-converted is cached
+
+
+def test_nan_weights_are_refused_at_load_naming_them(tiny_model_dir):
+    def poison(tensors):
+        tensors["model.layers.1.self_attn.k_proj.weight"][0, 0] = float("nan")
+        tensors["model.norm.weight"][3] = float("inf")
+
+    _rewrite_weights(tiny_model_dir, poison)
+    with pytest.raises(ModelLoadError, match=r"non-finite weights \(nan/inf\) in model\.layers\.1\.self_attn\.k_proj"
+                                             r"\.weight, model\.norm\.weight"):
+        load_model({"id": str(tiny_model_dir)}, "cpu")
