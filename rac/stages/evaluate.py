@@ -152,8 +152,10 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
         from rac.eval.code import grade_code
         from rac.eval.sandbox import SandboxLimits, isolation_summary
 
-        limits = SandboxLimits(timeout_s=float(task.get("timeout_s") or 10), memory_mb=int(task.get("memory_mb") or 1024))
-        extra["sandbox"] = isolation_summary()
+        mode = str((ctx.recipe.get("evaluate") or {}).get("sandbox") or "auto")
+        limits = SandboxLimits(timeout_s=float(task.get("timeout_s") or 10), memory_mb=int(task.get("memory_mb") or 1024),
+                               mode=mode)
+        extra["sandbox"] = isolation_summary(mode)
     for index, (record, gens) in enumerate(zip(problems, outputs)):
         for sample, gen in enumerate(gens):
             row = {"id": _problem_id(record, index), "sample": sample, "length": len(gen.completion_ids),
@@ -245,6 +247,10 @@ def run(ctx: StageContext) -> dict:
     if len(set(names)) != len(names):
         raise EvaluateError(f"evaluate.tasks: task names must be unique, got {names}")
     check_problems(tasks)
+    if any(t["type"] == "code" for t in tasks):  # fail closed before loading the model
+        from rac.eval.sandbox import select_backend
+
+        select_backend(str(evaluate.get("sandbox") or "auto"))
     model, tokenizer = load_model(ctx.recipe["model"], ctx.device)
     apply_weights(model, *[ctx.inputs[s] for s in ("prune", "quantize") if s in ctx.inputs])
     out = Path(ctx.out_dir)

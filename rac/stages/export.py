@@ -1,9 +1,10 @@
 """Stage `export`: a Hugging Face folder of the compressed model.
 
 `hf`: safetensors + config + generation config + tokenizer/chat template, loadable by
-`AutoModelForCausalLM.from_pretrained`. `compressed-tensors`: FP8 W8A8 in the compressed-tensors
+`AutoModelForCausalLM.from_pretrained`, sharded above `export.max_shard_size` with HF's index. `compressed-tensors`: FP8 W8A8 in the compressed-tensors
 layout (fp8 `weight` + per-channel `weight_scale`, `quantization_config` with quant_method
-compressed-tensors, dynamic per-token activations) that vLLM and transformers load.
+compressed-tensors, dynamic per-token activations) that vLLM and transformers load. Both get a hub
+model card (README.md) and `rac_export.json` (recipe, per-scope sparsity, FP8 scheme, metrics).
 """
 
 from __future__ import annotations
@@ -60,11 +61,14 @@ def quantization_config(ignore: list[str]) -> dict:
     }
 
 
-def write_compressed_tensors(model: nn.Module, quantize_dir: Path, out: Path) -> dict:
-    """Write model weights with the FP8 modules of `quantize_dir` replacing their dense weights."""
+def write_compressed_tensors(model: nn.Module, quantize_dir: Path, out: Path, max_shard_size: str = "5GB") -> dict:
+    """Write model weights with the FP8 modules of `quantize_dir` replacing their dense weights (sharded
+    like ``save_pretrained`` above ``max_shard_size``)."""
     import json
 
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from rac.models.shards import save_sharded
 
     fp8 = load_file(str(Path(quantize_dir) / "weights.safetensors"))
     quantized = sorted(k[: -len(".weight_scale")] for k in fp8 if k.endswith(".weight_scale"))
@@ -77,12 +81,31 @@ def write_compressed_tensors(model: nn.Module, quantize_dir: Path, out: Path) ->
         state[f"{name}.weight"] = fp8[f"{name}.weight"].contiguous()
         state[f"{name}.weight_scale"] = fp8[f"{name}.weight_scale"].to(torch.float32).reshape(-1, 1).contiguous()
     ignore = [n for n in linears if n not in set(quantized)]
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_sharded(state, out, max_shard_size)
     config_file = out / "config.json"
     config = json.loads(config_file.read_text())
     config["quantization_config"] = quantization_config(ignore)
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
     return {"quantized_modules": len(quantized), "ignored": ignore}
+
+
+def _write_card(ctx: StageContext, model: nn.Module, out: Path, fmt: str) -> None:
+    """README.md (hub model card) and rac_export.json from the recipe, the prune report and the evaluation."""
+    import json
+
+    from rac.models.model_card import export_facts, write_card_and_sidecar
+
+    def read(stage: str, name: str) -> dict | None:
+        folder = ctx.inputs.get(stage)
+        path = Path(folder) / name if folder is not None else None
+        return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+    rows = (read("prune", "report.json") or {}).get("modules")
+    report = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+    modules = dict(model.named_modules())
+    numel = {str(r["name"]): int(modules[r["name"]].weight.numel()) for r in report
+             if r.get("name") in modules and getattr(modules[r["name"]], "weight", None) is not None}
+    write_card_and_sidecar(out, export_facts(ctx.recipe, report, numel, read("evaluate", "metrics.json"), fmt))
 
 
 def run(ctx: StageContext) -> dict:
@@ -103,15 +126,19 @@ def run(ctx: StageContext) -> dict:
     if ctx.inputs.get("prune") is not None:
         apply_weights(model, ctx.inputs["prune"])
     summary: dict = {"format": fmt}
+    max_shard = str(cfg.get("max_shard_size") or "5GB")
     if fmt == "hf":
-        model.save_pretrained(str(out), safe_serialization=True)
+        model.save_pretrained(str(out), safe_serialization=True, max_shard_size=max_shard)
     else:
         model.config.save_pretrained(str(out))
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(str(out))
-        summary.update(write_compressed_tensors(model, Path(quantize_dir), out))
+        summary.update(write_compressed_tensors(model, Path(quantize_dir), out, max_shard))
         summary["ignored"] = len(summary["ignored"])
     tokenizer.save_pretrained(str(out))
+    summary["files"] = sorted(p.name for p in out.glob("*.safetensors"))
+    if cfg.get("model_card", True):
+        _write_card(ctx, model, out, fmt)
     target = cfg.get("path")
     if target:
         target = Path(target)
@@ -126,8 +153,8 @@ def run(ctx: StageContext) -> dict:
 
 STAGE = Stage(
     name="export",
-    needs=("prune", "quantize"),
-    reads=("export", "model", "prune", "quantize"),
+    needs=("prune", "quantize", "evaluate"),
+    reads=("export", "model", "prune", "quantize", "calibration"),
     version="1",
     run=run,
     enabled=lambda r: bool(r.get("export")),

@@ -12,8 +12,9 @@ Within a block, ``prune.true_sequential`` picks the order:
   the block already pruned ("true sequential"): o_proj and down_proj then correct the error of the
   layers feeding them, at about four (partial) block passes per block.
 
-In dense-input mode every Hessian comes from the dense model. Hessians are cache blobs (see
-``rac.stages.hessian`` for the key, which includes the within-block order); a hit skips the pass.
+In dense-input mode every Hessian comes from the dense model. Hessians live in the shared
+``HessianStore`` (``rac.calibration.hessian_store``: the key includes the within-block order; the
+retention policy ``prune.keep_hessians`` decides which are kept); a hit skips the pass.
 """
 
 from __future__ import annotations
@@ -26,19 +27,16 @@ from typing import Any
 
 import torch
 
+from rac.calibration.hessian_store import (
+    EMPTY_UPSTREAM,
+    HessianStore,
+    Upstream,
+    hessian_key,
+    replay_base_key,
+    store_policy,
+)
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
-from rac.stages.hessian import (
-    EMPTY_UPSTREAM,
-    HessianWriter,
-    Upstream,
-    base_key,
-    calibration_fingerprint,
-    hessian_key,
-    load_hessian,
-    model_identity,
-    replay_batches,
-)
 from rac.stages.prune_group import PruneSettings, outside_block_results, prune_group, recon_errors
 
 
@@ -46,21 +44,21 @@ class PruneStageError(ValueError):
     """A prune section that cannot be applied to this model (message names the key)."""
 
 
-def _hessians(ctx: StageContext, writer: HessianWriter, keys: dict[str, str], block: Any, groups: dict,
-              index: int, inputs: Callable[[], Any], counts: list[int]) -> dict[str, tuple[torch.Tensor, bool]]:
+def _hessians(ctx: StageContext, store: HessianStore, keys: dict[str, str], block: Any, groups: dict,
+              index: int, inputs: Callable[[], Any], counts: list[int], upstream: str) -> dict[str, tuple[torch.Tensor, bool]]:
     """Normalised H (sum / total weight) on the device and whether it was a cache hit, per input group.
 
     Cached groups are loaded; all missing ones come from ONE replay of the block on ``inputs()``."""
     from rac.models.capture import collect_hessians
 
-    found: dict[str, tuple[torch.Tensor, float] | None] = {g: load_hessian(ctx, k, g) for g, k in keys.items()}
+    found: dict[str, tuple[torch.Tensor, float] | None] = {g: store.load(k, g) for g, k in keys.items()}
     missing = {g: groups[g][0].module for g, f in found.items() if f is None}
     if missing:
         sums = collect_hessians(block, inputs(), missing, ctx.device)
         counts[2] += 1
         for g, H in sums.H.items():
-            writer.put(keys[g], g, H, sums.total_weight, index)
-            found[g] = (H, sums.total_weight)
+            store.put(keys[g], g, H, sums.total_weight, index, upstream)
+            found[g] = (store.canonical(H), sums.total_weight)
     return {g: (_normalised(ctx, H, total, g, index), g not in missing)
             for g, (H, total) in found.items()}  # type: ignore[misc]
 
@@ -69,6 +67,7 @@ def run(ctx: StageContext) -> dict:
     from safetensors.torch import save_file
 
     from rac.calibration.mix import CalibrationSet
+    from rac.calibration.replay import iter_batches
     from rac.models.blocks import find_blocks
     from rac.models.capture import BlockWalker
     from rac.models.load import load_model
@@ -82,17 +81,19 @@ def run(ctx: StageContext) -> dict:
     if hessian_dir is None:
         raise PruneStageError("prune needs the hessian stage's artifact (calibration set)")
     calib = CalibrationSet.load(hessian_dir)
-    base = base_key(calibration_fingerprint(hessian_dir), model_identity(ctx), recipe)
+    base = replay_base_key(recipe, ctx.model_identity, hessian_dir)
     prefix, blocks = find_blocks(model)
     assignments = assign_scopes(recipe.get("prune") or {}, len(blocks))
-    walker = BlockWalker(model, replay_batches(calib, recipe), ctx.device)
+    batch_size = int((recipe.get("prune") or {}).get("batch_size", 8))
+    walker = BlockWalker(model, lambda: iter_batches(calib, batch_size), ctx.device)
     state = _State(Upstream(), {}, [], [0, 0, 0])
     handle = ctx.progress.task("prune blocks", len(blocks))
     block_seconds: list[float] = []
-    with closing(HessianWriter(ctx)) as writer:
+    store = HessianStore(ctx.cache, store_policy(recipe.get("prune") or {}))
+    with closing(store):
         for index, block in enumerate(blocks):
             t_block = time.perf_counter()
-            _prune_block(ctx, writer, settings, walker, state, base, prefix, index, block, assignments)
+            _prune_block(ctx, store, settings, walker, state, base, prefix, index, block, assignments)
             block_seconds.append(time.perf_counter() - t_block)
             ctx.log.debug("prune: block %d/%d done in %.2fs", index + 1, len(blocks), block_seconds[-1])
             handle.advance()
@@ -106,7 +107,8 @@ def run(ctx: StageContext) -> dict:
     save_file(changed, str(ctx.out_dir / "weights.safetensors"))
     atomic_write_json(ctx.out_dir / "report.json", {"modules": report, "block_seconds": block_seconds})
     summary = _summary(report, changed, *state.counts[:2], walker.forward_passes, block_seconds, start)
-    return {**summary, "hessian_passes": state.counts[2], "true_sequential": settings.true_sequential}
+    return {**summary, "hessian_passes": state.counts[2], "true_sequential": settings.true_sequential,
+            **store.stats()}
 
 
 @dataclass
@@ -121,7 +123,7 @@ class _State:
     layouts: dict = field(default_factory=dict)  # block class -> verified staged layout (or None)
 
 
-def _prune_block(ctx: StageContext, writer: HessianWriter, settings: PruneSettings, walker: Any, state: _State,
+def _prune_block(ctx: StageContext, store: HessianStore, settings: PruneSettings, walker: Any, state: _State,
                  base: str, prefix: str, index: int, block: Any, assignments: dict) -> None:
     """Prune every assigned module of one block, in the within-block order the settings ask for."""
     from rac.models.blocks import KEY_ORDER, input_groups
@@ -140,28 +142,29 @@ def _prune_block(ctx: StageContext, writer: HessianWriter, settings: PruneSettin
 
     with on_device(block, ctx.device):
         if settings.sequential and settings.true_sequential:
-            if _staged(ctx, writer, settings, walker, state, base, prefix, index, block, groups, todo):
+            if _staged(ctx, store, settings, walker, state, base, prefix, index, block, groups, todo):
                 return
             for g, members in todo.items():  # each group's Hessian through the pruned earlier groups
                 key = hessian_key(base, index, g, state.upstream.digest)
-                H, hit = _hessians(ctx, writer, {g: key}, block, groups, index, inputs, state.counts)[g]
+                H, hit = _hessians(ctx, store, {g: key}, block, groups, index, inputs, state.counts,
+                                   state.upstream.digest)[g]
                 _apply(settings, state, prefix, index, members, H, hit)
         else:  # one pass for all groups: dense inputs, or the pruned blocks < index
             digest = state.upstream.digest if settings.sequential else EMPTY_UPSTREAM
             keys = {g: hessian_key(base, index, g, digest) for g in todo}
-            found = _hessians(ctx, writer, keys, block, groups, index, inputs, state.counts)
+            found = _hessians(ctx, store, keys, block, groups, index, inputs, state.counts, digest)
             for g, members in todo.items():
                 _apply(settings, state, prefix, index, members, *found[g])
 
 
-def _staged(ctx: StageContext, writer: HessianWriter, settings: PruneSettings, walker: Any, state: _State, base: str,
+def _staged(ctx: StageContext, store: HessianStore, settings: PruneSettings, walker: Any, state: _State, base: str,
             prefix: str, index: int, block: Any, groups: dict, todo: dict) -> bool:
     """True-sequential order with one pass per block piece (``rac.models.staged``), which also yields
     the block's outputs for the next block. False when the block's layout does not fit (checked on a
     real batch once per block class): the caller then uses plain replays."""
     from rac.models.staged import layout_like, staged_block, verify_layout
 
-    if _all_cached(ctx, settings, state, base, index, todo):
+    if _all_cached(store, settings, state, base, index, todo):
         return False  # the plain path prunes from the cache and the walker replays the block lazily
     inputs = walker.inputs_for(index)
     kind = type(block)
@@ -173,11 +176,13 @@ def _staged(ctx: StageContext, writer: HessianWriter, settings: PruneSettings, w
     if layout is None:
         return False
     keys: dict[str, str] = {}
+    digests: dict[str, str] = {}
     cached: dict[str, tuple[torch.Tensor, float]] = {}
 
     def missing(g: str) -> bool:  # called once the groups before g are pruned, so the digest is final
-        keys[g] = hessian_key(base, index, g, state.upstream.digest)
-        found = load_hessian(ctx, keys[g], g)
+        digests[g] = state.upstream.digest
+        keys[g] = hessian_key(base, index, g, digests[g])
+        found = store.load(keys[g], g)
         if found is not None:
             cached[g] = found
         return found is None
@@ -187,7 +192,8 @@ def _staged(ctx: StageContext, writer: HessianWriter, settings: PruneSettings, w
             H, total = cached.pop(g)
         else:
             H, total = sums.H[g], sums.total_weight
-            writer.put(keys[g], g, H, total, index)
+            store.put(keys[g], g, H, total, index, digests[g])
+            H = store.canonical(H)
         _apply(settings, state, prefix, index, todo[g], _normalised(ctx, H, total, g, index), sums is None)
 
     outputs = staged_block(block, layout, inputs, ctx.device, list(todo), missing, on_group)
@@ -196,15 +202,12 @@ def _staged(ctx: StageContext, writer: HessianWriter, settings: PruneSettings, w
     return True
 
 
-def _all_cached(ctx: StageContext, settings: PruneSettings, state: _State, base: str, index: int, todo: dict) -> bool:
+def _all_cached(store: HessianStore, settings: PruneSettings, state: _State, base: str, index: int, todo: dict) -> bool:
     """Whether every true-sequential Hessian of the block is in the cache (keys follow the digest the
     block's own pruning will produce)."""
-    from rac.stages.hessian import HESSIAN_KIND
-
-    upstream = Upstream()
-    upstream.digest = state.upstream.digest
+    upstream = Upstream(state.upstream.digest)
     for g, members in todo.items():
-        if not ctx.cache.has_blob(HESSIAN_KIND, hessian_key(base, index, g, upstream.digest)):
+        if not store.has(hessian_key(base, index, g, upstream.digest)):
             return False
         for info, assignment in members:
             upstream.add(_digest_entry(index, settings, settings.entry(info.name, assignment)))

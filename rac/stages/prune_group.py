@@ -1,6 +1,6 @@
 """Apply the pruning algorithms to one input group of a block (modules sharing one Hessian).
 
-SparseGPT members of a group share one Cholesky factor (``sparsegpt_prune_group``); Wanda uses the
+ALPS members are solved one by one against the group's Hessian (ADMM + PCG). SparseGPT members of a group share one Cholesky factor (``sparsegpt_prune_group``); Wanda uses the
 group's Hessian diagonal as its activation norms; magnitude needs no Hessian. Modules outside the
 decoder blocks (``lm_head``, ``embed_tokens``) can only be magnitude-pruned: their inputs are not
 block activations (and ``embed_tokens`` has no linear input at all).
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-METHODS = ("sparsegpt", "wanda", "magnitude")
+METHODS = ("sparsegpt", "wanda", "magnitude", "alps")
 
 
 class PruneSettingsError(ValueError):
@@ -55,6 +55,8 @@ class PruneSettings:
                  "sparsity": None if pattern else assignment.sparsity, "pattern": pattern}
         if assignment.method == "sparsegpt":
             entry.update(block_size=self.block_size, dampening=self.dampening, mask_selection=self.mask_selection)
+        elif assignment.method == "alps":
+            entry.update(dampening=self.dampening, mask_selection=self.mask_selection)
         return entry
 
 
@@ -63,6 +65,7 @@ def prune_group(members: list[tuple[Any, Any]], H: torch.Tensor,
     """Prune ``members`` ((LinearInfo, ScopeAssignment) pairs sharing input Hessian ``H``), in order.
 
     Returns (info, assignment, PruneResult, entry) per member; the model is not modified."""
+    from rac.algorithms.alps import alps_prune
     from rac.algorithms.magnitude import magnitude_prune
     from rac.algorithms.sparsegpt import sparsegpt_prune_group
     from rac.algorithms.wanda import wanda_prune
@@ -82,6 +85,9 @@ def prune_group(members: list[tuple[Any, Any]], H: torch.Tensor,
             results[i] = wanda_prune(info.module.weight.data, torch.diagonal(H), sparsity=a.sparsity, pattern=a.pattern)
         elif a.method == "magnitude":
             results[i] = magnitude_prune(info.module.weight.data, sparsity=a.sparsity, pattern=a.pattern)
+        elif a.method == "alps":
+            results[i] = alps_prune(info.module.weight.data, H, sparsity=a.sparsity, pattern=a.pattern,
+                                    dampening=settings.dampening, per_row=settings.mask_selection == "per_row")
     return [(info, a, results[i], entries[i]) for i, (info, a) in enumerate(members)]
 
 

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from rac.calibration import hessian_store as hs
 from rac.engine.cache import Cache
 from rac.engine.stage import StageContext
 from rac.stages import hessian
@@ -36,18 +37,17 @@ def _ctx(recipe, tmp_path, name, cache):
 
 
 def _blobs(cache: Cache) -> list:
-    return sorted((cache.root / "blobs" / hessian.HESSIAN_KIND).glob("*.safetensors"))
+    return sorted((cache.root / "blobs" / hs.HESSIAN_KIND).glob("*.safetensors"))
 
 
 def test_true_sequential_stores_only_block0_attn_in(recipe, tmp_path):
     cache = Cache(tmp_path / "c")  # the default order: later groups depend on pruning inside block 0
     summary = hessian.run(_ctx(recipe, tmp_path, "h", cache))
     assert summary["exact_blocks"] == 1 and summary["hessians_computed"] == 1
-    base = hessian.base_key(hessian.calibration_fingerprint(tmp_path / "h"), hessian.model_identity(
-        _ctx(recipe, tmp_path, "x", cache)), recipe)
+    base = hs.replay_base_key(recipe, "", tmp_path / "h")
     assert len(_blobs(cache)) == 1
-    key = hessian.hessian_key(base, 0, "attn_in", hessian.EMPTY_UPSTREAM)
-    assert hessian.load_hessian(_ctx(recipe, tmp_path, "y", cache), key, "attn_in") is not None
+    key = hs.hessian_key(base, 0, "attn_in", hs.EMPTY_UPSTREAM)
+    assert hs.HessianStore(cache).load(key, "attn_in") is not None
 
 
 def test_one_pass_sequential_mode_stores_block0_only(recipe, tmp_path):
@@ -58,10 +58,8 @@ def test_one_pass_sequential_mode_stores_block0_only(recipe, tmp_path):
     assert summary["sequences"] == 5 and summary["exact_blocks"] == 1 and summary["hessians_computed"] == 4
     blobs = _blobs(cache)
     assert len(blobs) == 4  # attn_in (one for q/k/v), attn_out, mlp_in (one for gate/up), mlp_out
-    base = hessian.base_key(hessian.calibration_fingerprint(tmp_path / "h"), hessian.model_identity(
-        _ctx(recipe, tmp_path, "x", cache)), recipe)
-    H, total = hessian.load_hessian(_ctx(recipe, tmp_path, "y", cache),
-                                    hessian.hessian_key(base, 0, "attn_in", hessian.EMPTY_UPSTREAM), "attn_in")
+    base = hs.replay_base_key(recipe, "", tmp_path / "h")
+    H, total = hs.HessianStore(cache).load(hs.hessian_key(base, 0, "attn_in", hs.EMPTY_UPSTREAM), "attn_in")
     assert H.shape == (64, 64) and H.dtype == torch.float32 and torch.allclose(H, H.T, atol=1e-4)
     assert total == pytest.approx(summary["tokens"])  # prompt weight 1.0 on every real token
     again = hessian.run(_ctx(recipe, tmp_path, "h2", cache))
@@ -75,34 +73,65 @@ def test_dense_mode_stores_every_block(recipe, tmp_path):
     assert summary["exact_blocks"] == 2 and len(_blobs(cache)) == 8
 
 
-def test_keys_depend_on_upstream_and_calibration():
-    base = hessian.base_key("calib-a", "model", RECIPE)
-    assert base != hessian.base_key("calib-b", "model", RECIPE)
-    chain = hessian.Upstream()
-    dense = hessian.hessian_key(base, 1, "attn_in", chain.digest)
+def test_keys_depend_on_upstream_calibration_and_storage():
+    base = hs.base_key("calib-a", "model", "float32", 2)
+    assert base != hs.base_key("calib-b", "model", "float32", 2)
+    assert base != hs.base_key("calib-a", "model", "float32", 2, "bfloat16-upper")
+    chain = hs.Upstream()
+    dense = hs.hessian_key(base, 1, "attn_in", chain.digest)
     chain.add({"block": 0, "module": "q_proj", "method": "sparsegpt", "sparsity": 0.5})
-    assert hessian.hessian_key(base, 1, "attn_in", chain.digest) != dense
-    assert hessian.hessian_key(base, 1, "attn_out", hessian.EMPTY_UPSTREAM) != dense
+    assert hs.hessian_key(base, 1, "attn_in", chain.digest) != dense
+    assert hs.hessian_key(base, 1, "attn_out", hs.EMPTY_UPSTREAM) != dense
     assert hessian.STAGE.enabled({"prune": {"sparsity": 0.5}}) and not hessian.STAGE.enabled({})
 
 
 def test_background_writer_stores_and_reports_failures(tmp_path):
     cache = Cache(tmp_path / "c")
-    ctx = StageContext(recipe={}, out_dir=tmp_path, inputs={}, cache=cache, device="cpu", model_identity="m",
-                       run_dir=tmp_path)
-    writer = hessian.HessianWriter(ctx)
+    store = hs.HessianStore(cache)
     H = torch.eye(4)
-    writer.put("k1", "attn_in", H, 3.0, 0)
-    writer.close()
-    loaded, total = hessian.load_hessian(ctx, "k1", "attn_in")
+    assert store.put("k1", "attn_in", H, 3.0, 0, hs.EMPTY_UPSTREAM)
+    store.close()
+    loaded, total = hs.HessianStore(cache).load("k1", "attn_in")
     assert torch.equal(loaded, H) and total == 3.0
 
     class Broken:
         def put_blob(self, *args, **kwargs):
             raise OSError("disk full")
 
-    ctx.cache = Broken()
-    writer = hessian.HessianWriter(ctx)
-    writer.put("k2", "attn_in", H, 1.0, 0)
+    store = hs.HessianStore(Broken())  # type: ignore[arg-type]
+    store.put("k2", "attn_in", H, 1.0, 0, hs.EMPTY_UPSTREAM)
     with pytest.raises(OSError, match="disk full"):
-        writer.close()
+        store.close()
+
+
+@pytest.mark.parametrize("storage", ["float32-upper", "bfloat16-upper"])
+def test_upper_triangle_storage_round_trips(tmp_path, storage):
+    X = torch.randn(50, 6)
+    H = X.T @ X
+    packed = hs.pack(H, storage)
+    assert packed.numel() == 21 and packed.dtype == (torch.bfloat16 if storage.startswith("b") else torch.float32)
+    back = hs.unpack(packed, storage)
+    assert torch.equal(back, back.T)
+    assert torch.allclose(back, H, rtol=1e-2 if storage.startswith("b") else 1e-5, atol=1e-3)
+    store = hs.HessianStore(Cache(tmp_path / "c"), hs.StorePolicy(keep="all", storage=storage))
+    store.put("k", "attn_in", H, 2.0, 0, "x")
+    store.close()
+    loaded, _ = hs.HessianStore(Cache(tmp_path / "c"), store.policy).load("k", "attn_in")
+    assert torch.equal(loaded, store.canonical(H))  # a hit equals a freshly computed Hessian
+
+
+def test_retention_policies_and_cap(tmp_path):
+    H = torch.eye(100)  # 40 kB in float32
+    for keep, expected in (("reusable", {"dense", "req"}), ("all", {"dense", "other", "req"}), ("none", {"req"})):
+        store = hs.HessianStore(Cache(tmp_path / keep), hs.StorePolicy(keep=keep))
+        store.put("dense", "g", H, 1.0, 0, hs.EMPTY_UPSTREAM)
+        store.put("other", "g", H, 1.0, 1, "digest")
+        store.put("req", "g", H, 1.0, 1, "digest", required=True)
+        store.close()
+        assert {k for k in ("dense", "other", "req") if store.has(k)} == expected, keep
+    capped = hs.HessianStore(Cache(tmp_path / "cap"), hs.StorePolicy(keep="all", max_bytes=100_000))
+    kept = [capped.put(f"k{i}", "g", H, 1.0, i, "d") for i in range(4)]
+    capped.close()
+    assert kept == [True, True, False, False] and capped.stats()["hessian_bytes_stored"] == 80_000
+    with pytest.raises(ValueError, match="keep_hessians"):
+        hs.StorePolicy(keep="some")

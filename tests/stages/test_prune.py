@@ -130,6 +130,7 @@ def test_one_pass_order_replays_each_block_twice_and_the_default_once(two_blocks
 def test_staged_true_sequential_equals_plain_replays(two_blocks, monkeypatch):
     from rac.models import staged
 
+    two_blocks.recipe["prune"]["keep_hessians"] = "all"  # the second half checks the stored Hessians' keys
     fast, w_fast, report_fast, _ = two_blocks.run(true_sequential=True)
     two_blocks.cache = Cache(two_blocks.tmp / "cache2")  # no Hessian reuse between the two
     two_blocks.hessian_dirs.clear()
@@ -150,6 +151,7 @@ def test_staged_true_sequential_equals_plain_replays(two_blocks, monkeypatch):
 
 @pytest.mark.parametrize("true_sequential", [False, True])
 def test_hessians_are_reused_exactly_when_valid(two_blocks, true_sequential):
+    two_blocks.recipe["prune"]["keep_hessians"] = "all"
     first, w1, _report1, _ = two_blocks.run(true_sequential=true_sequential)
     exact = 1 if true_sequential else 4  # block 0 Hessians from the hessian stage that stay valid
     assert first["hessian_misses"] == 8 - exact and first["hessian_hits"] == exact
@@ -217,3 +219,39 @@ def test_sparsegpt_reconstructs_better_than_magnitude(two_blocks):
     _, _, mag, _ = two_blocks.run(sequential=False, method="magnitude")
     for g, m in zip(gpt, mag):
         assert g["name"] == m["name"] and g["recon_error"] < m["recon_error"], g["name"]
+
+
+def test_alps_through_the_prune_stage(two_blocks):
+    """prune.method: alps runs through the same scopes and patterns as SparseGPT, with a lower layer error."""
+    scopes = [{"name": "mlp24", "modules": ["mlp"], "blocks": "all", "pattern": "2:4"},
+              {"name": "attn", "modules": ["attn"], "blocks": "all"}]
+    _, weights, alps, _ = two_blocks.run(sequential=False, method="alps", scopes=scopes)
+    _, _, gpt, _ = two_blocks.run(sequential=False, scopes=scopes)
+    assert {r["method"] for r in alps} == {"alps"}
+    assert check_nm(weights["model.layers.0.mlp.down_proj.weight"], 2, 4)
+    assert sum(r["recon_error"] for r in alps) < sum(r["recon_error"] for r in gpt)
+
+
+@pytest.mark.parametrize("true_sequential", [False, True])
+def test_keep_hessians_reusable_keeps_only_block0_across_a_sparsity_grid(two_blocks, true_sequential):
+    """The default keeps what another configuration can reuse: Hessians with nothing pruned upstream."""
+    from rac.calibration.hessian_store import HESSIAN_KIND
+
+    first, w1, _, _ = two_blocks.run(true_sequential=true_sequential)
+    second, _, report, _ = two_blocks.run(sparsity=0.6, true_sequential=true_sequential)
+    metas = [json.loads(p.read_text())["meta"] for p in (two_blocks.cache.root / "blobs" / HESSIAN_KIND).glob("*.json")]
+    assert metas and {m["block"] for m in metas} == {0}
+    assert len(metas) == (1 if true_sequential else 4) and first["hessians_not_kept"] > 0
+    assert {(r["block"], r["module"]) for r in report if r["hessian_hit"]} <= {(0, m) for m in (
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")}
+    again, w2, _, _ = two_blocks.run(true_sequential=true_sequential)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)  # recomputed, same result
+
+
+@pytest.mark.parametrize("storage", ["float32-upper", "bfloat16-upper"])
+def test_packed_hessian_storage_gives_the_same_weights_on_a_hit(two_blocks, storage):
+    two_blocks.recipe["prune"].update(keep_hessians="all", hessian_storage=storage)
+    first, w1, _, _ = two_blocks.run()
+    again, w2, _, _ = two_blocks.run()
+    assert again["hessian_misses"] == 0 and first["hessian_misses"] > 0
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
