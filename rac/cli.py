@@ -16,13 +16,41 @@ EPILOG = """examples:
   rac grid r.yaml --axis prune.sparsity=0.3,0.5 --axis calibration.kind=prompt,rac
   rac grid recipes/grids/table1_math500.yaml   # a grid file (one per paper table)
   rac grid recipes/demo/demo.yaml              # the CPU demo: C4 vs prompt vs RAC on SmolLM2-135M
-  rac diff a.yaml b.yaml               # semantic difference + invalidated stages
+  rac diff a.yaml b.yaml               # semantic difference + invalidated stages (exit 1 if different)
+  rac diff --git origin/main..HEAD --format md   # review every changed recipe/overlay/grid
+  rac plan recipes/grids/table1_math500.yaml --cell sparsity-0.5_14b_rac   # one cell of a grid
+  rac keys prune                       # recipe keys: type, default, range, description
+  rac show r.yaml --origin             # each value with the file:line (or default, <cli>) that set it
 """
+
+
+CACHE_HELP = "cache root (default: $RAC_CACHE or ~/.cache/rac)"
+RECIPE_OR_GRID = "recipe YAML, or a grid file (pick a cell with --cell)"
+CELL_HELP = ("grid cell: its full name, the name without the hash, or a unique part of it "
+             "(without it, a grid's cells are listed)")
 
 
 def _overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                         help="key=value (must exist), +key=value (add), ++key=value (set), ~key (delete)")
+
+
+def _verbose(parser: argparse.ArgumentParser) -> None:
+    """``-v`` also after the verb (``rac validate f.yaml -v``)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+
+def _stage_name(text: str) -> str:
+    """A pipeline stage name; a typo is an error with the closest name."""
+    import difflib
+
+    from rac.stages import STAGE_ORDER
+
+    if text in STAGE_ORDER:
+        return text
+    close = difflib.get_close_matches(text, STAGE_ORDER, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise argparse.ArgumentTypeError(f"unknown stage {text!r}{hint}; stages: {', '.join(STAGE_ORDER)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,45 +63,102 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a recipe end to end (resumes from cached stages)")
     p.add_argument("recipe", help="recipe YAML file")
     _overrides(p)
-    p.add_argument("--run-dir", type=Path, help="run directory (default: <run.output_dir>/<name>-<hash>)")
-    p.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--output-dir", type=Path,
+                       help="where the run directory <name>-<hash> goes (default: run.output_dir), as for grid")
+    where.add_argument("--run-dir", type=Path, help="the run directory itself (exact path, no <name>-<hash>)")
+    p.add_argument("--cache", type=Path, help=CACHE_HELP)
+    _verbose(p)
 
-    p = sub.add_parser("plan", help="print the stages with cache hit/miss and what they read; runs nothing")
-    p.add_argument("recipe")
+    p = sub.add_parser("plan", help="stages, cache hit/miss, model shapes, per-stage memory/disk/token "
+                                    "estimates and scopes per block; runs nothing, works without vLLM or network")
+    p.add_argument("recipe", help=RECIPE_OR_GRID)
     _overrides(p)
-    p.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
+    p.add_argument("--cell", help=CELL_HELP)
+    p.add_argument("--cache", type=Path, help=CACHE_HELP)
+    _verbose(p)
 
-    p = sub.add_parser("validate", help="validate recipe and grid files; non-zero exit on any error")
-    p.add_argument("files", nargs="+", type=Path)
+    p = sub.add_parser("validate", help="validate recipe, overlay and grid files; non-zero exit on any error",
+                       description="Validate any mix of recipes, overlay fragments and grid files (a directory "
+                       "stands for every YAML file below it). An overlay (no `version`; under an overlays/ "
+                       "directory, marked `# rac: overlay`, or listed by a grid given here) is checked as a "
+                       "partial recipe. What this machine lacks (an engine) is a warning unless --strict.")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="recipe, overlay or grid YAML files, or directories to search for *.yaml; "
+                   "key=value / ~key arguments are overrides applied to every recipe and grid")
     p.add_argument("--portable", action="store_true",
-                   help="check the recipe only, not this machine (e.g. vLLM recipes on a machine without vLLM)")
+                   help="check the files only, not this machine (no warning about engines not installed here)")
+    p.add_argument("--strict", action="store_true",
+                   help="also fail when this machine cannot run a recipe (e.g. vLLM not installed)")
+    _verbose(p)
+    p.set_defaults(overrides=[])  # k=v after an option lands here (main appends extras)
 
     p = sub.add_parser("grid", help="run the cartesian product of axes or a grid file")
     p.add_argument("recipe", help="recipe YAML, or a grid file (with `axes`/`overlays`)")
     p.add_argument("--axis", action="append", default=[],
-                   help="key=v1,v2 or @overlay_a.yaml,@overlay_b.yaml (repeatable)")
+                   help="key=v1,v2 or @overlay_a.yaml,@overlay_b.yaml (repeatable, one axis per key)")
     _overrides(p)
     p.add_argument("--output-dir", type=Path, help="where the grid directory goes (default: run.output_dir)")
-    p.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
-    p.add_argument("--dry-run", action="store_true", help="expand and validate the cells only")
+    p.add_argument("--cache", type=Path, help=CACHE_HELP)
+    p.add_argument("--dry-run", action="store_true",
+                   help="expand and validate the cells, show what each changes and its cache state; runs nothing "
+                        "(portable: works without vLLM)")
+    _verbose(p)
 
-    p = sub.add_parser("show", help="print the fully resolved recipe (defaults filled)")
-    p.add_argument("recipe")
+    p = sub.add_parser("show", help="print the fully resolved recipe (defaults filled); portable")
+    p.add_argument("recipe", help=RECIPE_OR_GRID)
     _overrides(p)
-    p.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    p.add_argument("--cell", help=CELL_HELP)
+    p.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format")
+    p.add_argument("--origin", action="store_true",
+                   help="mark each value with where it was set: file:line, <cli>:N, or default")
+    _verbose(p)
 
-    p = sub.add_parser("diff", help="semantic difference of two resolved recipes and the stages it invalidates")
-    p.add_argument("a")
-    p.add_argument("b")
+    p = sub.add_parser("keys", help="recipe keys with type, default, range and description (from the schema)")
+    p.add_argument("prefix", nargs="?", metavar="PREFIX",
+                   help="only keys under this dotted prefix, e.g. prune or calibration.rollout")
+    _verbose(p)
+
+    p = sub.add_parser("diff", help="review diff of recipes, overlays or grids (also across git revisions)",
+                       description="Semantic difference of two recipe/overlay/grid files, or of every one changed\n"
+                       "between two git revisions, with the stages and grid cells that must re-run and an\n"
+                       "estimate of their cost. Portable: never checks this machine.\n"
+                       "Exit 0: same, 1: different, 2: error.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  rac diff recipes/7b_50pct.yaml recipes/overlays/model/14b.yaml\n"
+                       "  rac diff HEAD~1:recipes/7b_50pct.yaml recipes/7b_50pct.yaml\n"
+                       "  rac diff --git origin/main..HEAD --format md   # the PR comment")
+    p.add_argument("a", nargs="?", metavar="OLD",
+                   help="old side: a file, or REV:path to read it (and its base chain) from git")
+    p.add_argument("b", nargs="?", metavar="NEW", help="new side: a file or REV:path; an overlay against a "
+                   "recipe means that recipe with the overlay applied")
+    p.add_argument("--git", metavar="BASE..HEAD",
+                   help="review every recipe, overlay and grid that resolves differently between two "
+                   "revisions (BASE alone: against the working tree)")
+    p.add_argument("--under", default="recipes", metavar="DIR",
+                   help="with --git: the directory holding the recipes (default: recipes)")
+    p.add_argument("--format", choices=("text", "md"), default="text",
+                   help="text (full values, never cut) or md (a pull-request comment)")
+    _verbose(p)
+
+    p = sub.add_parser("review", help="pull-request check: validate all recipes and write the diff as markdown",
+                       description="Validate every recipe, overlay and grid under DIR at HEAD (portably) and "
+                       "review what resolves differently since BASE as a markdown PR comment (what changed, "
+                       "the stages and grid cells to re-run, their estimated cost). Exit 0 when every file "
+                       "is valid, 2 otherwise. Used by .github/workflows/recipes.yml.")
+    p.add_argument("range", metavar="BASE..HEAD", help="git revisions (BASE alone: against the working tree)")
+    p.add_argument("--under", default="recipes", metavar="DIR", help="the directory holding the recipes "
+                   "(default: recipes)")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write the markdown here instead of stdout")
+    _verbose(p)
 
     p = sub.add_parser("cache", help="list or remove cached artifacts")
     cache_sub = p.add_subparsers(dest="cache_verb", metavar="ACTION", required=True)
     c = cache_sub.add_parser("ls", help="list artifacts")
-    c.add_argument("--stage")
-    c.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
+    c.add_argument("--stage", type=_stage_name, help="only this stage's artifacts")
+    c.add_argument("--cache", type=Path, help=CACHE_HELP)
     c = cache_sub.add_parser("rm", help="remove artifacts (by stage and/or fingerprint prefix)")
     c.add_argument("fingerprint", nargs="?", help="fingerprint prefix")
-    c.add_argument("--stage")
+    c.add_argument("--stage", type=_stage_name, help="only this stage's artifacts")
     c.add_argument("--all", action="store_true", help="remove everything")
     c.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
 
@@ -85,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
 
     p = sub.add_parser("report", help="Table-1 style report and plots for a run or grid directory")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="a run directory or a grid directory")
+    _verbose(p)
     p.add_argument("--out", type=Path, help="output directory (default: <path>/report)")
     return parser
 

@@ -10,10 +10,27 @@ from rac import ui
 from rac.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 
-def _load(recipe: str, overrides: list[str]) -> Any:
+def _load(recipe: str, overrides: list[str], portable: bool = False) -> Any:
     from rac.recipe.validate import load_and_validate
 
-    return load_and_validate(recipe, overrides)
+    return load_and_validate(recipe, overrides, environment=not portable)
+
+
+def _target(args: argparse.Namespace) -> Any:
+    """The recipe a read-only verb looks at: a recipe file, or one ``--cell`` of a grid file.
+
+    Portable: checks the recipe, not this machine (``plan`` says in a note what is missing here).
+    """
+    from rac.recipe.cells import pick_cell
+    from rac.recipe.grid import expand_grid, is_grid_file
+
+    path = Path(args.recipe)
+    if is_grid_file(path):
+        cells = expand_grid(grid_file=path, overrides=args.overrides, environment=False)
+        return pick_cell(cells, args.cell, str(path)).loaded
+    if getattr(args, "cell", None):
+        raise ValueError(f"--cell picks a cell of a grid file; {path} is a recipe")
+    return _load(args.recipe, args.overrides, portable=True)
 
 
 def _cache(args: argparse.Namespace):
@@ -39,82 +56,209 @@ def _guard(fn):
     return wrapped
 
 
+def _yaml_args(items: list[str]) -> tuple[list[Path], list[str]]:
+    """(files, overrides): a directory stands for every ``*.yaml``/``*.yml`` below it (sorted);
+    ``key=value``, ``+key=value`` and ``~key`` that are not existing paths are overrides."""
+    files: list[Path] = []
+    overrides: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise FileNotFoundError(f"{item}: no YAML files in this directory")
+            files += found
+        elif not path.exists() and ("=" in item or item.startswith("~")):
+            overrides.append(item)
+        else:
+            files.append(path)
+    if not files:
+        raise FileNotFoundError("rac validate: no files given (only overrides: " + " ".join(overrides) + ")")
+    return files, overrides
+
+
+def _validate_one(path: Path, kind: str, overrides: list[str]) -> tuple[str, list[Any]]:
+    """Validate one file as its kind, portably; returns (detail for the ok line, loaded recipes)."""
+    from rac.recipe.grid import expand_grid
+    from rac.recipe.overlay import load_fragment
+    from rac.recipe.validate import load_and_validate
+
+    if kind == "grid":
+        cells = expand_grid(grid_file=path, overrides=overrides, environment=False)
+        return f"(grid: {len(cells)} cells)", [cell.loaded for cell in cells]
+    if kind == "overlay":
+        load_fragment(path)
+        return "(overlay)", []
+    return "", [load_and_validate(str(path), overrides, environment=False)]
+
+
+def _machine_issues(loaded: list[Any]) -> list[Any]:
+    """What this machine lacks to run these recipes (engines not installed), each issue once."""
+    from rac.recipe.checks import ENVIRONMENT_CHECKS
+    from rac.recipe.errors import RecipeError
+
+    return RecipeError(issue for recipe in loaded for check in ENVIRONMENT_CHECKS
+                       for issue in check(recipe, None)).issues
+
+
 @_guard
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Errors in the files fail; what this machine lacks (an engine) is a warning unless ``--strict``."""
     from rac.recipe.errors import RecipeError
-    from rac.recipe.grid import expand_grid, is_grid_file
+    from rac.recipe.overlay import file_kind, grid_overlay_files
 
+    files, overrides = _yaml_args([*map(str, args.files), *getattr(args, "overrides", [])])
+    refs = grid_overlay_files([p for p in files if file_kind(p) == "grid"])
     failures = 0
-    for path in args.files:
+    for path in files:
         try:
-            if is_grid_file(path):
-                cells = expand_grid(grid_file=path, environment=not args.portable)
-                ui.validated(str(path), True, f"(grid: {len(cells)} cells)")
-            else:
-                from rac.recipe.validate import load_and_validate
-
-                load_and_validate(str(path), [], environment=not args.portable)
-                ui.validated(str(path), True)
+            detail, loaded = _validate_one(path, file_kind(path, refs), overrides)
+            machine = [] if args.portable else _machine_issues(loaded)
+            if machine and args.strict:
+                raise RecipeError(machine)
         except RecipeError as exc:
             failures += 1
             ui.validated(str(path), False)
             ui.recipe_errors(exc)
+            continue
+        ui.validated(str(path), True, detail)
+        for issue in machine:
+            ui.warning(f"{issue} (this machine; --strict makes it an error, --portable hides it)")
+    if len(files) > 1:
+        ui.message(f"{len(files) - failures} of {len(files)} file(s) valid")
     return EXIT_INVALID if failures else EXIT_OK
 
 
 @_guard
 def cmd_show(args: argparse.Namespace) -> int:
-    loaded = _load(args.recipe, args.overrides)
-    ui.show_recipe(loaded.data, args.format)
+    loaded = _target(args)
+    if args.origin:
+        from rac.recipe.origin import origins
+
+        ui.show_recipe_origins(loaded.data, origins(loaded), args.format)
+    else:
+        ui.show_recipe(loaded.data, args.format)
+    return EXIT_OK
+
+
+@_guard
+def cmd_keys(args: argparse.Namespace) -> int:
+    from rac.recipe.keys import schema_keys
+
+    keys = schema_keys(args.prefix or "")
+    if not keys:
+        from rac.recipe.keys import schema_keys as all_keys
+        from rac.recipe.validate import suggest
+
+        ui.error(f"no recipe key starts with {args.prefix!r}"
+                 f"{suggest(args.prefix, [k.path for k in all_keys('')])}")
+        return EXIT_INVALID
+    ui.key_table(keys)
     return EXIT_OK
 
 
 @_guard
 def cmd_diff(args: argparse.Namespace) -> int:
-    from rac.engine.pipeline import diff_loaded
+    """Portable review diff: two files (``REV:path`` allowed) or every rac file changed in ``--git``."""
+    from rac.recipe.compare import compare, load_side, review_trees
+    from rac.recipe.gitrev import GitError, Revisions, split_range
+    from rac.report.review import review_entry, review_markdown
 
-    result = diff_loaded(_load(args.a, []), _load(args.b, []))
-    ui.recipe_diff(result.changes, result.invalidated)
-    return EXIT_OK
+    if bool(args.git) == bool(args.a or args.b) or (not args.git and not (args.a and args.b)):
+        ui.error("rac diff needs two files (A B) or --git BASE..HEAD")
+        return EXIT_INVALID
+    try:
+        with Revisions() as revs:
+            errors: list[str] = []
+            notes: list[str] = []
+            if args.git:
+                base, head = split_range(args.git)
+                review = review_trees(revs.tree(base), revs.tree(head), args.under)
+                comparisons, notes = review.comparisons, review.notes
+                errors = [f"error: {issue}" for _, exc in review.errors for issue in exc.issues]
+                title = f"{base}..{head or 'working tree'}"
+            else:
+                a_tree, a_path = revs.resolve(args.a)
+                b_tree, b_path = revs.resolve(args.b)
+                a = load_side(a_path, args.a, a_tree)
+                b = load_side(b_path, args.b, b_tree)
+                comparisons = [compare(a, b, a_tree, b_tree)]
+                comparisons = [c for c in comparisons if c.different]
+                title = f"{args.a} → {args.b}"
+            entries = [review_entry(c) for c in comparisons]
+    except GitError as exc:
+        ui.error(str(exc))
+        return EXIT_INVALID
+    if args.format == "md":
+        ui.markdown(review_markdown(entries, title, errors, notes))
+    else:
+        ui.review(entries, errors, notes)
+    if errors:
+        return EXIT_INVALID
+    return EXIT_FAILED if entries else EXIT_OK
 
 
-def scope_rows(recipe: dict) -> list[tuple[str, str]]:
-    """Per block range: which modules each scope selects (for `rac plan`); equal blocks are merged."""
-    if not recipe.get("prune"):
-        return []
-    from rac.models.load import num_blocks
-    from rac.recipe.scopes import assign_scopes
+@_guard
+def cmd_review(args: argparse.Namespace) -> int:
+    """The pull-request check: validate every recipe file at HEAD, then the ``--git`` review as markdown.
 
-    n = num_blocks(recipe["model"])
-    if not n:
-        return [("?", "model depth unknown without downloading its config")]
-    assignment = assign_scopes(recipe["prune"], n)
-    by_block: dict[int, dict[str, list[str]]] = {}
-    for (block, module), spec in sorted(assignment.items()):
-        target = f"{spec.pattern[0]}:{spec.pattern[1]}" if spec.pattern else f"{spec.sparsity:.0%}"
-        by_block.setdefault(block, {}).setdefault(f"{spec.scope} ({spec.method}, {target})", []).append(module)
-    describe = lambda block: "; ".join(  # noqa: E731
-        f"{scope}: {', '.join(mods)}" for scope, mods in by_block[block].items()) if block in by_block else "dense"
-    rows: list[tuple[str, str]] = []
-    if -1 in by_block:
-        rows.append(("head/embed", describe(-1)))
-    start = 0
-    for block in range(1, n + 1):
-        if block == n or describe(block) != describe(start):
-            label = str(start) if block - 1 == start else f"{start}-{block - 1}"
-            rows.append((label, describe(start)))
-            start = block
-    return rows
+    Exit 0 when every file is valid (whether or not something changed), 2 otherwise; the comment is
+    written either way, so a PR shows its invalid recipes too.
+    """
+    from rac.recipe.compare import review_trees, validate_tree
+    from rac.recipe.gitrev import GitError, Revisions, split_range
+    from rac.report.review import review_entry, review_markdown
+
+    try:
+        with Revisions() as revs:
+            base, head = split_range(args.range)
+            head_tree = revs.tree(head)
+            checked, failures = validate_tree(head_tree, args.under)
+            review = review_trees(revs.tree(base), head_tree, args.under)
+            entries = [review_entry(c) for c in review.comparisons]
+    except GitError as exc:
+        ui.error(str(exc))
+        return EXIT_INVALID
+    errors = [f"error: {issue}" for _, exc in failures for issue in exc.issues]
+    notes = [*review.notes, f"{checked - len(failures)} of {checked} recipe file(s) under {args.under}/ valid "
+             "(checked portably: recipes only, not the CI machine)"]
+    text = review_markdown(entries, f"{base}..{head or 'working tree'}", errors, notes)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        ui.message(f"wrote {args.output}")
+    else:
+        ui.markdown(text)
+    for line in errors:
+        ui.error(line.removeprefix("error: "))
+    return EXIT_INVALID if failures else EXIT_OK
+
+
+def scope_rows(recipe: dict, n_blocks: int | None = None) -> list[tuple[str, str]]:
+    """Per block range: which modules each scope selects (depth from local information only)."""
+    from rac.engine.preview import scope_rows as rows
+    from rac.models.facts import model_depth
+
+    return rows(recipe, n_blocks or model_depth(recipe.get("model")))
 
 
 @_guard
 def cmd_plan(args: argparse.Namespace) -> int:
-    from rac.engine.pipeline import plan_recipe
+    from rac.engine.preview import preview_recipe
 
-    loaded = _load(args.recipe, args.overrides)
-    plan = plan_recipe(loaded.data, _cache(args))
-    ui.plan_table(plan, scope_rows(loaded.data))
+    loaded = _target(args)
+    ui.plan_preview(preview_recipe(loaded, _cache(args)))
     return EXIT_OK
+
+
+def _run_dir(args: argparse.Namespace, recipe: dict) -> Path | None:
+    """``--run-dir`` is the run directory itself; ``--output-dir`` is where it goes (like ``grid``)."""
+    if args.run_dir is not None:
+        return args.run_dir
+    if args.output_dir is not None:
+        from rac.engine.run import default_run_dir
+
+        return Path(args.output_dir) / default_run_dir(recipe, Path(args.recipe).stem).name  # same name as run
+    return None
 
 
 @_guard
@@ -127,13 +271,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     ui.plan_table(plan_recipe(loaded.data, cache), scope_rows(loaded.data))
     try:
         with ui.ProgressUI() as progress:
-            result = run_loaded(loaded, cache, args.run_dir, progress, ui.stage_event)
+            result = run_loaded(loaded, cache, _run_dir(args, loaded.data), progress, ui.stage_event)
     except StageFailed as exc:
         ui.error(str(exc))
         return EXIT_FAILED
     ui.run_summary(result)
     ui.message(f"run directory: {result.run_dir}")
     return EXIT_OK
+
+
+def _grid_base(path: Path, overrides: list[str]) -> Any:
+    """The recipe a grid's cells vary (a grid file's ``recipe``, or the recipe given), unvalidated."""
+    import os
+
+    import yaml
+
+    from rac.recipe.grid import is_grid_file
+    from rac.recipe.load import load_recipe
+    from rac.recipe.source import RecipeLoader
+
+    recipe = path
+    if is_grid_file(path):
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=RecipeLoader)
+        recipe = Path(os.path.join(os.path.dirname(path), str(data.get("recipe"))))
+    return load_recipe(recipe, overrides)
 
 
 @_guard
@@ -143,15 +304,19 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from rac.recipe.grid import expand_grid, is_grid_file
 
     path = Path(args.recipe)
+    environment = not args.dry_run
     if is_grid_file(path):
-        cells = expand_grid(grid_file=path, axes=args.axis, overrides=args.overrides)
+        cells = expand_grid(grid_file=path, axes=args.axis, overrides=args.overrides, environment=environment)
     else:
-        cells = expand_grid(recipe_path=path, axes=args.axis, overrides=args.overrides)
+        cells = expand_grid(recipe_path=path, axes=args.axis, overrides=args.overrides, environment=environment)
+    if args.dry_run:
+        from rac.engine.preview import grid_preview
+
+        ui.grid_preview(grid_preview(cells, _grid_base(path, args.overrides), _cache(args)))
+        return EXIT_OK
     ui.message(f"{len(cells)} cells, all valid")
     for cell in cells:
         ui.message(f"  {cell.name}: {' '.join(map(str, cell.overrides)) or '(base)'}")
-    if args.dry_run:
-        return EXIT_OK
     first = cells[0].loaded.data
     output_dir = args.output_dir or Path((first.get("run") or {}).get("output_dir") or "runs")
     grid_dir = grid_dir_for(output_dir, path.stem)

@@ -22,6 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
@@ -135,7 +136,7 @@ def recipe_errors(error: Exception) -> None:
 
 def validated(path: str, ok: bool, detail: str = "") -> None:
     mark = "[green]ok[/]" if ok else "[red]invalid[/]"
-    console.print(f"{mark} {path} {detail}", highlight=False)
+    console.print(f"{mark} {path} {detail}".rstrip(), highlight=False, soft_wrap=True)
 
 
 def show_recipe(recipe: dict, fmt: str = "yaml") -> None:
@@ -145,23 +146,135 @@ def show_recipe(recipe: dict, fmt: str = "yaml") -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def recipe_diff(changes: Sequence[Any], invalidated: Sequence[str]) -> None:
-    if not changes:
-        console.print("no semantic difference")
+def show_recipe_origins(recipe: dict, origins: dict[str, str], fmt: str = "yaml") -> None:
+    """The resolved recipe with each value's origin: a ``# file:line`` comment (YAML) or a flat JSON map."""
+    if fmt == "json":
+        import rac.recipe.source as source
+
+        flat = {path: {"value": _value_at(recipe, source.split_path(path)), "origin": origin}
+                for path, origin in origins.items()}
+        console.print(json.dumps(flat, indent=2, default=str), markup=False, highlight=False, soft_wrap=True)
         return
-    table = Table(title="recipe diff")
-    table.add_column("key")
-    table.add_column("a")
-    table.add_column("b")
-    for change in changes:
-        table.add_row(change.path, _short(change.old), _short(change.new))
-    console.print(table)
-    console.print("stages invalidated: " + (", ".join(invalidated) if invalidated else "none"))
+    lines: list[str] = []
+    _origin_lines(recipe, "", 0, origins, lines, False)
+    width = max((len(line.split("\0")[0]) for line in lines), default=0)
+    for line in lines:
+        text, _, origin = line.partition("\0")
+        console.print(f"{text.ljust(width)}  # {origin}" if origin else text, markup=False, highlight=False,
+                      soft_wrap=True)
+
+
+def _value_at(data: Any, tokens: list) -> Any:
+    for tok in tokens:
+        data = data[tok]
+    return data
+
+
+def _scalar(value: Any) -> str:
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return text[:-4].strip() if text.endswith("\n...") or text.endswith("...") and "\n" in text else text
+
+
+def _origin_lines(value: Any, path: str, indent: int, origins: dict[str, str], lines: list[str],
+                  in_item: bool) -> None:
+    pad = " " * indent
+    for i, (key, sub) in enumerate(value.items()):
+        here = f"{path}.{key}" if path else str(key)
+        lead = pad if not (in_item and i == 0) else ""
+        if isinstance(sub, dict) and sub:
+            lines.append(f"{lead}{key}:")
+            _origin_lines(sub, here, indent + 2, origins, lines, False)
+        elif isinstance(sub, list) and sub and any(isinstance(v, (dict, list)) for v in sub):
+            lines.append(f"{lead}{key}:")
+            for j, item in enumerate(sub):
+                if isinstance(item, dict) and item:
+                    lines.append(f"{pad}  - \0")  # placeholder, merged with the item's first key below
+                    start = len(lines)
+                    _origin_lines(item, f"{here}[{j}]", indent + 4, origins, lines, True)
+                    first = lines.pop(start)
+                    lines[start - 1] = f"{pad}  - {first}"
+                else:
+                    lines.append(f"{pad}  - {_scalar(item)}\0{origins.get(f'{here}[{j}]', '')}")
+        else:
+            lines.append(f"{lead}{key}: {_scalar(sub)}\0{origins.get(here, '')}")
+
+
+def review(entries: Sequence[Any], errors: Sequence[str] = (), notes: Sequence[str] = ()) -> None:
+    """``rac diff``: per compared pair its changes, invalidated stages and re-run cost, values in full.
+
+    A terminal gets tables that wrap (never cut) long values; CI logs get plain ``key: old → new`` lines.
+    """
+    from rac.report.review import cost_text, value_text
+
+    for text in errors:
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if not entries:
+        console.print("no semantic difference")
+    for entry in entries:
+        status = "" if entry.status == "changed" else f", {entry.status}"
+        _line(f"diff {entry.title} ({entry.kind}{status})")
+        _change_rows(entry.changes, value_text)
+        for cell in entry.cells:
+            reuse = f", reusing {cell.nearest}" if cell.nearest and cell.nearest != cell.name else ""
+            stages = f"; re-run: {', '.join(cell.rerun) or 'none'}{reuse} ({cost_text(cell.cost)})" \
+                if cell.status != "removed" else ""
+            _line(f"  cell {cell.name}: {cell.status}{stages}")
+            _change_rows(cell.changes, value_text, indent="    ")
+        if entry.cells or entry.unchanged_cells:
+            _line(f"  {entry.unchanged_cells} cell(s) unchanged")
+        if entry.invalidated or entry.rerun:
+            _line("stages invalidated: " + (", ".join(entry.invalidated) or "none"))
+            _line(f"re-run: {', '.join(entry.rerun) or 'none'} ({cost_text(entry.cost)})")
+        elif entry.cells:
+            _line(f"cells to run: {cost_text(entry.cost)}")
+    for note in notes:
+        _line(f"note: {note}")
+
+
+def _change_rows(changes: Sequence[Any], value_text: Any, indent: str = "  ") -> None:
+    if not changes:
+        return
+    if not console.is_terminal:
+        for change in changes:
+            _line(f"{indent}{change.path}: {value_text(change.old)} → {value_text(change.new)}")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("key", "old", "new"):
+        table.add_column(column, overflow="fold")
+    for change in changes:  # Text: `[name]` in a path is not markup
+        table.add_row(Text(change.path), Text(value_text(change.old)), Text(value_text(change.new)))
+    console.print(table, highlight=False)
+
+
+def _line(text: str) -> None:
+    """One line of output, never wrapped or cut (values in CI logs stay whole), no markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def markdown(text: str) -> None:
+    """Raw markdown (a PR comment) on stdout, unwrapped."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _short(value: Any, width: int = 60) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else value
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def key_table(keys: Sequence[Any]) -> None:
+    """``rac keys``: one block per key (never truncated): path, type, default, range, description."""
+    for info in keys:
+        bits = [info.type]
+        if info.default:
+            bits.append(f"default {info.default}")
+        if info.range:
+            bits.append(info.range)
+        console.print(f"{info.path}  ({'; '.join(bits)})", markup=False, highlight=False, soft_wrap=True)
+        if info.description:
+            console.print(f"    {info.description}", markup=False, highlight=False, soft_wrap=True)
 
 
 # -- plan and runs ----------------------------------------------------------------------------------
@@ -175,6 +288,7 @@ def plan_table(plan: Any, scope_rows: Iterable[tuple[str, str]] | None = None) -
         table.add_row(planned.name, f"[green]{cache}[/]" if planned.hit else cache, planned.fingerprint[:12],
                       ", ".join(planned.needs) or "-", reads)
     console.print(table)
+    plan_notes(plan)
     if scope_rows:
         scopes = Table(title="prune scopes per block")
         scopes.add_column("block")
@@ -182,6 +296,113 @@ def plan_table(plan: Any, scope_rows: Iterable[tuple[str, str]] | None = None) -
         for block, text in scope_rows:
             scopes.add_row(block, text)
         console.print(scopes)
+
+
+def miss_lines(planned: Any, limit: int = 6) -> list[str]:
+    """Why a planned stage misses the cache: its inputs that differ from its newest cached entry."""
+    why = getattr(planned, "why", None)
+    if why is None:
+        return []
+    if not why:
+        return ["no earlier cached entry of this stage"]
+    upstream = [c.key.split(".", 1)[1] for c in why if c.key.startswith("upstream.")]
+    lines = [f"{c.key}: {_short(c.old, 40)} -> {_short(c.new, 40)}" for c in why if not c.key.startswith("upstream.")]
+    if upstream:
+        lines.append("upstream stage changed: " + ", ".join(upstream))
+    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def plan_notes(plan: Any) -> None:
+    """Warnings about the plan's fingerprints and, for each cache miss, which input changed."""
+    for warning in getattr(plan, "warnings", []) or []:
+        console.print(f"[yellow]warning[/] {warning}")
+    for planned in plan:
+        lines = miss_lines(planned) if getattr(planned, "why", None) else []  # first runs need no reason
+        if lines:
+            console.print(f"[bold]{planned.name}[/] misses: " + "; ".join(lines))
+
+
+def plan_preview(preview: Any) -> None:
+    """``rac plan``: notes (what is not resolvable here), model facts, stages, estimates, scopes."""
+    from rac.engine.estimate import fmt_bytes, fmt_count
+
+    for note in preview.notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    facts = preview.facts
+    if facts is not None:
+        source = "rac's table of known configs" if facts.from_table else facts.source
+        console.print(f"model: {facts.model_id}: {facts.architecture}, {facts.n_blocks} blocks, "
+                      f"{facts.params / 1e9:.2f}B parameters (from {source})",
+                      markup=False, highlight=False, soft_wrap=True)
+    table = Table(title="plan")
+    for column in ("stage", "cache", "fingerprint", "needs", "reads"):
+        table.add_column(column, overflow="fold")
+    for planned in preview.plan:
+        if not preview.identity_known and planned.stage.cached:
+            cache, fingerprint = "?", "?"
+        else:
+            cache = "hit" if planned.hit else ("run dir" if not planned.stage.cached else "miss")
+            fingerprint = planned.fingerprint[:12]
+        table.add_row(planned.name, f"[green]{cache}[/]" if planned.hit else cache, fingerprint,
+                      ", ".join(planned.needs) or "-", ", ".join(planned.reads))
+    console.print(table)
+    estimates = Table(title="estimate (upper bounds)")
+    for column in ("stage", "accelerator peak", "host memory", "disk", "tokens to generate"):
+        estimates.add_column(column, overflow="fold")
+    for item in preview.estimates:
+        disk = fmt_bytes(item.disk) if item.disk else ("-" if item.disk == 0 else "?")
+        host = fmt_bytes(item.host_memory) if item.host_memory else "-"
+        memory = fmt_bytes(item.memory) if item.memory else ("-" if item.memory == 0 else "?")
+        estimates.add_row(item.stage, memory, host, disk,
+                          fmt_count(item.tokens) if item.tokens is not None else "-")
+    peak = max((e.memory for e in preview.estimates if e.memory is not None), default=None)
+    disk_total = sum(e.disk or 0 for e in preview.estimates if e.stage != "export")
+    tokens = sum(e.tokens or 0 for e in preview.estimates)
+    estimates.add_row("total", fmt_bytes(peak) + " (max)" if peak is not None else "?", "",
+                      fmt_bytes(disk_total) + " cache", fmt_count(tokens), end_section=False)
+    console.print(estimates)
+    for item in preview.estimates:
+        for note in item.notes:
+            console.print(f"  {item.stage}: {note}", markup=False, highlight=False, soft_wrap=True)
+    for warning in getattr(preview, "warnings", []):
+        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    if preview.scope_rows:
+        scopes = Table(title="prune scopes per block")
+        scopes.add_column("block")
+        scopes.add_column("modules (scope: method, target)", overflow="fold")
+        for block, text in preview.scope_rows:
+            scopes.add_row(block, text)
+        console.print(scopes)
+    if preview.identity_known:
+        plan_notes(preview.plan)
+
+
+def grid_preview(preview: Any) -> None:
+    """``rac grid --dry-run``: each cell, what it changes in the base recipe, and its cache state."""
+    cells, notes = preview
+    for note in notes:
+        err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(cells)} cells, all valid", highlight=False)
+    for cell in cells:
+        console.print(f"  {cell.name}: {' '.join(cell.overrides) or '(base)'}", markup=False, highlight=False,
+                      soft_wrap=True)
+        for change in cell.changes:
+            console.print(f"      {change.path}: {_full(change.old)} -> {_full(change.new)}", markup=False,
+                          highlight=False, soft_wrap=True)
+        if cell.hits is None:
+            state = "unknown here (model not resolvable)"
+        else:
+            state = ", ".join(f"{stage} {hit}" for stage, hit in cell.hits.items())
+        console.print(f"      cache: {state}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _full(value: Any) -> str:
+    """A value in full on one line (JSON for containers, ``<absent>`` for a missing key)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, bool, int, float)) or value is None:
+        return json.dumps(value, default=str)
+    return str(value)
 
 
 def run_summary(result: Any) -> None:
@@ -259,6 +480,10 @@ def cache_list(infos: Sequence[Any]) -> None:
 
 def message(text: str) -> None:
     console.print(text, highlight=False)
+
+
+def warning(text: str) -> None:
+    err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 def error(text: str) -> None:

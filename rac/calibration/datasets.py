@@ -189,7 +189,7 @@ def read_file(path: Path) -> Records:
     raise DatasetError(f"{path}: unsupported data file type (use .jsonl, .json, .parquet, optionally .gz)")
 
 
-def _load_hub(spec: str, split: str) -> Records:
+def _load_hub(spec: str, split: str, revision: str | None = None) -> Records:
     """``hf:<name>[:config]`` through ``datasets.load_dataset`` (needs the hub or a local HF cache)."""
     parts = spec[len("hf:"):].split(":")
     if not parts[0] or len(parts) > 2:
@@ -199,7 +199,7 @@ def _load_hub(spec: str, split: str) -> Records:
     except ImportError as exc:
         raise DatasetError(f"{spec}: the `datasets` package is needed (pip install 'rac[data]')") from exc
     try:
-        data = datasets.load_dataset(parts[0], parts[1] if len(parts) == 2 else None, split=split)
+        data = datasets.load_dataset(parts[0], parts[1] if len(parts) == 2 else None, split=split, revision=revision)
     except Exception as exc:  # offline, unknown name, bad split: all surface as one clear error
         raise DatasetError(
             f"cannot load hub dataset {spec!r} (split {split!r}): {exc}. Without network access, "
@@ -222,7 +222,7 @@ def load_records(source: dict) -> Records:
         records = read_file(info.path)
     elif path:
         if str(path).startswith("hf:"):
-            records = _load_hub(str(path), source.get("split") or "train")
+            records = _load_hub(str(path), source.get("split") or "train", source.get("revision"))
         else:
             records = read_file(Path(path))
     else:

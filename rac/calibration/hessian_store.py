@@ -2,8 +2,12 @@
 
 A Hessian of (block l, input group g) is keyed by
 
-    sha256(HESSIAN_VERSION, calibration fingerprint, model identity, model dtype, replay batch size,
-           storage format, l, g, upstream digest)
+    sha256(HESSIAN_VERSION, code digest, calibration fingerprint, model identity, model dtype,
+           replay batch size, storage format, l, g, upstream digest)
+
+* code digest = hash of the source of every rac module the prune stage imports, transitively
+  (``rac.engine.inputs.module_code_digest``): changing the Hessian, replay or pruning code invalidates
+  the stored Hessians without anyone bumping ``HESSIAN_VERSION``;
 
 * calibration fingerprint = sha256 of ``calibration.safetensors`` (token ids, offsets, per-token
   weights and kinds: the prompt/decode weights are part of it);
@@ -28,9 +32,12 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from rac.recipe.settings import PruneSection, RecipeSettings
 
 HESSIAN_KIND = "hessian"
 HESSIAN_VERSION = "1"
@@ -61,9 +68,11 @@ def calibration_fingerprint(folder: Path) -> str:
     return file_sha256(Path(folder) / CALIB_TENSORS)
 
 
-def base_key(calib_fp: str, identity: str, dtype: str | None, batch_size: int, storage: str = "float32") -> str:
-    """What every Hessian of one calibration replay depends on besides its position and upstream."""
-    parts: tuple[Any, ...] = (HESSIAN_VERSION, calib_fp, identity, dtype or "float32", int(batch_size))
+def base_key(calib_fp: str, identity: str, dtype: str | None, batch_size: int, storage: str = "float32",
+             code: str = "") -> str:
+    """What every Hessian of one calibration replay depends on besides its position and upstream
+    (``code``: digest of the Hessian/replay/pruning source, so a code change invalidates stored Hessians)."""
+    parts: tuple[Any, ...] = (HESSIAN_VERSION, code, calib_fp, identity, dtype or "float32", int(batch_size))
     return _sha(*parts) if storage == "float32" else _sha(*parts, storage)
 
 
@@ -82,23 +91,25 @@ class StorePolicy:
             raise ValueError(f"prune.hessian_storage must be one of {', '.join(STORAGE)}, got {self.storage!r}")
 
 
-def store_policy(prune: dict) -> StorePolicy:
-    """The store policy of a recipe's prune section (defaults come from the schema-filled recipe)."""
-    cap = prune.get("hessian_cache_max_gb")
-    return StorePolicy(str(prune.get("keep_hessians") or "reusable"), str(prune.get("hessian_storage") or "float32"),
-                       None if cap is None else int(float(cap) * 1e9))
+def store_policy(prune: PruneSection) -> StorePolicy:
+    """The store policy of a recipe's prune settings."""
+    cap = prune.hessian_cache_max_gb
+    return StorePolicy(prune.keep_hessians, prune.hessian_storage, None if cap is None else int(float(cap) * 1e9))
 
 
-def replay_base_key(recipe: dict, identity: str, calib_dir: Path) -> str:
-    """The base key of every Hessian of one calibration replay of ``recipe``'s model (``identity``:
+def replay_base_key(settings: RecipeSettings, identity: str, calib_dir: Path) -> str:
+    """The base key of every Hessian of one calibration replay of the recipe's model (``identity``:
     the engine's model identity; resolved from the recipe when empty)."""
+    from rac.engine.inputs import module_code_digest
+
+    if settings.prune is None:
+        raise ValueError("Hessians are only computed for a recipe with a prune section")
     if not identity:
         from rac.models.load import resolve_model
 
-        identity = resolve_model(recipe["model"]).identity
-    prune = recipe.get("prune") or {}
-    return base_key(calibration_fingerprint(calib_dir), identity, (recipe.get("model") or {}).get("dtype"),
-                    int(prune.get("batch_size", 8)), store_policy(prune).storage)
+        identity = resolve_model(settings.model.as_dict()).identity
+    return base_key(calibration_fingerprint(calib_dir), identity, settings.model.dtype, settings.prune.batch_size,
+                    settings.prune.hessian_storage, module_code_digest("rac.stages.prune"))
 
 
 def hessian_key(base: str, block: int, input_key: str, upstream: str) -> str:

@@ -220,7 +220,7 @@ def _run_one(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, d
 
     start = time.perf_counter()
     if stage.cached:
-        with cache.writing(stage.name, planned.fingerprint, {"reads": planned.reads}) as tmp:
+        with cache.writing(stage.name, planned.fingerprint, {"reads": planned.reads, "inputs": planned.inputs}) as tmp:
             summary = stage.run(context(tmp))
             atomic_write_json(tmp / SUMMARY_FILE, {"summary": summary or {}, "_seconds": time.perf_counter() - start})
         return cache.artifact_path(stage.name, planned.fingerprint)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from rac.engine.cache import Cache
+    from rac.recipe.settings import RecipeSettings
 
 
 class ProgressHandle(Protocol):
@@ -47,11 +48,12 @@ class Stage:
     name: str
     needs: tuple[str, ...]
     reads: tuple[str, ...]
-    version: str
+    version: str  # manual salt; the stage's own code is hashed into its fingerprint automatically
     run: Callable[[StageContext], dict]
     enabled: Callable[[dict], bool] = _always
     cached: bool = True
     description: str = ""
+    device_dependent: bool = False  # results depend on the machine (timing): its device kind is hashed in
 
 
 @dataclass
@@ -68,3 +70,13 @@ class StageContext:
     progress: ProgressReporter = field(default_factory=NullProgress)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rac.stage"))
     extra: dict[str, Any] = field(default_factory=dict)
+    _settings: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def settings(self) -> RecipeSettings:
+        """Typed, frozen settings of ``recipe`` (built once); stages read the recipe only through these."""
+        if self._settings is None:
+            from rac.recipe.settings import recipe_settings
+
+            self._settings = recipe_settings(self.recipe)
+        return self._settings

@@ -21,7 +21,7 @@ CARD = "README.md"
 
 
 def recipe_digest(recipe: dict) -> str:
-    """sha256 of the resolved recipe as canonical JSON."""
+    """sha256 of the resolved recipe's sections (model ... run) as canonical JSON."""
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
 

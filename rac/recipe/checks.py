@@ -43,13 +43,75 @@ def _hint(name: str, options: list[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+def _pattern_sparsity(pattern: tuple[int, int]) -> float:
+    """Fraction of weights an N:M pattern (N kept of every M) prunes."""
+    return 1 - pattern[0] / pattern[1]
+
+
+def _contradictions(loaded: LoadedRecipe, prune: dict, scopes: list[dict]) -> list[RecipeIssue]:
+    """An explicit sparsity that disagrees with the N:M pattern that decides the same modules."""
+    issues: list[RecipeIssue] = []
+    raw = loaded.raw.get("prune") if isinstance(loaded.raw.get("prune"), dict) else {}
+
+    def clash(path: str, sparsity: Any, pattern_text: Any, where: str) -> None:
+        try:
+            pattern = parse_pattern(pattern_text)
+        except ScopeError:
+            return
+        if pattern is None or not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool):
+            return
+        if abs(float(sparsity) - _pattern_sparsity(pattern)) > 1e-9:
+            issues.append(_issue(loaded, path, f"sparsity {sparsity} contradicts pattern {pattern_text!r}{where}, "
+                                               f"which prunes {_pattern_sparsity(pattern):.0%}: an N:M pattern sets "
+                                               "the sparsity, so set one of the two (or sparsity: null)"))
+
+    if raw.get("sparsity") is not None and raw.get("pattern") is not None:
+        clash("prune.sparsity", raw["sparsity"], raw["pattern"], "")
+    for i, scope in enumerate(scopes):
+        if not isinstance(scope, dict) or scope.get("sparsity") is None:
+            continue
+        if scope.get("pattern") is not None:
+            clash(f"prune.scopes[{i}].sparsity", scope["sparsity"], scope["pattern"], "")
+        elif prune.get("pattern") is not None:
+            clash(f"prune.scopes[{i}].sparsity", scope["sparsity"], prune["pattern"], " (from prune.pattern)")
+    return issues
+
+
+def _depth_note(n_blocks: int | None, depth: int) -> str:
+    blocks = f"{depth} block{'s' if depth != 1 else ''}"
+    return "" if n_blocks is not None else f" (for a model of {blocks}; this model's depth is not known here)"
+
+
+def _empty_scopes(loaded: LoadedRecipe, prune: dict, scopes: list[dict], n_blocks: int) -> list[RecipeIssue]:
+    """Scopes that select no (block, module) of this model, or lose all of them to other scopes."""
+    issues = []
+    assignment = assign_scopes(prune, n_blocks)
+    winners = {spec.scope for spec in assignment.values()}
+    for i, scope in enumerate(scopes):
+        name = str(scope.get("name") or f"scope{i}")
+        modules = scope.get("modules") or []
+        inside = [m for m in modules if m not in ("lm_head", "embed_tokens")]
+        if inside and not select_blocks(scope.get("blocks", "all"), n_blocks):
+            issues.append(_issue(loaded, f"prune.scopes[{i}].blocks",
+                                 f"scope {name!r} selects no block of this model's {n_blocks} blocks "
+                                 f"(blocks: {scope.get('blocks')!r}); remove it or widen its blocks"))
+        elif name not in winners:
+            issues.append(_issue(loaded, f"prune.scopes[{i}]", f"scope {name!r} prunes nothing: every module it "
+                                                               "selects is taken by a scope of higher precedence"))
+    if not issues and all(spec.pattern is None and spec.sparsity <= 0 for spec in assignment.values()):
+        issues.append(_issue(loaded, "prune", "this prune section prunes nothing (sparsity 0 everywhere); for the "
+                                              "dense model remove the section (prune: null)"))
+    return issues
+
+
 def check_prune(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:
-    """N:M patterns, block specs, duplicate scope names and overlapping scopes."""
+    """N:M patterns vs sparsity, block specs (against the real depth when known), duplicate scope
+    names, scopes that select nothing, and overlapping scopes."""
     prune = loaded.data.get("prune")
     if not isinstance(prune, dict):
         return []
     issues: list[RecipeIssue] = []
-    scopes = scope_list(prune)
+    scopes = [s for s in scope_list(prune) if isinstance(s, dict)]
     patterns = [("prune.pattern", prune.get("pattern"))]
     patterns += [(f"prune.scopes[{i}].pattern", s.get("pattern")) for i, s in enumerate(scopes)]
     for path, pattern in patterns:
@@ -57,6 +119,7 @@ def check_prune(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
             parse_pattern(pattern)
         except ScopeError as exc:
             issues.append(_issue(loaded, path, str(exc)))
+    issues += _contradictions(loaded, prune, scopes)
     seen: dict[str, int] = {}
     for i, scope in enumerate(scopes):
         if scope.get("name") in seen:
@@ -71,14 +134,18 @@ def check_prune(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
     if issues:
         return issues
     depths = [n_blocks] if n_blocks is not None else range(1, MAX_CHECKED_DEPTH + 1)
-    for depth in depths:
-        try:
-            assign_scopes(prune, depth, strict=n_blocks is not None)
-        except ScopeOverlapError as exc:
-            suffix = "" if n_blocks is not None else f" (in a model with {depth} blocks)"
-            return [_issue(loaded, f"prune.scopes[{exc.second_index}]", f"{exc}{suffix}")]
-        except ScopeError as exc:
-            return [_issue(loaded, "prune.scopes", str(exc))]
+    try:
+        for depth in depths:
+            try:
+                assign_scopes(prune, depth, strict=n_blocks is not None)
+            except ScopeOverlapError as exc:
+                return [_issue(loaded, f"prune.scopes[{exc.second_index}]", f"{exc}{_depth_note(n_blocks, depth)}")]
+            except ScopeError as exc:
+                return [_issue(loaded, "prune.scopes", str(exc))]
+        if n_blocks is not None:
+            return _empty_scopes(loaded, prune, scopes, n_blocks)
+    except (TypeError, ValueError):  # a value the schema already rejects (e.g. sparsity: half)
+        return []
     return []
 
 
@@ -147,7 +214,45 @@ def check_calibration(loaded: LoadedRecipe, n_blocks: int | None) -> list[Recipe
     budget = calibration.get("budget") or {}
     if budget.get("tokens") is None and budget.get("prompts") is None:
         issues.append(_issue(loaded, "calibration.budget", "set budget.tokens or budget.prompts"))
-    return issues
+    return issues + _check_weights(loaded, calibration) + _check_context(loaded, calibration)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _check_weights(loaded: LoadedRecipe, calibration: dict) -> list[RecipeIssue]:
+    """Weights that make every calibration token weigh 0 (the Hessians would be all zeros)."""
+    weights = calibration.get("weights") if isinstance(calibration.get("weights"), dict) else {}
+    prompt, decode = _number(weights.get("prompt", 1.0)), _number(weights.get("decode", 1.0))
+    if prompt is None or decode is None:
+        return []
+    kind = calibration.get("kind")
+    if kind == "rac" and prompt == 0 and decode == 0:
+        return [_issue(loaded, "calibration.weights", "prompt and decode weights are both 0: every calibration "
+                                                      "token would weigh 0; give at least one a weight > 0")]
+    if kind in ("prompt", "text") and prompt == 0:
+        return [_issue(loaded, "calibration.weights.prompt", f"calibration.kind {kind!r} uses only prompt/text "
+                                                             "tokens, which weigh weights.prompt = 0; set it > 0")]
+    return []
+
+
+def _check_context(loaded: LoadedRecipe, calibration: dict) -> list[RecipeIssue]:
+    """vLLM rollouts must fit ``vllm.max_model_len``: the longest prompt plus ``t_max`` new tokens."""
+    rollout = calibration.get("rollout") if isinstance(calibration.get("rollout"), dict) else {}
+    vllm = rollout.get("vllm") if isinstance(rollout.get("vllm"), dict) else {}
+    if calibration.get("kind") != "rac" or rollout.get("engine") != "vllm":
+        return []
+    limit, t_max = vllm.get("max_model_len"), rollout.get("t_max")
+    prompt = calibration.get("max_prompt_tokens") or 0
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (limit, t_max, prompt)):
+        return []
+    if t_max + prompt <= limit:
+        return []
+    what = (f"t_max {t_max} is above vllm.max_model_len {limit}" if t_max > limit else
+            f"max_prompt_tokens {prompt} + t_max {t_max} = {prompt + t_max} is above vllm.max_model_len {limit}")
+    return [_issue(loaded, "calibration.rollout.t_max", f"{what}: vLLM would stop rollouts early; raise "
+                                                        "max_model_len or lower t_max / max_prompt_tokens")]
 
 
 def check_evaluate(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:

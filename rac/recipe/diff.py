@@ -1,9 +1,19 @@
-"""Semantic difference of two resolved recipes (after interpolation and defaults)."""
+"""Semantic difference of two resolved recipes (after interpolation and defaults).
+
+Mappings are compared key by key. Lists of mappings that all carry a unique identity (``name``,
+else ``dataset``, ``path`` or ``id``: eval tasks, prune scopes, calibration sources) are matched by
+that identity, so reordering or inserting one item is one change, not one per position; a pure
+reordering is reported once at the list's path. Other lists of mappings are compared item by item,
+lists of scalars as a whole.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
+
+IDENTITY_KEYS = ("name", "dataset", "path", "id")
 
 
 class _Absent:
@@ -18,7 +28,7 @@ ABSENT: Any = _Absent()
 
 @dataclass(frozen=True)
 class RecipeChange:
-    """One changed value: dotted path (``evaluate.tasks[0].limit``), old and new (``ABSENT`` if missing)."""
+    """One changed value: dotted path (``evaluate.tasks[math500].limit``), old and new (``ABSENT`` if missing)."""
 
     path: str
     old: Any
@@ -39,18 +49,44 @@ def _join(prefix: str, key: Any) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
+def identity_key(items: list) -> str | None:
+    """The key that names every item of a list of mappings uniquely, or None."""
+    if not items or not all(isinstance(x, dict) for x in items):
+        return None
+    for key in IDENTITY_KEYS:
+        values = [x.get(key) for x in items]
+        if all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values) \
+                and len(set(map(str, values))) == len(values):
+            return key
+    return None
+
+
+def _walk_named(a: list, b: list, key: str, path: str, out: list[RecipeChange]) -> None:
+    old = {str(x[key]): x for x in a}
+    new = {str(x[key]): x for x in b}
+    for name in list(old) + [n for n in new if n not in old]:
+        _walk(old.get(name, ABSENT), new.get(name, ABSENT), f"{path}[{name}]", out)
+    common_old = [n for n in old if n in new]
+    common_new = [n for n in new if n in old]
+    if common_old != common_new:
+        out.append(RecipeChange(f"{path} (order by {key})", common_old, common_new))
+
+
 def _walk(a: Any, b: Any, path: str, out: list[RecipeChange]) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
             _walk(a.get(key, ABSENT), b.get(key, ABSENT), _join(path, key), out)
-    elif (isinstance(a, list) and isinstance(b, list) and (a or b)
-          and all(isinstance(x, dict) for x in a + b)):
+        return
+    if isinstance(a, list) and isinstance(b, list) and (a or b) and all(isinstance(x, dict) for x in a + b):
+        key_a, key_b = identity_key(a), identity_key(b)
+        key = key_a if key_a == key_b or not b else key_b if not a else None
+        if key is not None:
+            _walk_named(a, b, key, path, out)
+            return
         for i in range(max(len(a), len(b))):
             _walk(a[i] if i < len(a) else ABSENT, b[i] if i < len(b) else ABSENT, _join(path, i), out)
-    elif isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b) or not all(_deep_same(x, y) for x, y in zip(a, b)):
-            out.append(RecipeChange(path, a, b))
-    elif not _deep_same(a, b):
+        return
+    if not _deep_same(a, b):
         out.append(RecipeChange(path, a, b))
 
 
@@ -63,7 +99,7 @@ def _deep_same(a: Any, b: Any) -> bool:
 
 
 def diff_recipes(a: dict, b: dict) -> list[RecipeChange]:
-    """Changes from ``a`` to ``b``: mappings by key, lists of mappings item by item, other lists whole.
+    """Changes from ``a`` to ``b`` (see the module docstring for how lists are matched).
 
     Pass ``LoadedRecipe.data`` of both sides so defaults and interpolations are compared, not text.
     ``1`` vs ``1.0`` is no change; ``true`` vs ``1`` is.
@@ -71,3 +107,9 @@ def diff_recipes(a: dict, b: dict) -> list[RecipeChange]:
     out: list[RecipeChange] = []
     _walk(a, b, "", out)
     return out
+
+
+def stage_path(path: str) -> str:
+    """A change path as stage ``reads`` match it: list items and the order marker dropped
+    (``evaluate.tasks[math500].limit`` -> ``evaluate.tasks.limit``)."""
+    return re.sub(r"\[[^\]]*\]| \(order by \w+\)", "", path)

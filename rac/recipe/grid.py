@@ -23,6 +23,7 @@ import yaml
 import rac
 from rac.recipe.errors import CLI_FILE, Location, RecipeError, RecipeIssue
 from rac.recipe.load import LoadedRecipe
+from rac.recipe.naming import name_cells
 from rac.recipe.overrides import Override
 from rac.recipe.source import RecipeLoader, read_mapping, split_path
 from rac.recipe.validate import suggest, validate
@@ -198,10 +199,12 @@ def expand_grid(recipe_path: PathLike | None = None, axes: Sequence[str] = (), g
         where = Location(os.fspath(grid_file), 1, 1) if grid_file is not None else Location(CLI_FILE, 1, 1)
         raise RecipeError([RecipeIssue(where, "$.recipe", "no recipe given (pass a recipe or set 'recipe' in the grid file)")])
     base_count = len(overrides)
-    all_axes += [_cli_axis(a, base_count + i + 1) for i, a in enumerate(axes)]
+    cli_axes = [_cli_axis(a, base_count + i + 1) for i, a in enumerate(axes)]
+    _check_axis_keys(all_axes, cli_axes, axes, base_count)
+    all_axes += cli_axes
     combos = list(itertools.product(*all_axes))
     labels = _labels(combos)
-    cells: list[GridCell] = []
+    resolved: list[tuple[tuple[_Choice, ...], str, LoadedRecipe]] = []
     problems: dict[str, tuple[RecipeIssue, list[str]]] = {}
     for combo, label in zip(combos, labels):
         cell_overrides = [Override(o, Location(CLI_FILE, i + 1, 1)) for i, o in enumerate(overrides)]
@@ -216,12 +219,31 @@ def expand_grid(recipe_path: PathLike | None = None, axes: Sequence[str] = (), g
             for issue in issues:
                 problems.setdefault(str(issue), (issue, []))[1].append(label)
             continue
-        name = f"{label}_{recipe_hash(loaded.data)}" if label else recipe_hash(loaded.data)
-        cells.append(GridCell(name, tuple(c.text for c in combo), loaded))
+        resolved.append((combo, label, loaded))
     if problems:
         raise RecipeError(_annotate(problems, len(combos)))
-    _check_unique(cells)
-    return cells
+    _check_unique([GridCell(label, (), loaded) for _, label, loaded in resolved])
+    where = Location(os.fspath(grid_file), 1, 1) if grid_file is not None else Location(CLI_FILE, 1, 1)
+    name_cells([(label, loaded) for _, label, loaded in resolved], where)
+    return [GridCell(f"{label}_{recipe_hash(loaded.data)}" if label else recipe_hash(loaded.data),
+                     tuple(c.text for c in combo), loaded) for combo, label, loaded in resolved]
+
+
+def _check_axis_keys(file_axes: list[list[_Choice]], cli_axes: list[list[_Choice]], texts: Sequence[str],
+                     base_count: int) -> None:
+    """One axis per key: ``--axis k=1 --axis k=2`` would silently collapse to one cell."""
+    seen: dict[str, str] = {str(axis[0].label_key): "the grid file" for axis in file_axes
+                            if axis and axis[0].label_key}
+    for i, (axis, text) in enumerate(zip(cli_axes, texts)):
+        key = axis[0].label_key if axis else ""
+        if not key:
+            continue
+        if key in seen:
+            values = ",".join(c.value_text for c in axis)
+            raise RecipeError([RecipeIssue(Location(CLI_FILE, base_count + i + 1, 1), "$",
+                                           f"axis {key!r} given twice ({seen[key]} and --axis {text}); put all "
+                                           f"its values in one axis, e.g. --axis {key}=...,{values}")])
+        seen[key] = f"--axis {text}"
 
 
 def _annotate(problems: dict[str, tuple[RecipeIssue, list[str]]], n_cells: int) -> list[RecipeIssue]:

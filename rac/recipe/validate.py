@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 import rac
@@ -27,9 +27,18 @@ _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", 
                dict: "mapping", type(None): "null"}
 
 
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """Integers only: JSON Schema counts 1e32 and 16384.0 as integers, a recipe does not."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_StrictValidator = validators.extend(
+    Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
+
+
 @lru_cache(maxsize=1)
 def _validator() -> Draft202012Validator:
-    return Draft202012Validator(recipe_schema())
+    return _StrictValidator(recipe_schema())
 
 
 def supported_versions() -> str:
@@ -75,7 +84,10 @@ def _issues(err: ValidationError, loaded: LoadedRecipe) -> list[RecipeIssue]:
         return out
     if kind == "type":
         wanted = " or ".join(value) if isinstance(value, list) else value
-        return [issue(f"expected {wanted}, got {_type_name(inst)} {_short(inst)}")]
+        whole = "integer" in (value if isinstance(value, list) else [value]) and isinstance(inst, float) \
+            and inst.is_integer()
+        hint = " (a whole number written as a float: write it without a decimal point or exponent)" if whole else ""
+        return [issue(f"expected {wanted}, got {_type_name(inst)} {_short(inst)}{hint}")]
     if kind in ("enum", "const"):
         options = value if kind == "enum" else [value]
         hint = suggest(inst, [o for o in options if isinstance(o, str)]) if isinstance(inst, str) else ""
@@ -160,22 +172,43 @@ def _version_issue(loaded: LoadedRecipe) -> RecipeIssue | None:
                        f"unsupported recipe version {_short(version)}; this rac reads versions: {supported_versions()}")
 
 
+def _related(path: str, others: set[str]) -> bool:
+    """Whether JSON path ``path`` is one of ``others``, inside one, or contains one."""
+    return any(path == o or path.startswith((o + ".", o + "[")) or o.startswith((path + ".", path + "["))
+               for o in others)
+
+
+def model_blocks(loaded: LoadedRecipe) -> int | None:
+    """The model's depth from local information (builtin alias, local config, hub cache, rac's table)."""
+    from rac.models.facts import model_depth
+
+    return model_depth(loaded.data.get("model"))
+
+
 def validate(loaded: LoadedRecipe, n_blocks: int | None = None, environment: bool = True) -> list[RecipeIssue]:
-    """Every problem of a loaded recipe (empty list = valid).
+    """Every problem of a loaded recipe (empty list = valid), all at once.
 
     An unknown ``version`` is reported alone (the rest would be checked against the wrong
-    schema). Semantic checks run per section once that section passes the schema. ``n_blocks``
-    (the model depth, when known) enables the bounds check of block ranges. ``environment=False``
-    skips the checks of this machine (installed engines) and checks only the recipe itself.
+    schema). Semantic checks run on every section, also one with schema errors (an issue about a
+    value the schema already reports is left out). ``n_blocks`` (the model depth; default: from
+    the model's config when it is available locally) bounds block ranges and finds empty scopes.
+    ``environment=False`` skips the checks of this machine (installed engines).
     """
     version = _version_issue(loaded)
     if version is not None:
         return [version]
-    issues, bad_sections = _schema_issues(loaded)
-    for sections, check in SEMANTIC_CHECKS:
-        if bad_sections & (set(sections) | {"*"}) or (not environment and check in ENVIRONMENT_CHECKS):
+    issues, _ = _schema_issues(loaded)
+    bad = {issue.path for issue in issues}
+    if n_blocks is None:
+        n_blocks = model_blocks(loaded)
+    for _sections, check in SEMANTIC_CHECKS:
+        if not environment and check in ENVIRONMENT_CHECKS:
             continue
-        issues.extend(check(loaded, n_blocks))
+        try:
+            found = check(loaded, n_blocks)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+            continue  # tripped over a value of the wrong shape: the schema issues above report it
+        issues.extend(issue for issue in found if not _related(issue.path, bad))
     return issues
 
 

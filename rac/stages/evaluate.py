@@ -13,12 +13,16 @@ import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
 from rac.eval.context import context_report
+
+if TYPE_CHECKING:
+    from rac.recipe.settings import EvaluateSettings
 
 PROBE_VERSION = "1"
 HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Answer with the complete function in a "
@@ -29,13 +33,17 @@ class EvaluateError(ValueError):
     """An evaluate task is misconfigured (unknown type, missing data field, ...)."""
 
 
-def task_settings(evaluate: dict, task: dict) -> dict:
-    """The task with unset generation keys taken from the evaluate section."""
-    merged = dict(task)
-    for key, default in (("max_new_tokens", 4096), ("temperature", 0.6), ("top_p", 0.95), ("samples", 1),
-                         ("limit", None), ("batch_size", 16), ("engine", "hf")):
+INHERITED_KEYS = ("max_new_tokens", "temperature", "top_p", "samples", "limit", "batch_size", "engine")
+
+
+def task_settings(evaluate: EvaluateSettings, task: Mapping[str, Any]) -> dict:
+    """The (schema-filled) task as a dict, with unset generation keys taken from the evaluate section."""
+    from rac.recipe.settings import thaw
+
+    merged = thaw(task)
+    for key in INHERITED_KEYS:
         if merged.get(key) is None:
-            merged[key] = evaluate.get(key, default)
+            merged[key] = getattr(evaluate, key)
     return merged
 
 
@@ -44,7 +52,7 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
     from rac.calibration.datasets import load_records, source_fields
 
     source = {"dataset": task.get("dataset"), "path": task.get("path"), "split": task.get("split") or "test",
-              "field": task.get("field"), "answer_field": task.get("answer_field")}
+              "field": task.get("field"), "answer_field": task.get("answer_field"), "revision": task.get("revision")}
     if not source["dataset"] and not source["path"]:
         raise EvaluateError(f"evaluate.tasks[{task['name']}]: needs `dataset` or `path`")
     records = load_records(source)
@@ -69,19 +77,11 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
     return problems, field or "", answer_field
 
 
-def probe_problems(task: dict) -> tuple[list[dict], str, str | None]:
-    """A probe task's problems (defaults: 16 problems of gsm8k_test)."""
-    default = {} if task.get("path") else {"dataset": task.get("dataset") or "gsm8k_test"}
-    return load_problems({**task, **default, "limit": task.get("limit") or 16})
-
-
 def check_problems(tasks: list[dict]) -> None:
     """Load every task's problems once before the model: empty slices and duplicate ids fail early."""
     for task in tasks:
-        if task["type"] in ("math", "code"):
+        if task["type"] in ("math", "code", "probe"):
             load_problems(task)
-        elif task["type"] == "probe":
-            probe_problems(task)
 
 
 def _problem_id(record: dict, index: int) -> str:
@@ -100,7 +100,7 @@ def _engine(ctx: StageContext, model: Any, tokenizer: Any, task: dict, workdir: 
 
     if task["engine"] == "hf":
         return HFEngine(model, tokenizer, batch_size=int(task["batch_size"]))
-    spec = dict(ctx.recipe["model"])
+    spec = ctx.settings.model.as_dict()
     if ctx.inputs:  # vLLM loads from disk: write the compressed model once
         from rac.stages.export import write_compressed_tensors
 
@@ -120,7 +120,7 @@ def _engine(ctx: StageContext, model: Any, tokenizer: Any, task: dict, workdir: 
 def _dense_copy_with(ctx: StageContext, *stages: str, dtype: str | None = None):
     from rac.models.load import apply_weights, load_model
 
-    model, _ = load_model(ctx.recipe["model"], ctx.device, dtype)
+    model, _ = load_model(ctx.settings.model.as_dict(), ctx.device, dtype)
     apply_weights(model, *[ctx.inputs[s] for s in stages if s in ctx.inputs])
     return model
 
@@ -129,12 +129,11 @@ def _generate(ctx: StageContext, engine: Any, tokenizer: Any, texts: list[str], 
     from rac.calibration.render import render_prompt
     from rac.engines.base import SamplingConfig
 
-    render_cfg = (ctx.recipe.get("calibration") or {}).get("render") or {}
+    render_cfg = ctx.settings.calibration.render.as_dict()
     prompts = [render_prompt(tokenizer, text, render_cfg) for text in texts]
     context = context_report(ctx.log, task["name"], engine, prompts, int(task["max_new_tokens"]))
     sampling = SamplingConfig(max_new_tokens=int(task["max_new_tokens"]), temperature=float(task["temperature"]),
-                              top_p=float(task["top_p"]), seed=int((ctx.recipe.get("run") or {}).get("seed", 0)),
-                              n=int(task["samples"]))
+                              top_p=float(task["top_p"]), seed=ctx.settings.run.seed, n=int(task["samples"]))
     start = time.perf_counter()
     outputs = engine.generate(prompts, sampling, progress=ctx.progress)
     return outputs, time.perf_counter() - start, context
@@ -152,9 +151,8 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
         from rac.eval.code import grade_code
         from rac.eval.sandbox import SandboxLimits, isolation_summary
 
-        mode = str((ctx.recipe.get("evaluate") or {}).get("sandbox") or "auto")
-        limits = SandboxLimits(timeout_s=float(task.get("timeout_s") or 10), memory_mb=int(task.get("memory_mb") or 1024),
-                               mode=mode)
+        mode = ctx.settings.evaluate.sandbox
+        limits = SandboxLimits(timeout_s=float(task["timeout_s"]), memory_mb=int(task["memory_mb"]), mode=mode)
         extra["sandbox"] = isolation_summary(mode)
     for index, (record, gens) in enumerate(zip(problems, outputs)):
         for sample, gen in enumerate(gens):
@@ -175,9 +173,11 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
 
 
 def _probe_key(ctx: StageContext, prompts: list[list[int]], t_max: int) -> str:
-    render_cfg = (ctx.recipe.get("calibration") or {}).get("render") or {}
-    blob = json.dumps({"v": PROBE_VERSION, "model": ctx.model_identity, "prompts": prompts, "t_max": t_max,
-                       "render": render_cfg, "dtype": ctx.recipe["model"].get("dtype")}, sort_keys=True)
+    from rac.engine.inputs import module_code_digest
+
+    blob = json.dumps({"v": PROBE_VERSION, "code": module_code_digest("rac.eval.probe"), "model": ctx.model_identity,
+                       "prompts": prompts, "t_max": t_max, "render": ctx.settings.calibration.render.as_dict(),
+                       "dtype": ctx.settings.model.dtype}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -186,10 +186,10 @@ def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) ->
     from rac.calibration.render import render_prompt
     from rac.eval.probe import compare, dense_reference, summarize_probe
 
-    problems, field, _ = probe_problems(task)
-    render_cfg = (ctx.recipe.get("calibration") or {}).get("render") or {}
+    problems, field, _ = load_problems(task)
+    render_cfg = ctx.settings.calibration.render.as_dict()
     prompts = [render_prompt(tokenizer, _problem_text(r, field), render_cfg) for r in problems]
-    t_max = int(task.get("t_max") or 256)
+    t_max = int(task["t_max"])
     context = context_report(ctx.log, task["name"], model, prompts, t_max)
     key = _probe_key(ctx, prompts, t_max)
     hit = ctx.cache.get_blob("probe_dense", key)
@@ -210,8 +210,8 @@ def run_throughput_task(ctx: StageContext, task: dict) -> dict:
     from rac.eval.throughput import kernelize, measure_phases
 
     dtype = "bfloat16" if ctx.device.startswith("cuda") else None
-    shape = {k: int(task.get(k) or d) for k, d in (("batch_size", 16), ("prompt_len", 128), ("decode_len", 128))}
-    repeats = int(task.get("repeats") or 3)
+    shape = {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
+    repeats = int(task["repeats"])
     variants: dict[str, dict] = {}
     for label, stages in (("dense", ()), ("compressed", ("prune", "quantize"))):
         if label == "compressed" and not ctx.inputs:
@@ -226,7 +226,7 @@ def run_throughput_task(ctx: StageContext, task: dict) -> dict:
         for phase in ("prefill", "decode"):
             dense = variants["dense"][f"{phase}_tokens_per_s"]
             speedup[phase] = variants["compressed"][f"{phase}_tokens_per_s"] / dense if dense else None
-    return {"type": "throughput", "status": "ok", "device": ctx.device, "dtype": dtype or ctx.recipe["model"].get("dtype"),
+    return {"type": "throughput", "status": "ok", "device": ctx.device, "dtype": dtype or ctx.settings.model.dtype,
             **shape, "repeats": repeats, "variants": variants, "speedup": speedup}
 
 
@@ -241,8 +241,10 @@ def run(ctx: StageContext) -> dict:
     from rac.eval.lm_eval import run_lm_eval
     from rac.models.load import apply_weights, load_model
 
-    evaluate = ctx.recipe.get("evaluate") or {}
-    tasks = [task_settings(evaluate, t) for t in evaluate.get("tasks") or []]
+    evaluate = ctx.settings.evaluate
+    if evaluate is None:
+        raise EvaluateError("the evaluate stage needs an evaluate section")
+    tasks = [task_settings(evaluate, t) for t in evaluate.tasks]
     names = [t["name"] for t in tasks]
     if len(set(names)) != len(names):
         raise EvaluateError(f"evaluate.tasks: task names must be unique, got {names}")
@@ -250,8 +252,8 @@ def run(ctx: StageContext) -> dict:
     if any(t["type"] == "code" for t in tasks):  # fail closed before loading the model
         from rac.eval.sandbox import select_backend
 
-        select_backend(str(evaluate.get("sandbox") or "auto"))
-    model, tokenizer = load_model(ctx.recipe["model"], ctx.device)
+        select_backend(evaluate.sandbox)
+    model, tokenizer = load_model(ctx.settings.model.as_dict(), ctx.device)
     apply_weights(model, *[ctx.inputs[s] for s in ("prune", "quantize") if s in ctx.inputs])
     out = Path(ctx.out_dir)
     results: dict[str, dict] = {}
@@ -287,9 +289,10 @@ def run(ctx: StageContext) -> dict:
 STAGE = Stage(
     name="evaluate",
     needs=("prune", "quantize"),
-    reads=("model", "evaluate", "calibration.render"),
+    reads=("model", "evaluate", "calibration.render", "run.seed"),
     version="1",
     run=run,
     enabled=lambda r: bool((r.get("evaluate") or {}).get("tasks")),
     description="benchmarks, decode-fidelity probe and throughput of the compressed model",
+    device_dependent=True,  # every task reports timings (tokens/s, seconds) measured on this machine
 )

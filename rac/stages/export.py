@@ -105,14 +105,21 @@ def _write_card(ctx: StageContext, model: nn.Module, out: Path, fmt: str) -> Non
     modules = dict(model.named_modules())
     numel = {str(r["name"]): int(modules[r["name"]].weight.numel()) for r in report
              if r.get("name") in modules and getattr(modules[r["name"]], "weight", None) is not None}
-    write_card_and_sidecar(out, export_facts(ctx.recipe, report, numel, read("evaluate", "metrics.json"), fmt))
+    settings = ctx.settings  # the card records every section (hence the stage's reads)
+    recipe = {name: (section.as_dict() if section is not None else None) for name, section in (
+        ("model", settings.model), ("calibration", settings.calibration), ("prune", settings.prune),
+        ("quantize", settings.quantize), ("evaluate", settings.evaluate), ("export", settings.export),
+        ("run", settings.run))}
+    write_card_and_sidecar(out, export_facts(recipe, report, numel, read("evaluate", "metrics.json"), fmt))
 
 
 def run(ctx: StageContext) -> dict:
     from rac.models.load import apply_weights, load_model
 
-    cfg = ctx.recipe.get("export") or {}
-    fmt = cfg.get("format", "hf")
+    cfg = ctx.settings.export
+    if cfg is None:
+        raise ExportError("the export stage needs an export section")
+    fmt = cfg.format
     if fmt not in FORMATS:
         raise ExportError(f"export.format: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     quantize_dir = ctx.inputs.get("quantize")
@@ -122,11 +129,11 @@ def run(ctx: StageContext) -> dict:
         raise ExportError("export.format 'compressed-tensors' needs a `quantize` section (FP8); use 'hf' for dense")
     t0 = time.perf_counter()
     out = Path(ctx.out_dir)
-    model, tokenizer = load_model(ctx.recipe["model"], "cpu")
+    model, tokenizer = load_model(ctx.settings.model.as_dict(), "cpu")
     if ctx.inputs.get("prune") is not None:
         apply_weights(model, ctx.inputs["prune"])
     summary: dict = {"format": fmt}
-    max_shard = str(cfg.get("max_shard_size") or "5GB")
+    max_shard = cfg.max_shard_size
     if fmt == "hf":
         model.save_pretrained(str(out), safe_serialization=True, max_shard_size=max_shard)
     else:
@@ -137,9 +144,9 @@ def run(ctx: StageContext) -> dict:
         summary["ignored"] = len(summary["ignored"])
     tokenizer.save_pretrained(str(out))
     summary["files"] = sorted(p.name for p in out.glob("*.safetensors"))
-    if cfg.get("model_card", True):
+    if cfg.model_card:
         _write_card(ctx, model, out, fmt)
-    target = cfg.get("path")
+    target = cfg.path
     if target:
         target = Path(target)
         if target.exists():
@@ -154,7 +161,7 @@ def run(ctx: StageContext) -> dict:
 STAGE = Stage(
     name="export",
     needs=("prune", "quantize", "evaluate"),
-    reads=("export", "model", "prune", "quantize", "calibration"),
+    reads=("export", "model", "prune", "quantize", "calibration", "evaluate", "run"),
     version="1",
     run=run,
     enabled=lambda r: bool(r.get("export")),

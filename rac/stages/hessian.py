@@ -13,7 +13,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from rac.calibration.hessian_store import EMPTY_UPSTREAM, HessianStore, hessian_key, replay_base_key, store_policy
+from rac.calibration.hessian_store import EMPTY_UPSTREAM, HessianStore, StorePolicy, hessian_key, replay_base_key
 from rac.engine.stage import Stage, StageContext
 
 
@@ -23,27 +23,27 @@ def run(ctx: StageContext) -> dict:
     from rac.models.blocks import find_blocks
     from rac.models.capture import BlockWalker
     from rac.models.load import load_model
-    from rac.stages.prune_group import PruneSettings
 
     start = time.perf_counter()
-    recipe = ctx.recipe
-    model, tokenizer = load_model(recipe["model"], "cpu")
-    calib_cfg = recipe.get("calibration") or {}
+    settings = ctx.settings
+    prune = settings.prune
+    if prune is None:
+        raise ValueError("the hessian stage runs only with a prune section")
+    model, tokenizer = load_model(settings.model.as_dict(), "cpu")
     rollout = ctx.inputs.get("rollout")
-    calib = build_calibration_set(calib_cfg, tokenizer, Path(rollout) if rollout else None,
-                                  int(calib_cfg.get("seed", 0)))
+    calib = build_calibration_set(settings.calibration.as_dict(), tokenizer, Path(rollout) if rollout else None,
+                                  settings.calibration.seed)
     calib.save(ctx.out_dir)
-    base = replay_base_key(recipe, ctx.model_identity, ctx.out_dir)
-    settings = PruneSettings.from_recipe(recipe.get("prune") or {})
-    sequential = settings.sequential
-    first_group_only = sequential and settings.true_sequential
+    base = replay_base_key(settings, ctx.model_identity, ctx.out_dir)
+    sequential = prune.sequential
+    first_group_only = sequential and prune.true_sequential
     blocks = find_blocks(model)[1]
     exact = 1 if sequential else len(blocks)
-    batch_size = int((recipe.get("prune") or {}).get("batch_size", 8))
+    batch_size = prune.batch_size
     walker = BlockWalker(model, lambda: iter_batches(calib, batch_size), ctx.device)
     computed = hits = 0
     handle = ctx.progress.task("hessians", exact)
-    with closing(HessianStore(ctx.cache, store_policy(recipe.get("prune") or {}))) as store:
+    with closing(HessianStore(ctx.cache, StorePolicy(storage=prune.hessian_storage))) as store:
         for index in range(exact):
             computed, hits = _block(store, walker, blocks, base, index, computed, hits, first_group_only, ctx.device)
             handle.advance()

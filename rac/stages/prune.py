@@ -74,22 +74,24 @@ def run(ctx: StageContext) -> dict:
     from rac.recipe.scopes import assign_scopes
 
     start = time.perf_counter()
-    recipe = ctx.recipe
-    settings = PruneSettings.from_recipe(recipe.get("prune") or {})
-    model, _ = load_model(recipe["model"], "cpu")
+    recipe = ctx.settings
+    if recipe.prune is None:
+        raise PruneStageError("the prune stage needs a prune section")
+    settings = PruneSettings.from_recipe(recipe.prune)
+    model, _ = load_model(recipe.model.as_dict(), "cpu")
     hessian_dir = ctx.inputs.get("hessian")
     if hessian_dir is None:
         raise PruneStageError("prune needs the hessian stage's artifact (calibration set)")
     calib = CalibrationSet.load(hessian_dir)
     base = replay_base_key(recipe, ctx.model_identity, hessian_dir)
     prefix, blocks = find_blocks(model)
-    assignments = assign_scopes(recipe.get("prune") or {}, len(blocks))
-    batch_size = int((recipe.get("prune") or {}).get("batch_size", 8))
+    assignments = assign_scopes(recipe.prune.as_dict(), len(blocks))
+    batch_size = recipe.prune.batch_size
     walker = BlockWalker(model, lambda: iter_batches(calib, batch_size), ctx.device)
     state = _State(Upstream(), {}, [], [0, 0, 0])
     handle = ctx.progress.task("prune blocks", len(blocks))
     block_seconds: list[float] = []
-    store = HessianStore(ctx.cache, store_policy(recipe.get("prune") or {}))
+    store = HessianStore(ctx.cache, store_policy(recipe.prune))
     with closing(store):
         for index, block in enumerate(blocks):
             t_block = time.perf_counter()

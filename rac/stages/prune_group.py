@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from rac.recipe.settings import PruneSection
 
 METHODS = ("sparsegpt", "wanda", "magnitude", "alps")
 
@@ -24,21 +27,20 @@ class PruneSettingsError(ValueError):
 
 @dataclass(frozen=True)
 class PruneSettings:
-    """Prune-section settings shared by all scopes."""
+    """Prune-section settings shared by all scopes (no defaults: they come from the schema-filled recipe)."""
 
-    sequential: bool = True
-    block_size: int = 128
-    dampening: float = 0.01
-    mask_selection: str = "per_block"
-    true_sequential: bool = True
+    sequential: bool
+    block_size: int
+    dampening: float
+    mask_selection: str
+    true_sequential: bool
 
     @classmethod
-    def from_recipe(cls, prune: dict) -> PruneSettings:
-        flag = prune.get("true_sequential", True)
-        if not isinstance(flag, bool):
-            raise PruneSettingsError(f"prune.true_sequential must be true or false, got {flag!r}")
-        return cls(bool(prune.get("sequential", True)), int(prune.get("block_size", 128)),
-                   float(prune.get("dampening", 0.01)), str(prune.get("mask_selection", "per_block")), flag)
+    def from_recipe(cls, prune: PruneSection) -> PruneSettings:
+        if not isinstance(prune.true_sequential, bool):
+            raise PruneSettingsError(f"prune.true_sequential must be true or false, got {prune.true_sequential!r}")
+        return cls(prune.sequential, prune.block_size, float(prune.dampening), prune.mask_selection,
+                   prune.true_sequential)
 
     @staticmethod
     def active(assignment: Any) -> bool:

@@ -97,14 +97,15 @@ def run(ctx: StageContext) -> dict:
 
     from rac.models.load import apply_weights, load_model
 
-    cfg = ctx.recipe.get("quantize") or {}
-    scheme = cfg.get("scheme", "fp8_w8a8")
+    cfg = ctx.settings.quantize
+    if cfg is None:
+        raise QuantizeError("the quantize stage needs a quantize section")
+    scheme = cfg.scheme
     if scheme not in SCHEMES:
         raise QuantizeError(f"quantize.scheme: unknown scheme {scheme!r} (known: {', '.join(SCHEMES)})")
-    targets = list(cfg.get("targets") or ["attn", "mlp"])
-    ignore = list(cfg.get("ignore") if cfg.get("ignore") is not None else ["lm_head"])
+    targets, ignore = list(cfg.targets), list(cfg.ignore)
     t0 = time.perf_counter()
-    model, _ = load_model(ctx.recipe["model"], ctx.device)
+    model, _ = load_model(ctx.settings.model.as_dict(), ctx.device)
     prune_dir = ctx.inputs.get("prune")
     if prune_dir is not None:
         apply_weights(model, prune_dir)

@@ -17,9 +17,12 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rac.engine.stage import Stage, StageContext
+
+if TYPE_CHECKING:
+    from rac.recipe.settings import RolloutSettings
 
 MAX_ROUNDS = 4
 
@@ -28,13 +31,13 @@ def _source_state(ctx: StageContext, tokenizer: Any) -> list[dict]:
     from rac.calibration.render import render_prompt
     from rac.calibration.sources import source_items, source_shares
 
-    calib = ctx.recipe["calibration"]
-    sources = calib["sources"]
-    shares = source_shares(calib)
-    limit, render_cfg = calib.get("max_prompt_tokens"), calib.get("render") or {}
+    calib = ctx.settings.calibration
+    sources = [source.as_dict() for source in calib.sources]
+    shares = source_shares({"sources": sources, "budget": calib.budget.as_dict()})
+    limit, render_cfg = calib.max_prompt_tokens, calib.render.as_dict()
     states = []
     for index, (source, share) in enumerate(zip(sources, shares)):
-        items = source_items(source, index, int(calib.get("seed", 0)))
+        items = source_items(source, index, calib.seed)
 
         def rendered(items=items):  # lazily render in seeded order, skipping over-long prompts
             for item in items:
@@ -80,7 +83,7 @@ def _take(state: dict, count: int) -> list[tuple[Any, list[int]]]:
     return taken
 
 
-def _verdict(text: str, answer: Any, finish: str, rollout_cfg: dict) -> tuple[bool | None, str | None]:
+def _verdict(text: str, answer: Any, finish: str, rollout_cfg: RolloutSettings) -> tuple[bool | None, str | None]:
     """(correct or None when ungradable, drop reason or None)."""
     correct = None
     if answer is not None:
@@ -89,11 +92,11 @@ def _verdict(text: str, answer: Any, finish: str, rollout_cfg: dict) -> tuple[bo
 
             correct = grade(text, answer).correct
         except ImportError as exc:  # math-verify missing: grading is optional unless filtering
-            if rollout_cfg.get("filter_correct"):
+            if rollout_cfg.filter_correct:
                 raise ValueError(f"calibration.rollout.filter_correct needs math-verify: {exc}") from exc
-    if finish == "length" and rollout_cfg.get("on_truncated", "keep") == "drop":
+    if finish == "length" and rollout_cfg.on_truncated == "drop":
         return correct, "truncated"
-    if rollout_cfg.get("filter_correct") and correct is not True:
+    if rollout_cfg.filter_correct and correct is not True:
         return correct, "incorrect"
     return correct, None
 
@@ -103,17 +106,15 @@ def run(ctx: StageContext) -> dict:
     from rac.calibration.rollouts import RolloutSet, summarize, write_rollouts
     from rac.engines.base import SamplingConfig, get_engine
 
-    recipe, calib = ctx.recipe, ctx.recipe["calibration"]
-    cfg = calib.get("rollout") or {}
-    on_policy = not cfg.get("model")
-    source_model = recipe["model"] if on_policy else {
-        "gguf_file": None, "revision": None, "dtype": recipe["model"].get("dtype"), "trust_remote_code": False,
-        **cfg["model"]}
-    engine_name = cfg.get("engine", "hf")
-    options = {"batch_size": int(cfg.get("batch_size", 16)), **(cfg.get("vllm") or {})}
-    sampling = SamplingConfig(max_new_tokens=int(cfg.get("t_max", 256)), temperature=float(cfg.get("temperature", 0.6)),
-                              top_p=float(cfg.get("top_p", 0.95)), top_k=int(cfg.get("top_k", 0) or 0),
-                              seed=int(cfg.get("seed", 0)), n=int(cfg.get("samples_per_prompt", 1)))
+    settings = ctx.settings
+    calib = settings.calibration
+    cfg = calib.rollout
+    on_policy = cfg.model is None
+    source_model = (settings.model if cfg.model is None else cfg.model).as_dict()
+    engine_name = cfg.engine
+    options = {"batch_size": cfg.batch_size, **cfg.vllm.as_dict()}
+    sampling = SamplingConfig(max_new_tokens=cfg.t_max, temperature=float(cfg.temperature), top_p=float(cfg.top_p),
+                              top_k=cfg.top_k, seed=cfg.seed, n=cfg.samples_per_prompt)
     engine = get_engine(engine_name, source_model, ctx.device, source_model.get("dtype"), options)
     try:
         states = _source_state(ctx, engine.tokenizer)
@@ -147,9 +148,9 @@ def run(ctx: StageContext) -> dict:
                       "model_identity": ctx.model_identity if on_policy else _identity(source_model),
                       "on_policy": on_policy, "engine": engine_name, "engine_version": engine.version(),
                       "sampling": sampling.to_dict(), "seed": sampling.seed, "device": ctx.device,
-                      "render": calib.get("render"), "budget": calib.get("budget"),
-                      "on_truncated": cfg.get("on_truncated", "keep"), "filter_correct": bool(cfg.get("filter_correct")),
-                      "calibration_seed": calib.get("seed", 0),
+                      "render": calib.render.as_dict(), "budget": calib.budget.as_dict(),
+                      "on_truncated": cfg.on_truncated, "filter_correct": cfg.filter_correct,
+                      "calibration_seed": calib.seed,
                       "shares": [{"share": s["share"].to_dict(), "kept_tokens": s["kept_tokens"],
                                   "kept_prompts": len(s["kept_prompts"]), "exhausted": s["exhausted"]} for s in states]}
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE
@@ -53,26 +54,28 @@ def test_grid_file(write, recipe):
         recipe: r.yaml
         axes:
           prune.sparsity: [0.3, 0.5, 0.7]
-          prune.pattern: [null, "2:4"]
+          prune.block_size: [64, 128]
         overlays:
           - [ov/fp8.yaml]
         """)
     cells = grid_from_file("g.yaml")
     assert len(cells) == 6
-    assert [c.loaded.data["prune"]["pattern"] for c in cells[:2]] == [None, "2:4"]
+    assert [c.loaded.data["prune"]["block_size"] for c in cells[:2]] == [64, 128]
     assert all(c.loaded.data["quantize"]["scheme"] == "fp8_w8a8" for c in cells)
-    assert cells[1].name.startswith("sparsity-0.3_pattern-2-4_fp8_")
+    assert cells[1].name.startswith("sparsity-0.3_block_size-128_fp8_")
     assert cells[0].loaded.source_map["prune.sparsity"] == Location("g.yaml", 4, 20)
 
 
 def test_every_cell_validated_errors_collected(recipe):
     with pytest.raises(RecipeError) as exc:
-        expand_grid(recipe, axes=["prune.sparsity=0.4,1.5", "prune.pattern='4:2','2:4'"])
+        expand_grid(recipe, axes=["prune.sparsity=0.5,1.5", "prune.pattern='4:2','2:4'"])
     text = str(exc.value).splitlines()
     assert text == [
         ("<cli>:1:1: $.prune.sparsity: 1.5 is out of range: must be < 1 (grid cell sparsity-1.5_pattern-4-2, "
         "sparsity-1.5_pattern-2-4)"),
-        "<cli>:2:1: $.prune.pattern: N:M pattern '4:2' needs 0 < N < M (grid cell sparsity-0.4_pattern-4-2)",
+        # the 1.5 cells' schema error no longer hides their bad pattern
+        ("<cli>:2:1: $.prune.pattern: N:M pattern '4:2' needs 0 < N < M (grid cell sparsity-0.5_pattern-4-2, "
+         "sparsity-1.5_pattern-4-2)"),
     ]
 
 
@@ -96,3 +99,41 @@ def test_is_grid_file(write, recipe):
     assert not is_grid_file(recipe)
     assert not is_grid_file(write("bad.yaml", "a: [\n"))
     assert not is_grid_file("missing.yaml")
+
+
+def test_repeated_axis_key_is_an_error(recipe):
+    # `--axis k=1 --axis k=2` used to give one cell silently (the second value won)
+    with pytest.raises(RecipeError) as exc:
+        expand_grid(recipe, axes=["prune.sparsity=0.3", "prune.sparsity=0.5"])
+    assert str(exc.value) == ("<cli>:2:1: $: axis 'prune.sparsity' given twice (--axis prune.sparsity=0.3 and "
+                              "--axis prune.sparsity=0.5); put all its values in one axis, e.g. "
+                              "--axis prune.sparsity=...,0.5")
+
+
+def test_paper_grid_cells_are_named_by_what_they_are():
+    # every cell of the paper grids used to be called r1-distill-7b-rac-sparsegpt50
+    grids = Path(__file__).resolve().parents[2] / "recipes" / "grids"
+    table1 = {c.loaded.data["name"] for c in expand_grid(grid_file=grids / "table1_math500.yaml", environment=False)}
+    assert len(table1) == 48
+    assert "deepseek-r1-distill-qwen-14b_c4_sparsegpt30" in table1
+    assert "deepseek-r1-distill-qwen-32b_rac_sparsegpt50" in table1
+    table4 = {c.loaded.data["name"] for c in expand_grid(grid_file=grids / "table4_2of4_fp8.yaml", environment=False)}
+    assert "deepseek-r1-distill-qwen-14b_rac_sparsegpt_mlp-first-2of4+mlp-last-2of4_fp8" in table4
+    table3 = {c.loaded.data["name"] for c in expand_grid(grid_file=grids / "table3_offpolicy.yaml", environment=False)}
+    assert "deepseek-r1-distill-qwen-7b_rac-from-deepseek-r1-distill-qwen-14b_sparsegpt20" in table3
+
+
+def test_table5_dense_cells_are_dense():
+    # a prune.sparsity axis re-created the prune section that dense.yaml removes
+    grids = Path(__file__).resolve().parents[2] / "recipes" / "grids"
+    cells = expand_grid(grid_file=grids / "table5_budgets.yaml", environment=False)
+    dense = [c for c in cells if "dense" in c.name]
+    assert len(dense) == 3 and not any(c.loaded.data.get("prune") for c in dense)
+    assert {c.loaded.data["evaluate"]["max_new_tokens"] for c in dense} == {32768, 8192, 4096}
+
+
+def test_cells_named_apart_by_overlays_keep_their_names(write, recipe):
+    write("a.yaml", "name: first\nprune: {sparsity: 0.3}\n")
+    write("b.yaml", "name: second\nprune: {sparsity: 0.4}\n")
+    cells = expand_grid(recipe, axes=["@a.yaml,@b.yaml"])
+    assert [c.loaded.data["name"] for c in cells] == ["first", "second"]

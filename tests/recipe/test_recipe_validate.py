@@ -80,9 +80,19 @@ def test_overlapping_scopes(write):
     body = ("prune:\n  scopes:\n"
             "    - {name: mlp_all, modules: [mlp], blocks: all}\n"       # line 6
             "    - {name: early, modules: [up_proj], blocks: '[0, 2)'}\n")  # line 7
+    # the model's real depth is known (30 blocks): no made-up "(in a model with 1 blocks)"
     assert errors(write, body) == [
         ("r.yaml:7:7: $.prune.scopes[1]: scopes 'mlp_all' and 'early' both select block 0 up_proj; give them "
-        "distinct 'precedence' values (the higher wins) or make them disjoint (in a model with 1 blocks)")]
+        "distinct 'precedence' values (the higher wins) or make them disjoint")]
+
+
+def test_overlapping_scopes_depth_unknown_says_so(write):
+    write("r.yaml", "version: 1\nmodel: {id: someorg/not-a-known-model}\nprune:\n  scopes:\n"
+          "    - {name: a, modules: [mlp], blocks: all}\n    - {name: b, modules: [mlp], blocks: '[0, 2)'}\n")
+    assert [str(i) for i in validate(load_recipe("r.yaml"))] == [
+        ("r.yaml:6:7: $.prune.scopes[1]: scopes 'a' and 'b' both select block 0 gate_proj; give them distinct "
+         "'precedence' values (the higher wins) or make them disjoint (for a model of 1 block; this model's "
+         "depth is not known here)")]
 
 
 def test_overlap_resolved_by_precedence(write):
@@ -100,11 +110,16 @@ def test_thirds_do_not_overlap(write):
 
 
 def test_range_bounds_checked_only_with_known_depth(write):
-    write("r.yaml", HEAD + "prune:\n  scopes:\n    - {name: a, blocks: '[0, 40)'}\n")
+    body = "prune:\n  scopes:\n    - {name: a, blocks: '[0, 40)'}\n"
+    write("unknown.yaml", "version: 1\nmodel:\n  id: someorg/not-a-known-model\n" + body)
+    assert validate(load_recipe("unknown.yaml")) == []  # depth not known here: not checked
+    write("r.yaml", HEAD + body)
     loaded = load_recipe("r.yaml")
-    assert validate(loaded) == []
     assert [str(i) for i in validate(loaded, n_blocks=28)] == [
         "r.yaml:6:25: $.prune.scopes[0].blocks: block range '[0, 40)' exceeds the model's 28 blocks"]
+    # the builtin model's depth (30) comes from its bundled config: located error at validation
+    assert [str(i) for i in validate(loaded)] == [
+        "r.yaml:6:25: $.prune.scopes[0].blocks: block range '[0, 40)' exceeds the model's 30 blocks"]
 
 
 def test_unknown_version(write):
@@ -206,3 +221,93 @@ def test_issue_names_file_for_overlays(write):
         load_and_validate("r.yaml", overlays=["ov.yaml"])
     assert str(exc.value) == ("ov.yaml:2:11: $.prune.method: 'sparsegtp' is not one of: sparsegpt, wanda, magnitude "
                               "(did you mean 'sparsegpt'?)")
+
+
+# -- gaps closed (issue 14): each failed to be reported before ------------------------------------------
+@pytest.mark.parametrize("body, expected", [
+    ("prune:\n  sparsity: 0.3\n  pattern: '2:4'\n",
+     "r.yaml:5:13: $.prune.sparsity: sparsity 0.3 contradicts pattern '2:4', which prunes 50%: an N:M pattern "
+     "sets the sparsity, so set one of the two (or sparsity: null)"),
+    ("prune:\n  pattern: '2:4'\n  scopes:\n    - {name: a, sparsity: 0.3}\n",
+     "r.yaml:7:27: $.prune.scopes[0].sparsity: sparsity 0.3 contradicts pattern '2:4' (from prune.pattern), "
+     "which prunes 50%: an N:M pattern sets the sparsity, so set one of the two (or sparsity: null)"),
+])
+def test_sparsity_contradicting_pattern(write, body, expected):
+    assert errors(write, body) == [expected]
+
+
+def test_sparsity_matching_pattern_and_scope_patterns_are_fine(write):
+    write("r.yaml", HEAD + "prune:\n  sparsity: 0.5\n  pattern: '2:4'\n")
+    load_and_validate("r.yaml")
+    # prune.sparsity is only the default of scopes without a pattern: no contradiction
+    write("s.yaml", HEAD + "prune:\n  sparsity: 0.3\n  scopes:\n    - {name: a, modules: [mlp], pattern: '2:4'}\n")
+    load_and_validate("s.yaml")
+
+
+def test_scope_selecting_no_block_is_an_error(write):
+    # first_third of a 2-block model is empty; the depth is given as the plan knows it from the config
+    write("r.yaml", HEAD + "prune:\n  scopes:\n    - {name: early, modules: [mlp], blocks: first_third}\n")
+    issues = [str(i) for i in validate(load_recipe("r.yaml"), n_blocks=2)]
+    assert issues == ["r.yaml:6:45: $.prune.scopes[0].blocks: scope 'early' selects no block of this model's 2 "
+                      "blocks (blocks: 'first_third'); remove it or widen its blocks"]
+
+
+def test_scope_overruled_everywhere_and_zero_sparsity_prune_nothing(write):
+    assert errors(write, "prune:\n  scopes:\n    - {name: a, blocks: [3], modules: [mlp], precedence: 0}\n"
+                         "    - {name: b, modules: [mlp], precedence: 1}\n") == [
+        "r.yaml:6:7: $.prune.scopes[0]: scope 'a' prunes nothing: every module it selects is taken by a scope "
+        "of higher precedence"]
+    assert errors(write, "prune:\n  sparsity: 0.0\n") == [
+        "r.yaml:4:1: $.prune: this prune section prunes nothing (sparsity 0 everywhere); for the dense model "
+        "remove the section (prune: null)"]
+
+
+def test_t_max_above_vllm_max_model_len(write):
+    body = ("calibration:\n  max_prompt_tokens: 512\n  rollout:\n    engine: vllm\n    t_max: 8192\n"
+            "    vllm: {max_model_len: 8192}\n")
+    write("r.yaml", HEAD + body)
+    issues = [str(i) for i in validate(load_recipe("r.yaml"), environment=False)]
+    assert issues == ["r.yaml:8:12: $.calibration.rollout.t_max: max_prompt_tokens 512 + t_max 8192 = 8704 is above "
+                      "vllm.max_model_len 8192: vLLM would stop rollouts early; raise max_model_len or lower t_max "
+                      "/ max_prompt_tokens"]
+
+
+def test_zero_weights(write):
+    assert errors(write, "calibration:\n  weights: {prompt: 0, decode: 0}\n") == [
+        "r.yaml:5:3: $.calibration.weights: prompt and decode weights are both 0: every calibration token would "
+        "weigh 0; give at least one a weight > 0"]
+    assert errors(write, "calibration:\n  kind: prompt\n  weights: {prompt: 0}\n") == [
+        "r.yaml:6:21: $.calibration.weights.prompt: calibration.kind 'prompt' uses only prompt/text tokens, "
+        "which weigh weights.prompt = 0; set it > 0"]
+
+
+def test_absurd_token_budget(write):
+    assert errors(write, "calibration:\n  budget: {tokens: 1e32}\n") == [
+        ("r.yaml:5:20: $.calibration.budget.tokens: expected integer or null, got number 1e+32 (a whole number "
+         "written as a float: write it without a decimal point or exponent)"),
+        "r.yaml:5:20: $.calibration.budget.tokens: 1e+32 is out of range: must be <= 100000000000"]
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("calibration:\n  budget: {tokens: 100000000000000000000000000000000}\n",
+     "r.yaml:5:20: $.calibration.budget.tokens: 100000000000000000000000000000000 is out of range: must be "
+     "<= 100000000000"),
+    ("prune:\n  block_size: 128.0\n",
+     "r.yaml:5:15: $.prune.block_size: expected integer, got number 128.0 (a whole number written as a float: "
+     "write it without a decimal point or exponent)"),
+    ("calibration:\n  rollout: {t_max: 2.5}\n",
+     "r.yaml:5:20: $.calibration.rollout.t_max: expected integer, got number 2.5"),
+])
+def test_floats_and_absurd_values_for_integer_keys(write, body, expected):
+    assert errors(write, body) == [expected]
+
+
+def test_schema_error_does_not_hide_the_sections_other_errors(write):
+    body = ("prune:\n  block_size: half\n  sparsity: 0.3\n  pattern: '2:4'\n"
+            "  scopes:\n    - {name: a, blocks: '[0, 99)'}\n")
+    assert errors(write, body) == [
+        "r.yaml:5:15: $.prune.block_size: expected integer, got string 'half'",
+        ("r.yaml:6:13: $.prune.sparsity: sparsity 0.3 contradicts pattern '2:4', which prunes 50%: an N:M pattern "
+         "sets the sparsity, so set one of the two (or sparsity: null)"),
+        "r.yaml:9:25: $.prune.scopes[0].blocks: block range '[0, 99)' exceeds the model's 30 blocks",
+    ]

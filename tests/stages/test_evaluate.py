@@ -81,10 +81,16 @@ def test_evaluate_stage_dense_and_pruned(tmp_path, tiny_model_dir):
         jsonschema.validate(broken, schema, cls=jsonschema.Draft202012Validator)
 
 
+def _evaluate_settings(**keys):
+    from rac.recipe.settings import recipe_settings
+
+    return recipe_settings({"model": {"id": "m"}, "evaluate": {"tasks": [], **keys}}).evaluate
+
+
 def test_task_settings_inherit_evaluate_keys():
-    task = task_settings({"max_new_tokens": 128, "samples": 4}, {"name": "m", "type": "math", "samples": None})
+    task = task_settings(_evaluate_settings(max_new_tokens=128, samples=4), {"name": "m", "type": "math", "samples": None})
     assert task["max_new_tokens"] == 128 and task["samples"] == 4 and task["engine"] == "hf"
-    assert task_settings({"samples": 4}, {"name": "m", "type": "math", "samples": 2})["samples"] == 2
+    assert task_settings(_evaluate_settings(samples=4), {"name": "m", "type": "math", "samples": 2})["samples"] == 2
 
 
 def test_duplicate_task_names_rejected(tmp_path, tiny_model_dir):

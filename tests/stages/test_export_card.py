@@ -83,7 +83,7 @@ def test_model_card_and_sidecar(tiny_model_dir, tmp_path):
     ctx = _ctx(str(tiny_model_dir), tmp_path, {"prune": prune, "evaluate": evaluate}, {})
     export.STAGE.run(ctx)
     facts = json.loads((ctx.out_dir / SIDECAR).read_text())
-    assert facts["recipe_sha256"] == recipe_digest(ctx.recipe)
+    assert facts["recipe_sha256"] == recipe_digest(facts["recipe"]) and facts["recipe"]["prune"]["sparsity"] == 0.5
     assert facts["metrics"] == {"gsm8k": {"accuracy": 0.25, "accuracy_se": 0.1}}
     (scope,) = facts["pruning"]
     assert scope["scope"] == "attn-q" and scope["achieved_sparsity"] == 0.5 and scope["blocks"] == "0-1"

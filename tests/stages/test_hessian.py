@@ -10,6 +10,7 @@ import torch
 from rac.calibration import hessian_store as hs
 from rac.engine.cache import Cache
 from rac.engine.stage import StageContext
+from rac.recipe.settings import recipe_settings
 from rac.stages import hessian
 
 RECIPE = {
@@ -44,7 +45,7 @@ def test_true_sequential_stores_only_block0_attn_in(recipe, tmp_path):
     cache = Cache(tmp_path / "c")  # the default order: later groups depend on pruning inside block 0
     summary = hessian.run(_ctx(recipe, tmp_path, "h", cache))
     assert summary["exact_blocks"] == 1 and summary["hessians_computed"] == 1
-    base = hs.replay_base_key(recipe, "", tmp_path / "h")
+    base = hs.replay_base_key(recipe_settings(recipe), "", tmp_path / "h")
     assert len(_blobs(cache)) == 1
     key = hs.hessian_key(base, 0, "attn_in", hs.EMPTY_UPSTREAM)
     assert hs.HessianStore(cache).load(key, "attn_in") is not None
@@ -58,7 +59,7 @@ def test_one_pass_sequential_mode_stores_block0_only(recipe, tmp_path):
     assert summary["sequences"] == 5 and summary["exact_blocks"] == 1 and summary["hessians_computed"] == 4
     blobs = _blobs(cache)
     assert len(blobs) == 4  # attn_in (one for q/k/v), attn_out, mlp_in (one for gate/up), mlp_out
-    base = hs.replay_base_key(recipe, "", tmp_path / "h")
+    base = hs.replay_base_key(recipe_settings(recipe), "", tmp_path / "h")
     H, total = hs.HessianStore(cache).load(hs.hessian_key(base, 0, "attn_in", hs.EMPTY_UPSTREAM), "attn_in")
     assert H.shape == (64, 64) and H.dtype == torch.float32 and torch.allclose(H, H.T, atol=1e-4)
     assert total == pytest.approx(summary["tokens"])  # prompt weight 1.0 on every real token
@@ -135,3 +136,19 @@ def test_retention_policies_and_cap(tmp_path):
     assert kept == [True, True, False, False] and capped.stats()["hessian_bytes_stored"] == 80_000
     with pytest.raises(ValueError, match="keep_hessians"):
         hs.StorePolicy(keep="some")
+
+
+def test_hessian_keys_follow_the_code_that_computes_them(monkeypatch, tmp_path):
+    """Editing the Hessian / replay / pruning code changes every Hessian key (no version bump needed)."""
+    import rac.engine.inputs as inputs
+    from rac.calibration.mix import CALIB_TENSORS
+
+    settings = recipe_settings({**RECIPE, "model": {"id": "m", "dtype": "float32"}})
+    files = inputs.code_files("rac.stages.prune")
+    names = {f.relative_to(inputs.RAC_ROOT).as_posix() for f in files}
+    assert {"algorithms/hessian.py", "models/capture.py", "calibration/hessian_store.py",
+            "algorithms/sparsegpt.py"} <= names
+    (tmp_path / CALIB_TENSORS).write_bytes(b"calibration")
+    base = hs.replay_base_key(settings, "model", tmp_path)
+    monkeypatch.setattr(inputs, "module_code_digest", lambda module: "edited")
+    assert hs.replay_base_key(settings, "model", tmp_path) != base
