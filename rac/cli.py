@@ -44,13 +44,15 @@ def _stage_name(text: str) -> str:
     """A pipeline stage name; a typo is an error with the closest name."""
     import difflib
 
+    from rac.engine.cache import BLOB_KINDS
     from rac.stages import STAGE_ORDER
 
-    if text in STAGE_ORDER:
+    names = (*STAGE_ORDER, *BLOB_KINDS)
+    if text in names:
         return text
-    close = difflib.get_close_matches(text, STAGE_ORDER, n=1)
+    close = difflib.get_close_matches(text, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise argparse.ArgumentTypeError(f"unknown stage {text!r}{hint}; stages: {', '.join(STAGE_ORDER)}")
+    raise argparse.ArgumentTypeError(f"unknown stage {text!r}{hint}; stages and blob kinds: {', '.join(names)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,16 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, metavar="FILE", help="write the markdown here instead of stdout")
     _verbose(p)
 
-    p = sub.add_parser("cache", help="list or remove cached artifacts")
+    p = sub.add_parser("cache", help="list, remove or evict cached artifacts and blobs")
     cache_sub = p.add_subparsers(dest="cache_verb", metavar="ACTION", required=True)
-    c = cache_sub.add_parser("ls", help="list artifacts")
-    c.add_argument("--stage", type=_stage_name, help="only this stage's artifacts")
+    c = cache_sub.add_parser("ls", help="list artifacts, blobs (Hessians, probe references) and partial entries")
+    c.add_argument("--stage", type=_stage_name, help="a stage name or blob kind (hessian, probe_dense)")
     c.add_argument("--cache", type=Path, help=CACHE_HELP)
-    c = cache_sub.add_parser("rm", help="remove artifacts (by stage and/or fingerprint prefix)")
-    c.add_argument("fingerprint", nargs="?", help="fingerprint prefix")
-    c.add_argument("--stage", type=_stage_name, help="only this stage's artifacts")
+    c = cache_sub.add_parser("rm", help="remove entries (by stage or blob kind and/or fingerprint prefix)")
+    c.add_argument("fingerprint", nargs="?", help="fingerprint (or blob key) prefix")
+    c.add_argument("--stage", type=_stage_name, help="a stage name or blob kind (hessian, probe_dense)")
     c.add_argument("--all", action="store_true", help="remove everything")
-    c.add_argument("--cache", type=Path, help="cache root (default: $RAC_CACHE or ~/.cache/rac)")
+    c.add_argument("--cache", type=Path, help=CACHE_HELP)
+    c = cache_sub.add_parser("gc", help="remove stale partial entries, then the least recently used until it fits")
+    c.add_argument("--max-size", required=True, help="size budget, e.g. 500M, 20G, 1.5T (powers of 1024)")
+    c.add_argument("--cache", type=Path, help=CACHE_HELP)
 
     p = sub.add_parser("rollouts", help="inspect rollout artifacts")
     r_sub = p.add_subparsers(dest="rollouts_verb", metavar="ACTION", required=True)

@@ -338,17 +338,38 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(error for _, _, error in results) else EXIT_OK
 
 
+def _cache_names() -> tuple[str, ...]:
+    """What `--stage` may name: the pipeline stages and the blob kinds (Hessians, probe references)."""
+    from rac.engine.cache import BLOB_KINDS
+    from rac.stages import STAGE_ORDER
+
+    return tuple(dict.fromkeys((*STAGE_ORDER, *BLOB_KINDS)))
+
+
 @_guard
 def cmd_cache(args: argparse.Namespace) -> int:
+    from rac.engine import housekeeping
+    from rac.recipe.validate import suggest
+
     cache = _cache(args)
+    stage = getattr(args, "stage", None)
+    if stage is not None and stage not in _cache_names():
+        ui.error(f"--stage {stage!r}: not a stage or blob kind{suggest(stage, _cache_names())}; "
+                 f"known: {', '.join(_cache_names())}")
+        return EXIT_INVALID
     if args.cache_verb == "ls":
-        ui.cache_list(cache.list(args.stage))
+        ui.cache_list(housekeeping.entries(cache, stage))
         return EXIT_OK
-    if not (args.all or args.stage or args.fingerprint):
+    if args.cache_verb == "gc":
+        removed, freed, kept = housekeeping.gc(cache, housekeeping.parse_size(args.max_size))
+        ui.message(f"removed {removed} entr{'y' if removed == 1 else 'ies'} ({freed / 1e6:.1f} MB); "
+                   f"{kept / 1e6:.1f} MB kept")
+        return EXIT_OK
+    if not (args.all or stage or args.fingerprint):
         ui.error("rac cache rm needs a fingerprint prefix, --stage or --all")
         return EXIT_INVALID
-    removed = cache.remove(args.stage, args.fingerprint)
-    ui.message(f"removed {removed} artifact(s)")
+    removed = cache.remove(stage, args.fingerprint)
+    ui.message(f"removed {removed} entr{'y' if removed == 1 else 'ies'}")
     return EXIT_OK
 
 

@@ -470,11 +470,15 @@ def grid_summary(rows: Sequence[dict], paths: Sequence[Any]) -> None:
 
 def cache_list(infos: Sequence[Any]) -> None:
     table = Table(title="rac cache")
-    for column in ("stage", "fingerprint", "size", "valid", "created"):
+    for column in ("stage", "kind", "fingerprint", "size", "state", "created", "last used"):
         table.add_column(column)
     for info in infos:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created))
-        table.add_row(info.stage, info.fingerprint, f"{info.size_bytes / 1e6:.1f} MB", str(info.valid), created)
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.last_used)) if info.last_used else "-"
+        state = ("writing" if info.held else "stale (rac cache gc removes it)") if info.kind == "partial" \
+            else ("ok" if info.valid else "invalid")
+        table.add_row(info.stage, info.kind, info.fingerprint, f"{info.size_bytes / 1e6:.1f} MB", state, created,
+                      used)
     console.print(table)
 
 

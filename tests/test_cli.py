@@ -84,6 +84,25 @@ def test_cache_ls_and_rm(tmp_path, capsys):
     assert cache.list() == []
 
 
+def test_cache_ls_rm_gc_cover_blobs_and_stale_entries(tmp_path, capsys):
+    import torch
+
+    from rac.engine.cache import Cache
+
+    root = tmp_path / "c"
+    cache = Cache(root)
+    cache.put_blob("hessian", "h0123", {"h": torch.ones(4)})
+    (root / "artifacts" / "prune" / ".dead99.x.tmp").mkdir(parents=True)  # left by a killed writer
+    assert main(["cache", "ls", "--cache", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "h0123" in out and "blob" in out and "dead99" in out and "stale" in out
+    assert main(["cache", "gc", "--max-size", "1G", "--cache", str(root)]) == 0
+    assert not (root / "artifacts" / "prune" / ".dead99.x.tmp").exists() and cache.has_blob("hessian", "h0123")
+    assert main(["cache", "gc", "--max-size", "big", "--cache", str(root)]) == 2
+    assert main(["cache", "rm", "--stage", "hessian", "--cache", str(root)]) == 0
+    assert not cache.has_blob("hessian", "h0123")
+
+
 def test_report_on_missing_dir_is_a_clean_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "no such run or grid directory" in capsys.readouterr().err
@@ -245,12 +264,12 @@ def test_every_positional_argument_has_help():
     assert missing == []
 
 
-def test_validate_parses_verbose_and_rejects_overrides(tmp_path, capsys):
+def test_validate_parses_verbose_and_applies_overrides(tmp_path, capsys):
     assert main(["validate", str(EXAMPLE), "-v"]) == 0
-    with pytest.raises(SystemExit) as exit_info:
-        main(["validate", str(EXAMPLE), "prune.sparsity=0.4"])
-    assert exit_info.value.code == 2
-    assert "'prune.sparsity=0.4' looks like an override" in capsys.readouterr().err
+    assert main(["validate", str(EXAMPLE), "prune.sparsity=0.4"]) == 0  # an override, not a file
+    capsys.readouterr()
+    assert main(["validate", str(EXAMPLE), "prune.sparsity=1.5"]) == 2
+    assert "<cli>:1:1: $.prune.sparsity" in capsys.readouterr().err
 
 
 def test_cache_stage_typo_is_an_error(tmp_path, capsys):

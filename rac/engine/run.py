@@ -67,7 +67,11 @@ def recipe_hash(recipe: dict) -> str:
 def default_run_dir(recipe: dict, name_hint: str) -> Path:
     run_cfg = recipe.get("run") or {}
     name = run_cfg.get("name") or name_hint
-    return Path(run_cfg.get("output_dir") or "runs") / f"{name}-{recipe_hash(recipe)}"
+    output_dir = Path(run_cfg.get("output_dir") or "runs")
+    run_dir = output_dir / f"{name}-{recipe_hash(recipe)}"
+    if run_dir.resolve().parent != output_dir.resolve():
+        raise ValueError(f"run.name {name!r}: the run directory must be a folder directly inside {output_dir}")
+    return run_dir
 
 
 def _git_commit() -> str | None:
@@ -106,12 +110,27 @@ def environment_info(device: str) -> dict:
     return info
 
 
+def _read_status(path: Path) -> dict:
+    """The previous status file; an unreadable or corrupt one is reset (with a warning), not fatal."""
+    if not path.exists():
+        return {}
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("%s is unreadable (%s); starting a fresh status (cached stages are still reused)", path, exc)
+        return {}
+    if not isinstance(previous, dict) or not all(isinstance(v, dict) for v in previous.values()):
+        log.warning("%s has an unexpected shape; starting a fresh status", path)
+        return {}
+    return previous
+
+
 class _Status:
     """Per-stage status file, rewritten atomically after every transition."""
 
     def __init__(self, path: Path, plan: Plan) -> None:
         self.path = path
-        previous = json.loads(path.read_text()) if path.exists() else {}
+        previous = _read_status(path)
         self.data: dict[str, dict] = {}
         for planned in plan:
             old = previous.get(planned.name, {})
@@ -220,9 +239,15 @@ def _run_one(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, d
 
     start = time.perf_counter()
     if stage.cached:
-        with cache.writing(stage.name, planned.fingerprint, {"reads": planned.reads, "inputs": planned.inputs}) as tmp:
-            summary = stage.run(context(tmp))
-            atomic_write_json(tmp / SUMMARY_FILE, {"summary": summary or {}, "_seconds": time.perf_counter() - start})
+        with cache.locked(stage.name, planned.fingerprint):  # one writer per fingerprint across runs
+            reused = cache.lookup(stage.name, planned.fingerprint)
+            if reused is not None:
+                log.info("stage %s: computed by a concurrent run while waiting; reusing it", stage.name)
+                return reused
+            with cache.writing(stage.name, planned.fingerprint, {"reads": planned.reads, "inputs": planned.inputs}) as tmp:
+                summary = stage.run(context(tmp))
+                atomic_write_json(tmp / SUMMARY_FILE,
+                                  {"summary": summary or {}, "_seconds": time.perf_counter() - start})
         return cache.artifact_path(stage.name, planned.fingerprint)
     final = run_dir / "artifacts" / stage.name
     tmp = run_dir / "artifacts" / f".{stage.name}.tmp"

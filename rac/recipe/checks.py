@@ -175,6 +175,26 @@ def check_export(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue
     return []
 
 
+def check_export_path(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:
+    """``export.path`` (``~`` expanded, resolved) must not be a folder whose replacement destroys data."""
+    from rac.engine.cache import default_cache_root
+    from rac.engine.paths import export_path_problem, resolve_user_path
+    from rac.recipe.load import looks_local
+
+    export = loaded.data.get("export")
+    value = export.get("path") if isinstance(export, dict) else None
+    if not isinstance(value, str) or not value:
+        return []
+    output_dir = resolve_user_path((loaded.data.get("run") or {}).get("output_dir") or "runs")
+    model_id = (loaded.data.get("model") or {}).get("id")
+    problem = export_path_problem(resolve_user_path(value), cache_root=default_cache_root(), run_dirs=(output_dir,),
+                                  model_paths=[resolve_user_path(model_id)] if looks_local(model_id) else [])
+    if problem:
+        return [_issue(loaded, "export.path", f"{value!r}: refusing to export there ({problem}); "
+                                              "use a new folder, e.g. exports/my-model")]
+    return []
+
+
 def _check_source(loaded: LoadedRecipe, path: str, item: dict, builtins: dict | None,
                   allowed_kinds: tuple[str, ...] | None) -> list[RecipeIssue]:
     dataset, file = item.get("dataset"), item.get("path")
@@ -302,6 +322,7 @@ SEMANTIC_CHECKS: list[tuple[tuple[str, ...], Check]] = [
     (("prune",), check_prune),
     (("calibration", "evaluate"), check_engines),
     (("quantize", "export"), check_export),
+    (("export", "run", "model"), check_export_path),
     (("calibration",), check_calibration),
     (("evaluate",), check_evaluate),
     (("model", "calibration"), check_model),

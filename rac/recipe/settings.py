@@ -151,6 +151,7 @@ class ExportSettings(Section):
     path: str | None
     max_shard_size: str
     model_card: bool
+    overwrite: bool
 
 
 @dataclass(frozen=True)

@@ -219,8 +219,8 @@ def test_issue_names_file_for_overlays(write):
     write("r.yaml", HEAD)
     with pytest.raises(RecipeError) as exc:
         load_and_validate("r.yaml", overlays=["ov.yaml"])
-    assert str(exc.value) == ("ov.yaml:2:11: $.prune.method: 'sparsegtp' is not one of: sparsegpt, wanda, magnitude "
-                              "(did you mean 'sparsegpt'?)")
+    assert str(exc.value) == ("ov.yaml:2:11: $.prune.method: 'sparsegtp' is not one of: sparsegpt, wanda, magnitude, "
+                              "alps (did you mean 'sparsegpt'?)")
 
 
 # -- gaps closed (issue 14): each failed to be reported before ------------------------------------------
