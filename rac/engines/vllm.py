@@ -11,7 +11,6 @@ On CPU set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) and keep ``gpu_memory_utilization`` 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +18,21 @@ from rac.engines.base import EngineError, Generation, SamplingConfig
 
 if TYPE_CHECKING:
     from rac.engine.stage import ProgressReporter
+    from rac.models.load import ModelRef
 
 log = logging.getLogger(__name__)
 
 LLM_OPTIONS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
                "enforce_eager")
+
+
+def llm_source_args(ref: ModelRef) -> dict[str, Any]:
+    """``vllm.LLM`` arguments that pin what it loads: the commit of the model's identity for weights,
+    tokenizer and remote code, and safetensors only (never a pickled ``.bin``)."""
+    pinned: dict[str, Any] = {"load_format": "safetensors"}
+    if ref.revision:
+        pinned.update(revision=ref.revision, tokenizer_revision=ref.revision, code_revision=ref.revision)
+    return pinned
 
 
 class VLLMEngine:
@@ -39,33 +48,32 @@ class VLLMEngine:
     @classmethod
     def from_spec(cls, model_spec: dict, device: str, dtype: str | None, options: dict) -> VLLMEngine:
         """Start vLLM on the model of a recipe ``model`` section; ``options`` are ``rollout.vllm`` keys."""
-        from transformers import AutoTokenizer
-
         try:
             from vllm import LLM
         except ImportError as exc:
             raise EngineError(f"engine 'vllm' could not import vllm: {exc}") from exc
-        from rac.models.load import resolve_model
+        from rac.models.load import ModelLoadError, checkpoint, load_tokenizer
 
-        ref = resolve_model(model_spec)
-        trust = bool(model_spec.get("trust_remote_code", False))
-        model_path = os.path.join(ref.path, ref.gguf_file) if ref.gguf_file else ref.path
         kwargs: dict[str, Any] = {k: options[k] for k in LLM_OPTIONS if options.get(k) is not None}
         if int(kwargs.pop("data_parallel_size", 1)) > 1:  # get_engine sends these to DataParallelEngine
             raise EngineError("VLLMEngine is one replica; data_parallel_size > 1 goes through get_engine, "
                               "which runs the replicas on Ray (rac.engines.data_parallel)")
         if device == "cpu" and float(kwargs.get("gpu_memory_utilization", 0.5)) > 0.5:
             kwargs["gpu_memory_utilization"] = 0.5  # on CPU the KV cache comes from VLLM_CPU_KVCACHE_SPACE
+        ref = checkpoint(model_spec)  # GGUF sources: their converted safetensors checkpoint
+        trust = bool(model_spec.get("trust_remote_code", False))
         dtype = dtype or model_spec.get("dtype") or "auto"
-        log.info("starting vLLM on %s (dtype %s, %s)", model_path, dtype, kwargs)
+        pinned = llm_source_args(ref)
+        log.info("starting vLLM on %s (dtype %s, %s)", ref.path, dtype, {**kwargs, **pinned})
         try:
-            llm = LLM(model=model_path, tokenizer=ref.path, dtype=dtype, seed=int(options.get("seed", 0)),
-                      trust_remote_code=trust, **kwargs)
+            llm = LLM(model=ref.path, tokenizer=ref.path, dtype=dtype, seed=int(options.get("seed", 0)),
+                      trust_remote_code=trust, **pinned, **kwargs)
         except Exception as exc:  # vLLM reports config problems as many exception types
-            raise EngineError(f"vLLM could not start on {model_path}: {exc}") from exc
-        tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+            raise EngineError(f"vLLM could not start on {ref.path}: {exc}") from exc
+        try:
+            tokenizer = load_tokenizer(ref, trust)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"could not load the tokenizer of {ref.path}: {exc}") from exc
         return cls(llm, tokenizer)
 
     def version(self) -> str:

@@ -160,6 +160,7 @@ class RunSettings(Section):
     name: str | None
     seed: int
     device: str
+    allow_env: bool
 
 
 @dataclass(frozen=True)

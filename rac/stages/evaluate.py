@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
+from rac.eval.context import context_report
 
 if TYPE_CHECKING:
     from rac.eval.math import AnswerSpec
@@ -61,7 +62,27 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
         raise EvaluateError(f"evaluate.tasks[{task['name']}]: a math task needs `field` and `answer_field`")
     start = int(task.get("offset") or 0)
     limit = task.get("limit")
-    return records[start:start + limit if limit else None], field or "", answer_field
+    problems = records[start:start + limit if limit else None]
+    if not problems:
+        raise EvaluateError(f"evaluate.tasks[{task['name']}]: offset {start} is past the end of {records.where} "
+                            f"({len(records)} records): no problems to evaluate")
+    first: dict[str, int] = {}
+    for index, record in enumerate(problems):
+        pid = _problem_id(record, index)
+        if pid in first:
+            raise EvaluateError(
+                f"evaluate.tasks[{task['name']}]: problem id {pid!r} appears twice "
+                f"({records.location(start + first[pid])} and {records.location(start + index)}); pass@k groups "
+                "samples by id, so every problem needs its own task_id / unique_id / id")
+        first[pid] = index
+    return problems, field or "", answer_field
+
+
+def check_problems(tasks: list[dict]) -> None:
+    """Load every task's problems once before the model: empty slices and duplicate ids fail early."""
+    for task in tasks:
+        if task["type"] in ("math", "code", "probe"):
+            load_problems(task)
 
 
 def _problem_id(record: dict, index: int) -> str:
@@ -111,11 +132,12 @@ def _generate(ctx: StageContext, engine: Any, tokenizer: Any, texts: list[str], 
 
     render_cfg = ctx.settings.calibration.render.as_dict()
     prompts = [render_prompt(tokenizer, text, render_cfg) for text in texts]
+    context = context_report(ctx.log, task["name"], engine, prompts, int(task["max_new_tokens"]))
     sampling = SamplingConfig(max_new_tokens=int(task["max_new_tokens"]), temperature=float(task["temperature"]),
                               top_p=float(task["top_p"]), seed=ctx.settings.run.seed, n=int(task["samples"]))
     start = time.perf_counter()
     outputs = engine.generate(prompts, sampling, progress=ctx.progress)
-    return outputs, time.perf_counter() - start
+    return outputs, time.perf_counter() - start, context
 
 
 def answer_spec(ctx: StageContext, task: dict, tokenizer: Any, first_problem: str | None) -> AnswerSpec:
@@ -145,7 +167,7 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
     problems, field, answer_field = load_problems(task)
     texts = [_problem_text(r, field) for r in problems]
     spec = answer_spec(ctx, task, tokenizer, texts[0] if texts else None) if task["type"] == "math" else None
-    outputs, wall = _generate(ctx, engine, tokenizer, texts, task)
+    outputs, wall, context = _generate(ctx, engine, tokenizer, texts, task)
     records: list[dict] = []
     extra: dict = {}
     if task["type"] == "code":
@@ -170,7 +192,8 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
             records.append(row)
     if spec is not None:
         extra.update(answer=spec.as_dict(), **grading_counts(records))
-    metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, int(task["max_new_tokens"])), **extra}
+    metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, int(task["max_new_tokens"])), **extra,
+               **context}
     return metrics, records
 
 
@@ -192,6 +215,7 @@ def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) ->
     render_cfg = ctx.settings.calibration.render.as_dict()
     prompts = [render_prompt(tokenizer, _problem_text(r, field), render_cfg) for r in problems]
     t_max = int(task["t_max"])
+    context = context_report(ctx.log, task["name"], model, prompts, t_max)
     key = _probe_key(ctx, prompts, t_max)
     hit = ctx.cache.get_blob("probe_dense", key)
     if hit is not None:
@@ -202,7 +226,8 @@ def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) ->
         ctx.cache.put_blob("probe_dense", key, reference, {"t_max": t_max, "n_problems": len(prompts)})
         del dense
     arrays = compare(model, reference)
-    return {"type": "probe", "status": "ok", "dense_cache_hit": cached, **summarize_probe(arrays, t_max)}, arrays
+    return {"type": "probe", "status": "ok", "dense_cache_hit": cached, **summarize_probe(arrays, t_max),
+            **context}, arrays
 
 
 def run_throughput_task(ctx: StageContext, task: dict) -> dict:
@@ -248,6 +273,7 @@ def run(ctx: StageContext) -> dict:
     names = [t["name"] for t in tasks]
     if len(set(names)) != len(names):
         raise EvaluateError(f"evaluate.tasks: task names must be unique, got {names}")
+    check_problems(tasks)
     if any(t["type"] == "code" for t in tasks):  # fail closed before loading the model
         from rac.eval.sandbox import select_backend
 
