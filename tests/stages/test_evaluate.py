@@ -123,7 +123,7 @@ class _ScriptedEngine:
 
 def _math_task(**answer) -> dict:
     task = {"name": "gsm8k", "type": "math", "dataset": "gsm8k_test", "limit": 2, "answer": answer}
-    return task_settings({"max_new_tokens": 7, "temperature": 0.0}, task)
+    return task_settings(_evaluate_settings(max_new_tokens=7, temperature=0.0), task)
 
 
 def test_truncated_reasoning_trace_is_wrong_and_reported_separately(tmp_path, tokenizer):
@@ -164,7 +164,7 @@ def test_auto_marker_follows_the_tokenizer(tmp_path):
 
     from rac.stages.evaluate import answer_spec
 
-    recipe = {"calibration": {"render": {"chat_template": True}}}
+    recipe = {"model": {"id": "x"}, "calibration": {"render": {"chat_template": True}}}
     ctx = _ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "auto")
     folder = REPO / "tests" / "fixtures" / "smollm2_tokenizer"
     reasoning = AutoTokenizer.from_pretrained(str(folder))
