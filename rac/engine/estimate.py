@@ -283,10 +283,10 @@ def estimate_evaluate(recipe: dict, facts: Any, sizes: Mapping[str, int]) -> Sta
     seq = budget + int((recipe.get("calibration") or {}).get("max_prompt_tokens") or 512)
     copies = 2 if recipe.get("quantize") else 1
     batch = int(evaluate.get("batch_size") or 16)
-    if evaluate.get("engine") == "vllm":
-        memory, note = vllm_memory(facts, b, batch, seq, evaluate.get("vllm") or {})
-        return StageEstimate("evaluate", memory + facts.params * b * (copies - 1), 0, tokens,
-                             notes=(*notes, note))
+    if evaluate.get("engine") == "vllm":  # the HF copy is freed before vLLM starts; FP8 is written from CPU
+        vllm = evaluate.get("vllm") or {}
+        memory, note = vllm_memory(facts, b, batch, min(seq, int(vllm.get("max_model_len") or seq)), vllm)
+        return StageEstimate("evaluate", memory, 0, tokens, notes=(*notes, note))
     kv = batch * seq * facts.kv_bytes_per_token(b)
     return StageEstimate("evaluate", facts.params * b * copies + kv, 0, tokens, notes=tuple(notes))
 

@@ -35,6 +35,41 @@ def llm_source_args(ref: ModelRef) -> dict[str, Any]:
     return pinned
 
 
+class VllmProgress:
+    """The progress bar vLLM's offline ``generate`` drives when ``use_tqdm`` is a callable: each finished
+    request advances rac's progress by its ``n`` samples; vLLM's token rates (its bar's postfix) go to
+    the log, so a multi-hour rollout shows requests done and tokens/s."""
+
+    def __init__(self, handle: Any, per_request: int = 1) -> None:
+        self.handle, self.per_request = handle, per_request
+        self.n, self.total, self.postfix = 0, None, ""
+        self.start = time.perf_counter()
+        self._logged = self.start
+
+    def __call__(self, *args: Any, total: int | None = None, **kwargs: Any) -> VllmProgress:  # tqdm(...) stand-in
+        self.total, self.start = total, time.perf_counter()
+        return self
+
+    @property
+    def format_dict(self) -> dict:
+        return {"n": self.n, "total": self.total, "elapsed": max(time.perf_counter() - self.start, 1e-9)}
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.handle.advance(n * self.per_request)
+        now = time.perf_counter()
+        if now - self._logged >= 30:
+            self._logged = now
+            log.info("vLLM: %d/%s requests done, %s", self.n, self.total, self.postfix or "")
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        log.info("vLLM: %d/%s requests done in %.1fs, %s", self.n, self.total,
+                 time.perf_counter() - self.start, self.postfix or "")
+
+
 class VLLMEngine:
     """Engine over a ``vllm.LLM``; the tokenizer is the same HF tokenizer the hf engine uses."""
 
@@ -116,12 +151,13 @@ class VLLMEngine:
         handle = progress.task("generating (vllm)", total=len(prompts) * sampling.n) if progress else None
         requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
         params = [self._params(sampling, (sampling.seed * 1_000_003 + i) % (2**31)) for i in range(len(prompts))]
+        bar = VllmProgress(handle, sampling.n) if handle else None
         start = time.perf_counter()
         try:
-            outputs = self.llm.generate(requests, params, use_tqdm=False)
+            outputs = self.llm.generate(requests, params, use_tqdm=bar if bar is not None else False)
         finally:
             if handle:
-                handle.advance(len(prompts) * sampling.n)
+                handle.advance(max(0, len(prompts) - (bar.n if bar else 0)) * sampling.n)  # what vLLM did not report
                 handle.close()
         results, produced = [], 0
         for prompt, out in zip(prompts, outputs):

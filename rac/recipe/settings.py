@@ -142,6 +142,7 @@ class EvaluateSettings(Section):
     limit: int | None
     batch_size: int
     sandbox: str
+    vllm: VllmSettings
     tasks: tuple[Mapping[str, Any], ...]  # per-type keys differ; each is schema-filled and read-only
 
 

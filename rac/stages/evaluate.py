@@ -95,12 +95,44 @@ def _problem_text(record: dict, field: str) -> str:
     return str(record[field])
 
 
-def _engine(ctx: StageContext, model: Any, tokenizer: Any, task: dict, workdir: Path):
+class _EvaluatedModel:
+    """The recipe's model with every upstream artifact applied, loaded when a task needs it and freed
+    (CUDA cache emptied) before a vLLM engine starts, so vLLM finds the GPU memory it was promised."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self._model: Any = None
+        self.tokenizer: Any = None
+        self.loads = 0
+
+    def get(self) -> Any:
+        if self._model is None:
+            from rac.models.load import apply_weights, load_model
+
+            self._model, self.tokenizer = load_model(self.ctx.settings.model.as_dict(), self.ctx.device)
+            apply_weights(self._model, *[self.ctx.inputs[s] for s in ("prune", "quantize") if s in self.ctx.inputs])
+            self.loads += 1
+        return self._model
+
+    def release(self) -> None:
+        if self._model is None:
+            return
+        self._model = None
+        import gc
+
+        gc.collect()
+        if str(self.ctx.device).startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _engine(ctx: StageContext, held: _EvaluatedModel, task: dict, workdir: Path):
     from rac.engines.base import get_engine
     from rac.engines.hf import HFEngine
 
     if task["engine"] == "hf":
-        return HFEngine(model, tokenizer, batch_size=int(task["batch_size"]))
+        return HFEngine(held.get(), held.tokenizer, batch_size=int(task["batch_size"]))
     spec = ctx.settings.model.as_dict()
     if ctx.inputs:  # vLLM loads from disk: write the compressed model once
         from rac.stages.export import write_compressed_tensors
@@ -109,19 +141,24 @@ def _engine(ctx: StageContext, model: Any, tokenizer: Any, task: dict, workdir: 
         if not folder.exists():
             folder.mkdir(parents=True)
             if "quantize" in ctx.inputs:
-                model.config.save_pretrained(str(folder))
-                write_compressed_tensors(_dense_copy_with(ctx, "prune"), ctx.inputs["quantize"], folder)
+                held.get().config.save_pretrained(str(folder))
+                held.release()  # the FP8 weights are written from a CPU copy, not next to the GPU one
+                write_compressed_tensors(_dense_copy_with(ctx, "prune", device="cpu"), ctx.inputs["quantize"], folder)
             else:
-                model.save_pretrained(str(folder), safe_serialization=True)
-            tokenizer.save_pretrained(str(folder))
+                held.get().save_pretrained(str(folder), safe_serialization=True)
+            held.tokenizer.save_pretrained(str(folder))
         spec.update({"id": str(folder), "gguf_file": None, "revision": None})
-    return get_engine(task["engine"], spec, ctx.device, spec.get("dtype"), {"batch_size": int(task["batch_size"])})
+    held.release()  # the HF copy leaves the GPU before vLLM sizes its KV cache
+    assert ctx.settings.evaluate is not None
+    options = {"batch_size": int(task["batch_size"]), "seed": ctx.settings.run.seed,
+               **ctx.settings.evaluate.vllm.as_dict()}
+    return get_engine(task["engine"], spec, ctx.device, spec.get("dtype"), options)
 
 
-def _dense_copy_with(ctx: StageContext, *stages: str, dtype: str | None = None):
+def _dense_copy_with(ctx: StageContext, *stages: str, dtype: str | None = None, device: str | None = None):
     from rac.models.load import apply_weights, load_model
 
-    model, _ = load_model(ctx.settings.model.as_dict(), ctx.device, dtype)
+    model, _ = load_model(ctx.settings.model.as_dict(), device or ctx.device, dtype)
     apply_weights(model, *[ctx.inputs[s] for s in stages if s in ctx.inputs])
     return model
 
@@ -264,7 +301,6 @@ def run(ctx: StageContext) -> dict:
     from safetensors.torch import save_file
 
     from rac.eval.lm_eval import run_lm_eval
-    from rac.models.load import apply_weights, load_model
 
     evaluate = ctx.settings.evaluate
     if evaluate is None:
@@ -278,8 +314,8 @@ def run(ctx: StageContext) -> dict:
         from rac.eval.sandbox import select_backend
 
         select_backend(evaluate.sandbox)
-    model, tokenizer = load_model(ctx.settings.model.as_dict(), ctx.device)
-    apply_weights(model, *[ctx.inputs[s] for s in ("prune", "quantize") if s in ctx.inputs])
+    held = _EvaluatedModel(ctx)
+    held.get()  # the tokenizer, and a load error before any task runs
     out = Path(ctx.out_dir)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rac-eval-") as workdir:
@@ -287,19 +323,19 @@ def run(ctx: StageContext) -> dict:
             ctx.log.info("evaluate task %s (%s)", task["name"], task["type"])
             start = time.perf_counter()
             if task["type"] in ("math", "code"):
-                engine = _engine(ctx, model, tokenizer, task, Path(workdir))
+                engine = _engine(ctx, held, task, Path(workdir))
                 try:
-                    metrics, records = run_generation_task(ctx, task, engine, tokenizer)
+                    metrics, records = run_generation_task(ctx, task, engine, held.tokenizer)
                 finally:
                     engine.close()
                 _write_jsonl(out / "records" / f"{task['name']}.jsonl", records)
             elif task["type"] == "probe":
-                metrics, arrays = run_probe_task(ctx, task, model, tokenizer)
+                metrics, arrays = run_probe_task(ctx, task, held.get(), held.tokenizer)
                 (out / "probe").mkdir(exist_ok=True)
                 save_file({k: v.contiguous() for k, v in arrays.items()}, str(out / "probe" / f"{task['name']}.safetensors"))
                 metrics["arrays"] = f"probe/{task['name']}.safetensors"
             elif task["type"] == "lm_eval":
-                metrics = run_lm_eval(model, tokenizer, task["task"], limit=task.get("limit"),
+                metrics = run_lm_eval(held.get(), held.tokenizer, task["task"], limit=task.get("limit"),
                                       batch_size=int(task["batch_size"]), num_fewshot=task.get("num_fewshot"))
             elif task["type"] == "throughput":
                 metrics = run_throughput_task(ctx, task)

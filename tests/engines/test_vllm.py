@@ -155,3 +155,65 @@ def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vll
     assert [sorted(r) for r in via_vllm.records] == [sorted(r) for r in via_hf.records]
     assert [strip(r) for r in via_vllm.records] == [strip(r) for r in via_hf.records]
     assert via_vllm.provenance["engine_version"].startswith("vllm")
+
+
+class _Handle:
+    def __init__(self, total):
+        self.total, self.done, self.closed = total, 0, False
+
+    def advance(self, n=1):
+        self.done += n
+
+    def close(self):
+        self.closed = True
+
+
+class _Progress:
+    def __init__(self):
+        self.handles: list[_Handle] = []
+
+    def task(self, description, total):
+        self.handles.append(_Handle(total))
+        return self.handles[-1]
+
+
+def test_vllm_progress_reaches_rac_progress(monkeypatch, tokenizer, caplog):
+    """vLLM's offline generate drives ``use_tqdm`` (a callable) per finished request; rac's progress follows."""
+    from rac.engines.base import SamplingConfig
+    from rac.engines.vllm import VLLMEngine
+
+    seen: list[int] = []
+
+    class LLM:  # drives the bar exactly as vllm/entrypoints/common/offline.py does
+        def generate(self, requests, params, use_tqdm=True):
+            assert callable(use_tqdm)
+            pbar = use_tqdm(total=len(requests), desc="Processed prompts", dynamic_ncols=True,
+                            postfix="est. speed input: 0.00 toks/s, output: 0.00 toks/s")
+            outs = []
+            for i, (request, p) in enumerate(zip(requests, params)):
+                completions = [types.SimpleNamespace(index=j, token_ids=[5, 6], finish_reason="length")
+                               for j in range(p.n)]
+                outs.append(types.SimpleNamespace(outputs=completions))
+                speed = 2 * p.n / pbar.format_dict["elapsed"]
+                pbar.postfix = f"est. speed input: 1.00 toks/s, output: {speed:.2f} toks/s"
+                pbar.update(1)
+                seen.append(handles.handles[0].done)
+                if pbar.n == len(requests):
+                    pbar.refresh()
+            pbar.close()
+            return outs
+
+    module = types.ModuleType("vllm")
+    module.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: prompt_token_ids
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    handles = _Progress()
+    engine = VLLMEngine(LLM(), tokenizer)
+    with caplog.at_level(logging.INFO, logger="rac.engines.vllm"):
+        out = engine.generate([[1, 2], [3], [4]], SamplingConfig(max_new_tokens=2, n=2), progress=handles)
+    (handle,) = handles.handles
+    assert seen == [2, 4, 6] and handle.done == handle.total == 6 and handle.closed  # advanced as requests finish
+    assert len(out) == 3 and all(len(row) == 2 for row in out)
+    assert "3/3 requests done" in caplog.text and "output:" in caplog.text

@@ -225,3 +225,50 @@ def test_prompts_longer_than_the_context_are_counted_and_warned(tmp_path, tiny_m
     assert metrics["context_length"] == 48 and metrics["n_problems"] == 2
     assert metrics["prompts_over_context"] == 1 and metrics["prompts_over_context_with_answer"] == 1
     assert "1 of 2 prompts are as long as the model's context (48 tokens)" in caplog.text
+
+
+def test_hf_model_is_freed_before_a_vllm_engine_starts(tmp_path, tiny_model_dir, monkeypatch):
+    """No live HF copy of the evaluated model when vLLM starts (it sizes its KV cache from free memory);
+    later tasks that need the HF model load it again. A stand-in plays vLLM."""
+    import gc
+    import weakref
+
+    import rac.engines.base as base
+    import rac.models.load as load
+    from rac.engines.base import Generation
+
+    loaded: list[weakref.ref] = []
+    real_load = load.load_model
+
+    def tracking_load(*args, **kwargs):
+        model, tok = real_load(*args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model, tok
+
+    started: list[dict] = []
+
+    class StandIn:
+        def generate(self, prompts, sampling, progress=None):
+            return [[Generation(list(p), [1], "#### 0", "stop")] for p in prompts]
+
+        def close(self):
+            pass
+
+    def fake_get_engine(name, spec, device, dtype, options=None):
+        gc.collect()
+        started.append({"name": name, "alive": sum(r() is not None for r in loaded), **(options or {})})
+        return StandIn()
+
+    monkeypatch.setattr(load, "load_model", tracking_load)
+    monkeypatch.setattr(base, "get_engine", fake_get_engine)
+    recipe = _recipe(tiny_model_dir)
+    recipe["evaluate"]["vllm"] = {"gpu_memory_utilization": 0.95, "max_model_len": 4096, "tensor_parallel_size": 2}
+    recipe["evaluate"]["tasks"] = [{"name": "gsm8k", "type": "math", "dataset": "gsm8k_test", "engine": "vllm"},
+                                   {"name": "probe", "type": "probe", "dataset": "gsm8k_test", "limit": 2, "t_max": 3}]
+    metrics = STAGE.run(_ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "vllm"))
+    (start,) = started
+    assert start["name"] == "vllm" and start["alive"] == 0  # every HF copy was released before vLLM started
+    assert start["gpu_memory_utilization"] == 0.95 and start["max_model_len"] == 4096
+    assert start["tensor_parallel_size"] == 2 and start["enforce_eager"] is False
+    assert metrics["gsm8k"]["status"] == "ok" and metrics["probe"]["status"] == "ok"
+    assert len(loaded) == 2  # reloaded for the probe after the vLLM task
