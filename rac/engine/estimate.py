@@ -223,8 +223,8 @@ def estimate_prune(recipe: dict, facts: Any) -> StageEstimate:
     else:
         reusable = per_block[min(per_block)] if per_block else 0
     kept = {"all": sum(per_block.values()), "reusable": reusable, "none": 0}.get(keep, sum(per_block.values()))
-    notes = [f"Hessians: {len(per_block)} block(s) x {fmt_bytes(max(per_block.values(), default=0))} "
-             f"(keep_hessians: {keep})"] if per_block else []
+    notes = [f"Hessians: {len(per_block)} block(s) x {fmt_bytes(max(per_block.values(), default=0))} computed, "
+             f"{fmt_bytes(kept)} kept in the cache (keep_hessians: {keep})"] if per_block else []
     widest = max(facts.block_linears, key=lambda lin: lin.in_features * (lin.in_features + lin.out_features))
     workspace = widest.in_features ** 2 * 4 * 2 + widest.in_features * widest.out_features * 4
     batch = int(prune.get("batch_size") or 8) * _seq_len(recipe["calibration"])
