@@ -37,10 +37,13 @@ demo: setup
 	$(BIN)/rac grid $(DEMO_GRID) --output-dir runs
 	$(BIN)/rac report runs/demo
 
-test: test-vllm test-main
+# the two venvs install side by side (pip is mostly I/O), then the vLLM test and the main suite run
+test:
+	$(MAKE) -j2 --output-sync=target setup setup-vllm
+	$(MAKE) test-vllm test-main
 
 test-main: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-vllm: setup-vllm
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q tests/engines/test_vllm.py

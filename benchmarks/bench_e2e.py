@@ -161,11 +161,11 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from rac.calibration.mix import CALIB_TENSORS
-    from rac.models.load import apply_weights, load_model, resolve_model
+    from rac.models.load import apply_weights, checkpoint, load_model
 
     recipes = {order: make_recipe(args, order == "true_sequential") for order in args.orders}
     recipe = recipes[args.orders[0]]
-    model_dir = resolve_model(recipe["model"]).path
+    model_dir = checkpoint(recipe["model"]).path  # GGUF sources: the converted folder
     load = os.getloadavg()
     print(f"model={args.model} calib={args.calib} tokens={args.tokens} sparsity={args.sparsity} "
           f"threads={torch.get_num_threads()} torch={torch.__version__} load={load[0]:.1f}")

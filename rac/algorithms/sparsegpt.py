@@ -10,6 +10,7 @@ Modules sharing one input (q/k/v, gate/up) share one dampened Cholesky factor an
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 
@@ -22,21 +23,51 @@ log = logging.getLogger(__name__)
 _MAX_RETRIES = 4
 _SUB = 16  # columns per inner sub-block of the column loop
 _SOLVE_ELEMS = 1 << 24  # per-chunk size of the batched [rows, B, B] systems (64 MiB in float32)
+_SAFE_LOW, _SAFE_HIGH = 2.0**-60, 2.0**60  # |H| range factored as is (else rescaled exactly by 4^-k)
 
 
 class SparseGPTError(ValueError):
     """Bad arguments to SparseGPT or a Hessian that stays singular after all dampening retries."""
 
 
+def _half_exponent(H: torch.Tensor) -> int:
+    """k such that H * 4^-k has its largest entry in [1, 4), or 0 when H is already in a safe range.
+
+    Scaling by a power of four is exact in floating point and SparseGPT's masks and updates do not
+    depend on the scale of H, so very large (or tiny) but finite Hessians are pruned as is instead
+    of overflowing float32 in the mean, the Cholesky or the loss. Inf/NaN entries are an error."""
+    bad = int((~torch.isfinite(H)).sum())
+    if bad:
+        raise SparseGPTError(
+            f"Hessian has {bad} non-finite entries (inf/nan) of {H.numel()}: the activations reaching this layer "
+            "are not finite (NaN/inf weights upstream, or inputs that overflow); check the model's weights"
+        )
+    peak = float(H.abs().max()) if H.numel() else 0.0
+    if peak == 0.0 or _SAFE_LOW <= peak <= _SAFE_HIGH:
+        return 0
+    k = math.floor(math.log(peak, 4))
+    if abs(k) > 64:
+        raise SparseGPTError(
+            f"Hessian entries reach {peak:.3g}, beyond what float32 can factor; the calibration activations "
+            "of this layer are absurdly large or small (check the model's weights)"
+        )
+    return k
+
+
+def _scaled(H: torch.Tensor, k: int) -> torch.Tensor:
+    """H * 4^-k, computed in H's own dtype (two exact power-of-two steps, both normal in float32)."""
+    return H * 2.0 ** (-k) * 2.0 ** (-k) if k else H
+
+
 def inverse_hessian_factor(H: torch.Tensor, dampening: float) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Upper Cholesky factor U of (H + damp*mean(diag H) I)^-1, the dead-input mask and the damp used.
 
     Dead inputs (diag 0) get H_jj = 1 as in the reference. A failed Cholesky is retried with the
-    relative dampening multiplied by 10, up to a few times.
+    relative dampening multiplied by 10, up to a few times. Inf/NaN entries are an error; very large
+    finite ones are handled by an exact power-of-four rescaling (see :func:`_half_exponent`).
     """
-    H = H.to(torch.float32).clone()
-    if not bool(torch.isfinite(H.sum())):
-        raise SparseGPTError("Hessian has non-finite entries (inf/nan); check the calibration activations")
+    k = _half_exponent(H)
+    H = _scaled(H, k).to(torch.float32).clone()
     diag = H.diagonal()
     dead = diag == 0
     diag.masked_fill_(dead, 1.0)
@@ -51,10 +82,10 @@ def inverse_hessian_factor(H: torch.Tensor, dampening: float) -> tuple[torch.Ten
         L, info = torch.linalg.cholesky_ex(Hd)
         if int(info) == 0:
             U = torch.linalg.solve_triangular(L, eye, upper=False).flip(0, 1)
-            if bool(torch.isfinite(U.sum())):
+            if bool(torch.isfinite(U).all()):
                 if damp != dampening:
                     log.info("SparseGPT: Cholesky needed dampening %.3g (asked %.3g)", damp, dampening)
-                return U, dead, damp
+                return (U * 2.0 ** (-k) if k else U), dead, damp  # the factor of the unscaled H
         damp = damp * 10 if damp > 0 else 1e-4
     raise SparseGPTError(
         f"Hessian is not positive definite even with dampening {damp / 10:.3g} x mean(diag); "
@@ -175,9 +206,13 @@ def _check_args(weights: Sequence[torch.Tensor], H: torch.Tensor, block_size: in
     if not weights:
         raise SparseGPTError("sparsegpt: no weights given")
     cols = weights[0].shape[-1]
-    for w in weights:
+    for i, w in enumerate(weights):
         if w.dim() != 2 or w.shape[1] != cols:
             raise SparseGPTError(f"sparsegpt: weights must be 2-D [out, {cols}], got {tuple(w.shape)}")
+        bad = int((~torch.isfinite(w)).sum())
+        if bad:
+            raise SparseGPTError(f"sparsegpt: weight {i} {list(w.shape)} has {bad} non-finite entries (nan/inf); "
+                                 "the OBS updates would spread them over the whole row")
     if tuple(H.shape) != (cols, cols):
         raise SparseGPTError(f"sparsegpt: Hessian must be [{cols}, {cols}], got {tuple(H.shape)}")
     if block_size < 1:
@@ -217,7 +252,8 @@ def sparsegpt_prune_group(
         raise SparseGPTError(f"sparsegpt: solver must be auto, loop or batched, got {solver!r}")
     device = weights[0].device
     t0 = time.perf_counter()
-    u, dead, damp = inverse_hessian_factor(H.to(device), dampening)
+    exp4 = _half_exponent(H)  # prune with H * 4^-exp4 (same masks and weights); losses scale back
+    u, dead, damp = inverse_hessian_factor(_scaled(H, exp4).to(device), dampening)
 
     classes: dict[tuple[int, int] | None, list[int]] = {}
     for idx, p in enumerate(pats):
@@ -242,7 +278,7 @@ def sparsegpt_prune_group(
         for i, (a, b, _) in zip(members, spans):
             out_w[i] = w_t[:, a:b].t().contiguous().to(weights[i].dtype)
             out_m[i] = mask_t[:, a:b].t().contiguous()
-            losses[i] = float(loss[a:b].sum())
+            losses[i] = float(loss[a:b].sum()) * 4.0**exp4
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0

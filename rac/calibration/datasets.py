@@ -9,6 +9,7 @@ import difflib
 import gzip
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,33 +74,122 @@ def get_dataset_info(name: str) -> DatasetInfo:
     )
 
 
-def read_file(path: Path) -> list[dict]:
-    """Records of a local ``.jsonl``/``.json`` (list)/``.parquet`` file, optionally gzip-compressed."""
+class Records(list):
+    """The records of one data source, plus where each came from (``file:line`` for error messages)."""
+
+    def __init__(self, rows: list[dict], where: str, lines: list[int] | None = None) -> None:
+        super().__init__(rows)
+        self.where = where
+        self.lines = lines
+
+    def location(self, index: int) -> str:
+        """``file:line`` of record ``index`` (``file (record i)`` when lines are unknown: json, parquet, hub)."""
+        if self.lines is not None and 0 <= index < len(self.lines):
+            return f"{self.where}:{self.lines[index]}"
+        return f"{self.where} (record {index})"
+
+
+def _open_binary(path: Path) -> Any:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _decode(raw: bytes, path: Path, line: int) -> str:
+    try:
+        return raw.decode("utf-8-sig" if line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        column = len(raw[: exc.start].decode("utf-8", errors="replace")) + 1
+        raise DatasetError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}); "
+            "re-encode the file as UTF-8"
+        ) from None
+
+
+def _corrupt(path: Path, lines_read: int, exc: BaseException) -> DatasetError:
+    """A file whose bytes end early or do not decompress (``.gz`` cut short, not gzip at all...)."""
+    kind = "gzip " if path.name.lower().endswith(".gz") else ""
+    where = f"{path}:{lines_read + 1}: unreadable after line {lines_read}" if lines_read else f"{path}: unreadable"
+    return DatasetError(f"{where}: truncated or corrupt {kind}data ({type(exc).__name__}: {exc})")
+
+
+def _read_jsonl(path: Path) -> Records:
+    """One JSON object per line; blank lines are skipped; errors name the 1-based line."""
+    rows: list[dict] = []
+    lines: list[int] = []
+    line = 0
+    try:
+        with _open_binary(path) as handle:
+            for line, raw in enumerate(handle, 1):
+                text = _decode(raw, path, line)
+                if not text.strip():
+                    continue
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(f"{path}:{line}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(row, dict):
+                    raise DatasetError(f"{path}:{line}: expected one JSON object per line, got {type(row).__name__}")
+                rows.append(row)
+                lines.append(line)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise _corrupt(path, line, exc) from None
+    return Records(rows, str(path), lines)
+
+
+def _read_json(path: Path) -> Records:
+    """A JSON list of objects; errors name the line (syntax, encoding) or the item."""
+    try:
+        with _open_binary(path) as handle:
+            raw = handle.read()
+    except (EOFError, OSError, zlib.error) as exc:
+        raise _corrupt(path, 0, exc) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); re-encode the file as UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: a .json data file must hold a list of objects, got {type(data).__name__}")
+    for index, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}: item {index} of the list is {type(row).__name__}, not an object")
+    return Records(data, str(path))
+
+
+def _read_parquet(path: Path) -> Records:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise DatasetError(f"{path}: reading parquet needs pyarrow (pip install 'rac[data]')") from exc
+    try:
+        return Records(pq.read_table(path).to_pylist(), str(path))
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
+
+
+def read_file(path: Path) -> Records:
+    """Records of a local ``.jsonl``/``.json`` (list)/``.parquet`` file, optionally gzip-compressed.
+
+    Every problem (bad JSON, a row that is not an object, non-UTF-8 bytes, a truncated ``.gz``, a
+    corrupt parquet) is a :class:`DatasetError` naming the file and, where it has lines, the line."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetError(f"data file not found: {path}")
     name = path.name.lower().removesuffix(".gz")
-    try:
-        if name.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            text = handle.read()
-        if name.endswith(".json"):
-            data = json.loads(text)
-            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-                raise DatasetError(f"{path}: a .json data file must hold a list of objects")
-            return data
-        if name.endswith(".jsonl"):
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise DatasetError(f"cannot read data file {path}: {exc}") from exc
+    if name.endswith(".parquet"):
+        return _read_parquet(path)
+    if name.endswith(".jsonl"):
+        return _read_jsonl(path)
+    if name.endswith(".json"):
+        return _read_json(path)
     raise DatasetError(f"{path}: unsupported data file type (use .jsonl, .json, .parquet, optionally .gz)")
 
 
-def _load_hub(spec: str, split: str, revision: str | None = None) -> list[dict]:
+def _load_hub(spec: str, split: str, revision: str | None = None) -> Records:
     """``hf:<name>[:config]`` through ``datasets.load_dataset`` (needs the hub or a local HF cache)."""
     parts = spec[len("hf:"):].split(":")
     if not parts[0] or len(parts) > 2:
@@ -115,10 +205,10 @@ def _load_hub(spec: str, split: str, revision: str | None = None) -> list[dict]:
             f"cannot load hub dataset {spec!r} (split {split!r}): {exc}. Without network access, "
             "download it once or point `path` at a local jsonl/json/parquet file."
         ) from exc
-    return [dict(row) for row in data]
+    return Records([dict(row) for row in data], spec)
 
 
-def load_records(source: dict) -> list[dict]:
+def load_records(source: dict) -> Records:
     """All records of a recipe source (``dataset`` short name, local ``path`` or ``hf:`` spec).
 
     When the source names a ``field`` (and ``answer_field``), every record is checked to have it;
@@ -129,9 +219,8 @@ def load_records(source: dict) -> list[dict]:
         raise DatasetError(f"calibration source sets both dataset={dataset!r} and path={path!r}; use one")
     if dataset:
         info = get_dataset_info(dataset)
-        where, records = str(info.path), read_file(info.path)
+        records = read_file(info.path)
     elif path:
-        where = str(path)
         if str(path).startswith("hf:"):
             records = _load_hub(str(path), source.get("split") or "train", source.get("revision"))
         else:
@@ -139,13 +228,14 @@ def load_records(source: dict) -> list[dict]:
     else:
         raise DatasetError("a data source needs `dataset` (builtin short name) or `path`")
     if not records:
-        raise DatasetError(f"{where}: no records")
+        raise DatasetError(f"{records.where}: no records")
     field, answer = source_fields(source)
     for key, name in (("field", field), ("answer_field", answer)):
         if name and any(name not in record for record in records):
-            bad = next(record for record in records if name not in record)
+            index = next(i for i, record in enumerate(records) if name not in record)
             raise DatasetError(
-                f"{where}: field {name!r} ({key}) missing; available fields: {', '.join(sorted(bad))}"
+                f"{records.location(index)}: field {name!r} ({key}) missing; available fields: "
+                f"{', '.join(sorted(records[index]))}"
             )
     return records
 

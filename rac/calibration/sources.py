@@ -82,9 +82,8 @@ def source_items(source: dict, source_index: int, seed: int) -> list[SourceItem]
         else:
             text = records[index][field]
         if not isinstance(text, str):
-            raise DatasetError(
-                f"{source_label(source)}: field {field!r} of record {index} is {type(text).__name__}, not text"
-            )
+            where = records.location(index) if hasattr(records, "location") else f"{source_label(source)} (record {index})"
+            raise DatasetError(f"{where}: field {field!r} is {type(text).__name__}, not text")
         if text.strip():
             answer = extract_reference_answer(records[index], info, answer_field) if answer_field else None
             items.append(SourceItem(source_index, index, text, answer))

@@ -223,8 +223,8 @@ def estimate_prune(recipe: dict, facts: Any) -> StageEstimate:
     else:
         reusable = per_block[min(per_block)] if per_block else 0
     kept = {"all": sum(per_block.values()), "reusable": reusable, "none": 0}.get(keep, sum(per_block.values()))
-    notes = [f"Hessians: {len(per_block)} block(s) x {fmt_bytes(max(per_block.values(), default=0))} "
-             f"(keep_hessians: {keep})"] if per_block else []
+    notes = [f"Hessians: {len(per_block)} block(s) x {fmt_bytes(max(per_block.values(), default=0))} computed, "
+             f"{fmt_bytes(kept)} kept in the cache (keep_hessians: {keep})"] if per_block else []
     widest = max(facts.block_linears, key=lambda lin: lin.in_features * (lin.in_features + lin.out_features))
     workspace = widest.in_features ** 2 * 4 * 2 + widest.in_features * widest.out_features * 4
     batch = int(prune.get("batch_size") or 8) * _seq_len(recipe["calibration"])
@@ -283,10 +283,10 @@ def estimate_evaluate(recipe: dict, facts: Any, sizes: Mapping[str, int]) -> Sta
     seq = budget + int((recipe.get("calibration") or {}).get("max_prompt_tokens") or 512)
     copies = 2 if recipe.get("quantize") else 1
     batch = int(evaluate.get("batch_size") or 16)
-    if evaluate.get("engine") == "vllm":
-        memory, note = vllm_memory(facts, b, batch, seq, evaluate.get("vllm") or {})
-        return StageEstimate("evaluate", memory + facts.params * b * (copies - 1), 0, tokens,
-                             notes=(*notes, note))
+    if evaluate.get("engine") == "vllm":  # the HF copy is freed before vLLM starts; FP8 is written from CPU
+        vllm = evaluate.get("vllm") or {}
+        memory, note = vllm_memory(facts, b, batch, min(seq, int(vllm.get("max_model_len") or seq)), vllm)
+        return StageEstimate("evaluate", memory, 0, tokens, notes=(*notes, note))
     kv = batch * seq * facts.kv_bytes_per_token(b)
     return StageEstimate("evaluate", facts.params * b * copies + kv, 0, tokens, notes=tuple(notes))
 

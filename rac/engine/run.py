@@ -159,7 +159,8 @@ def write_run_inputs(run_dir: Path, loaded: Any, recipe: dict) -> None:
         file = Path(file)
         if file.is_file():
             shutil.copyfile(file, given / f"{index:02d}-{file.name}")
-    atomic_write_text(run_dir / "recipe.resolved.yaml", yaml.safe_dump(recipe, sort_keys=False))
+    redacted = loaded.redacted(recipe) if hasattr(loaded, "redacted") else recipe  # no ${oc.env:...} values
+    atomic_write_text(run_dir / "recipe.resolved.yaml", yaml.safe_dump(redacted, sort_keys=False))
     atomic_write_json(run_dir / "overrides.json", list(getattr(loaded, "overrides", []) or []))
 
 

@@ -11,7 +11,15 @@ Model identity (``ModelRef.identity``) is a sha256 over cheap but content-sensit
 * local folder: resolved path, the bytes of ``config.json``, ``generation_config.json``, the
   safetensors index and tokenizer/chat-template files, and (name, size, mtime_ns) of every weight
   file. Editing weights in place changes their mtime, so a stale cache entry is never reused;
-* GGUF path: resolved path, size and mtime_ns.
+* GGUF path (a ``.gguf`` file, or a folder + ``model.gguf_file``): resolved path, size and mtime_ns.
+
+Resolving is cheap (no conversion, no weights read), so ``rac plan`` can compute identities. Every
+GGUF source (builtin alias, ``.gguf`` path, folder + ``gguf_file``, hub id + ``gguf_file``) is
+dequantized once, when something loads it (:func:`checkpoint`), into a plain float32 safetensors
+folder under ``$RAC_CACHE/models/``, so whatever loads also exports. Loading fails with a
+:class:`ModelLoadError` naming the tensors when the checkpoint misses, adds or reshapes weights
+(transformers would only log it and initialise them at random); tied weights are fine. A model
+whose weights hold NaN or inf is refused when loaded (before any rollout or pruning).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -134,8 +143,23 @@ def _builtin_gguf(alias: str) -> tuple[Path, str]:
     )
 
 
+def _gguf_block_count(file: Path) -> int:
+    """Number of decoder blocks from a GGUF header (no tensors read)."""
+    from gguf import GGUFReader
+
+    try:
+        fields = GGUFReader(str(file)).fields
+        arch = fields["general.architecture"].contents()
+        return int(fields[f"{arch}.block_count"].contents())
+    except (KeyError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"{file}: not a readable GGUF model header ({type(exc).__name__}: {exc})") from exc
+
+
 def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantize a GGUF into a plain float32 safetensors HF folder at ``target`` (atomic rename)."""
+    """Dequantize a GGUF into a plain float32 safetensors HF folder at ``target`` (atomic rename).
+
+    The GGUF must supply every weight of its architecture: a missing or mis-shaped tensor is an
+    error naming it, never a randomly initialised weight in the cached checkpoint."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,8 +167,14 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        try:
+            loaded, info = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True,
+                ignore_mismatched_sizes=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"cannot convert GGUF {gguf}: {type(exc).__name__}: {exc}") from exc
+        check_loading_info(info, str(gguf))
         config = loaded.config
         if hasattr(config, "quantization_config"):
             delattr(config, "quantization_config")  # a GGUF-loaded model refuses save_pretrained
@@ -167,10 +197,40 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 def _resolve_builtin(alias: str) -> ModelRef:
     gguf, version = _builtin_gguf(alias)
     identity = _digest("builtin", alias, BUILTIN_ALIASES[alias][0], version, gguf.name, gguf.stat().st_size)
-    target = _cache_root() / "models" / f"{alias}-{identity[:12]}"
+    return ModelRef(str(gguf.parent), gguf.name, identity, None)
+
+
+def _local_gguf(ref: ModelRef) -> Path:
+    """The GGUF file of a GGUF ref (a hub one is downloaded at its pinned commit)."""
+    assert ref.gguf_file
+    if ref.revision is None:
+        return Path(ref.path) / ref.gguf_file
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(ref.path, ref.gguf_file, revision=ref.revision))
+    except Exception as exc:  # offline, missing file
+        raise ModelLoadError(f"cannot download {ref.gguf_file!r} of {ref.path}@{ref.revision}: {exc}") from exc
+
+
+def checkpoint(spec: dict) -> ModelRef:
+    """The plain safetensors checkpoint behind a ``model`` section (same identity as :func:`resolve_model`).
+
+    GGUF sources are converted once into ``$RAC_CACHE/models/<name>-<identity>`` (under a file lock,
+    so concurrent runs convert once); other sources are returned as resolved."""
+    ref = resolve_model(spec)
+    if not ref.gguf_file:
+        return ref
+    from filelock import FileLock
+
+    name = spec["id"] if spec.get("id") in BUILTIN_ALIASES else re.sub(r"[^\w.-]", "_", Path(ref.gguf_file).stem)
+    target = _cache_root() / "models" / f"{name}-{ref.identity[:12]}"
     if not (target / "config.json").is_file():
-        _convert_gguf(gguf, target)
-    return ModelRef(str(target), None, identity, None)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target.parent / f".{target.name}.lock")):
+            if not (target / "config.json").is_file():
+                _convert_gguf(_local_gguf(ref), target)
+    return ModelRef(str(target), None, ref.identity, None)
 
 
 # -- hub ----------------------------------------------------------------------------------------
@@ -224,36 +284,86 @@ def _torch_dtype(name: str | None) -> Any:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def load_model(spec: dict, device: str, dtype: str | None = None) -> tuple[Any, Any]:
-    """(model in eval mode on ``device``, tokenizer with a pad token) for a recipe ``model`` section."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _names(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
-    ref = resolve_model(spec)
-    torch_dtype = _torch_dtype(dtype or spec.get("dtype"))
-    trust = bool(spec.get("trust_remote_code", False))
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust}
-    hub = {"revision": ref.revision} if ref.revision else {}
-    kwargs.update(hub)
-    if ref.gguf_file:
-        kwargs["gguf_file"] = ref.gguf_file
-    else:
-        kwargs["use_safetensors"] = True
-    try:
-        model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(
-            ref.path, trust_remote_code=trust, **hub, **({"gguf_file": ref.gguf_file} if ref.gguf_file else {})
+
+def check_loading_info(info: dict, where: str) -> None:
+    """Raise when ``from_pretrained(..., output_loading_info=True)`` left weights missing, unused or
+    mis-shaped (transformers only logs them and initialises the model's side at random).
+
+    Tied weights (an ``lm_head`` tied to the embedding) are not reported missing by transformers."""
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s): {_names(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensor(s) the model does not have: {_names(unexpected)}")
+    if mismatched:
+        shapes = [f"{name} (checkpoint {list(ckpt)}, model {list(model)})" for name, ckpt, model in mismatched]
+        problems.append(f"{len(mismatched)} tensor(s) of the wrong shape: {_names(shapes)}")
+    problems += [str(msg) for msg in info.get("error_msgs") or []]
+    if problems:
+        raise ModelLoadError(
+            f"{where}: the weights do not match the model's config; " + "; ".join(problems)
+            + ". The checkpoint is incomplete or belongs to another model."
         )
+
+
+def load_model(spec: dict, device: str, dtype: str | None = None) -> tuple[Any, Any]:
+    """(model in eval mode on ``device``, tokenizer with a pad token) for a recipe ``model`` section.
+
+    GGUF sources load from their converted checkpoint; every weight must be in the checkpoint."""
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = _torch_dtype(dtype or spec.get("dtype"))
+    ref = checkpoint(spec)
+    trust = bool(spec.get("trust_remote_code", False))
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust, "use_safetensors": True,
+                              "output_loading_info": True, "ignore_mismatched_sizes": True}
+    if ref.revision:
+        kwargs["revision"] = ref.revision
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
+        tokenizer = load_tokenizer(ref, trust)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load model.id={spec.get('id')!r} from {ref.path}: {exc}") from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    check_loading_info(info, f"model.id={spec.get('id')!r} ({ref.path})")
     model.to(resolve_device(device))
+    bad = nonfinite_parameters(model)
+    if bad:
+        raise ModelLoadError(f"model.id={spec.get('id')!r} ({ref.path}): non-finite weights (nan/inf) in {_names(bad)}; "
+                             "rollouts, Hessians and pruning would all spread them")
     model.eval()
     return model, tokenizer
 
 
+def nonfinite_parameters(model: Any) -> list[str]:
+    """Names of the parameters holding NaN or inf (checked one tensor at a time)."""
+    import torch
+
+    with torch.no_grad():
+        return [name for name, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+
+
+def load_tokenizer(ref: ModelRef, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a plain checkpoint (see :func:`checkpoint`), pinned to its commit, with a pad token."""
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"revision": ref.revision} if ref.revision else {}
+    if ref.gguf_file:
+        kwargs["gguf_file"] = ref.gguf_file
+    tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust_remote_code, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_config(spec: dict) -> Any:
-    """The model's ``PretrainedConfig`` (no weights read)."""
+    """The model's ``PretrainedConfig`` (no weights read; a GGUF is not converted)."""
     from transformers import AutoConfig
 
     ref = resolve_model(spec)
@@ -266,13 +376,9 @@ def load_config(spec: dict) -> Any:
 
 def num_blocks(spec: dict) -> int | None:
     """Number of decoder blocks from the config only (for ``rac plan``); None when unknown."""
-    if spec.get("id") in BUILTIN_ALIASES:  # read the GGUF header: no conversion needed for a plan
-        from gguf import GGUFReader
-
-        gguf, _ = _builtin_gguf(spec["id"])
-        fields = GGUFReader(str(gguf)).fields
-        arch = fields["general.architecture"].contents()
-        return int(fields[f"{arch}.block_count"].contents())
+    ref = resolve_model(spec)
+    if ref.gguf_file and ref.revision is None:  # read the GGUF header: no conversion needed for a plan
+        return _gguf_block_count(Path(ref.path) / ref.gguf_file)
     config = load_config(spec)
     config = getattr(config, "text_config", None) or config
     for key in ("num_hidden_layers", "n_layer", "num_layers"):

@@ -2,7 +2,10 @@
 
 Resolution order: the deepest ``base`` first, each including file merged on top (mappings merge
 key by key, everything else - lists included - is replaced), then overlays (grid cells), then
-overrides, then OmegaConf interpolation. Relative input paths (data ``path`` sources and local
+overrides, then OmegaConf interpolation. Interpolation may use only the pure resolvers in
+``ALLOWED_RESOLVERS`` (no other resolver, whoever registered it, runs); ``${oc.env:VAR}`` also works
+when the recipe opts in with ``run.allow_env: true``, and what it read is kept out of run
+directories (``LoadedRecipe.redacted``). Relative input paths (data ``path`` sources and local
 ``model.id``) are made absolute in ``data``, relative to the file that set them (``<cli>``: the
 working directory); output paths stay relative to the working directory.
 """
@@ -11,7 +14,10 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -25,6 +31,10 @@ from rac.recipe.source import PathToken, SourceMap, drop_subtree, join_path, loc
 
 PathLike = Union[str, "os.PathLike[str]"]
 _PLAIN = (str, int, float, bool, type(None))
+ALLOWED_RESOLVERS = ("oc.select", "oc.decode", "oc.create", "oc.dict.keys", "oc.dict.values")  # pure: no I/O
+ENV_RESOLVER = "oc.env"
+_ENV_NAME = re.compile(r"\$\{\s*oc\.env\s*:\s*['\"]?([^,'\"}\s]+)")
+_RESOLVER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -43,10 +53,51 @@ class LoadedRecipe:
     source_map: SourceMap
     files: list[Path] = field(default_factory=list)
     overrides: tuple[str, ...] = ()
+    env: EnvReads = field(default_factory=lambda: EnvReads({}, {}))
 
     def locate(self, dotted: str) -> Location:
         """Where ``dotted`` (or its nearest ancestor that was set) comes from."""
         return locate(self.source_map, dotted, Location(str(self.path), 1, 1))
+
+    def redacted(self, data: dict | None = None) -> dict:
+        """``data`` (default ``self.data``) with every value read through ``${oc.env:...}`` put back as
+        that text: what may be written into run directories."""
+        return self.env.redact(self.data if data is None else data)
+
+
+@dataclass(frozen=True)
+class EnvReads:
+    """What ``${oc.env:...}`` interpolations read: the unresolved text of each value that used one
+    (by path), and the variables' values (to catch copies made through other interpolations)."""
+
+    texts: dict[tuple, str]
+    values: dict[str, str]
+
+    def redact(self, data: dict) -> dict:
+        if not self.texts and not self.values:
+            return data
+        out = copy.deepcopy(data)
+        for tokens, text in self.texts.items():
+            node: Any = out
+            try:
+                for tok in tokens[:-1]:
+                    node = node[tok]
+                if isinstance(node, (dict, list)):
+                    node[tokens[-1]] = text
+            except (KeyError, IndexError, TypeError):
+                continue
+        return self._scrub(out)
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._scrub(v) for v in value]
+        if isinstance(value, str):
+            for name, secret in self.values.items():
+                if secret and (secret in value if len(secret) >= 4 else value == secret):
+                    value = value.replace(secret, "${oc.env:" + name + "}")
+        return value
 
 
 def looks_local(value: Any) -> bool:
@@ -112,10 +163,51 @@ def _load_chain(display: str, stack: list[tuple[str, str]], including: Location 
     return merged, merged_map, files + [display]
 
 
-def _resolve(data: dict, smap: SourceMap, default: Location) -> dict:
-    """Resolve ``${...}`` interpolations with OmegaConf; failures are reported where they were set."""
+@contextmanager
+def _allowed_resolvers(allow_env: bool) -> Iterator[None]:
+    """Only OmegaConf's own pure resolvers (plus ``oc.env`` when allowed) exist while resolving."""
+    from omegaconf.basecontainer import BaseContainer
+    from omegaconf.omegaconf import register_default_resolvers
+
+    names = ALLOWED_RESOLVERS + ((ENV_RESOLVER,) if allow_env else ())
+    with _RESOLVER_LOCK:
+        saved = BaseContainer._resolvers
+        try:
+            BaseContainer._resolvers = {}
+            register_default_resolvers()  # pristine implementations, whatever was registered before
+            BaseContainer._resolvers = {n: f for n, f in BaseContainer._resolvers.items() if n in names}
+            yield
+        finally:
+            BaseContainer._resolvers = saved
+
+
+def _resolver_message(exc: Exception) -> str:
+    from omegaconf.errors import UnsupportedInterpolationType
+
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if not isinstance(exc, UnsupportedInterpolationType):
+        return reason
+    name = reason.rsplit(" ", 1)[-1].strip("'\"")
+    if name == ENV_RESOLVER:
+        return ("${oc.env:...} reads the environment; allow it with `run.allow_env: true` in the recipe "
+                "(values read are never written to run directories)")
+    return f"resolver {name!r} is not allowed in recipes (allowed: {', '.join(ALLOWED_RESOLVERS)}, and {ENV_RESOLVER} " \
+           "with run.allow_env: true)"
+
+
+def _allow_env(data: dict) -> bool:
+    run = data.get("run")
+    return isinstance(run, dict) and run.get("allow_env") is True
+
+
+def _resolve(data: dict, smap: SourceMap, default: Location) -> tuple[dict, EnvReads]:
+    """Resolve ``${...}`` interpolations with OmegaConf (allow-listed resolvers only); failures are
+    reported where they were set. Also returns what ``${oc.env:...}`` read (see :class:`EnvReads`)."""
     cfg = OmegaConf.create(data)
     issues: list[RecipeIssue] = []
+    env_texts: dict[tuple, str] = {}
+    env_names: set[str] = set()
+    allow_env = _allow_env(data)
 
     def visit(value: Any, tokens: list[PathToken]) -> None:
         if isinstance(value, dict):
@@ -125,25 +217,29 @@ def _resolve(data: dict, smap: SourceMap, default: Location) -> dict:
             for i, sub in enumerate(value):
                 visit(sub, tokens + [i])
         elif isinstance(value, str) and "${" in value:
+            if ENV_RESOLVER in value:
+                env_texts[tuple(tokens)] = value
+                env_names.update(_ENV_NAME.findall(value))
             node: Any = cfg
             try:
                 for tok in tokens:
                     node = node[tok]
             except Exception as exc:  # noqa: BLE001 - any resolver failure is a recipe error here
                 path = join_path(tokens)
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 issues.append(RecipeIssue(locate(smap, path, default), json_path(path),
-                                          f"cannot resolve {value!r}: {reason}"))
+                                          f"cannot resolve {value!r}: {_resolver_message(exc)}"))
 
-    visit(data, [])
-    if issues:
-        raise RecipeError(issues)
-    try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-    except Exception as exc:  # noqa: BLE001
-        raise RecipeError([RecipeIssue(default, "$", f"cannot resolve the recipe: {exc}")]) from None
+    with _allowed_resolvers(allow_env):
+        visit(data, [])
+        if issues:
+            raise RecipeError(issues)
+        try:
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+        except Exception as exc:  # noqa: BLE001
+            raise RecipeError([RecipeIssue(default, "$", f"cannot resolve the recipe: {_resolver_message(exc)}")]) from None
     assert isinstance(resolved, dict)
-    return resolved
+    values = {name: os.environ[name] for name in sorted(env_names) if os.environ.get(name)}
+    return resolved, EnvReads(env_texts, values)
 
 
 def _absolutize(data: dict, smap: SourceMap, default: Location) -> None:
@@ -198,8 +294,8 @@ def load_recipe(path: PathLike, overrides: Sequence[str | Override] = (),
     _check_plain(data, [], smap, default, issues)
     if issues:
         raise RecipeError(issues)
-    raw = _resolve(data, smap, default)
+    raw, env = _resolve(data, smap, default)
     full = fill_defaults(raw)
     _absolutize(full, smap, default)
     return LoadedRecipe(path=Path(display), data=full, raw=raw, source_map=smap,
-                        files=[Path(f) for f in files], overrides=tuple(o.text for o in items))
+                        files=[Path(f) for f in files], overrides=tuple(o.text for o in items), env=env)

@@ -143,6 +143,7 @@ class EvaluateSettings(Section):
     limit: int | None
     batch_size: int
     sandbox: str
+    vllm: VllmSettings
     tasks: tuple[Mapping[str, Any], ...]  # per-type keys differ; each is schema-filled and read-only
 
 
@@ -161,6 +162,7 @@ class RunSettings(Section):
     name: str | None
     seed: int
     device: str
+    allow_env: bool
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
+from rac.eval.context import context_report
 
 if TYPE_CHECKING:
     from rac.eval.math import AnswerSpec
@@ -70,7 +71,27 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
         raise EvaluateError(f"evaluate.tasks[{task['name']}]: a math task needs `field` and `answer_field`")
     start = int(task.get("offset") or 0)
     limit = task.get("limit")
-    return records[start:start + limit if limit else None], field or "", answer_field
+    problems = records[start:start + limit if limit else None]
+    if not problems:
+        raise EvaluateError(f"evaluate.tasks[{task['name']}]: offset {start} is past the end of {records.where} "
+                            f"({len(records)} records): no problems to evaluate")
+    first: dict[str, int] = {}
+    for index, record in enumerate(problems):
+        pid = _problem_id(record, index)
+        if pid in first:
+            raise EvaluateError(
+                f"evaluate.tasks[{task['name']}]: problem id {pid!r} appears twice "
+                f"({records.location(start + first[pid])} and {records.location(start + index)}); pass@k groups "
+                "samples by id, so every problem needs its own task_id / unique_id / id")
+        first[pid] = index
+    return problems, field or "", answer_field
+
+
+def check_problems(tasks: list[dict]) -> None:
+    """Load every task's problems once before the model: empty slices and duplicate ids fail early."""
+    for task in tasks:
+        if task["type"] in ("math", "code", "probe"):
+            load_problems(task)
 
 
 def _problem_id(record: dict, index: int) -> str:
@@ -83,12 +104,44 @@ def _problem_text(record: dict, field: str) -> str:
     return str(record[field])
 
 
-def _engine(ctx: StageContext, model: Any, tokenizer: Any, task: dict, workdir: Path):
+class _EvaluatedModel:
+    """The recipe's model with every upstream artifact applied, loaded when a task needs it and freed
+    (CUDA cache emptied) before a vLLM engine starts, so vLLM finds the GPU memory it was promised."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self._model: Any = None
+        self.tokenizer: Any = None
+        self.loads = 0
+
+    def get(self) -> Any:
+        if self._model is None:
+            from rac.models.load import apply_weights, load_model
+
+            self._model, self.tokenizer = load_model(self.ctx.settings.model.as_dict(), self.ctx.device)
+            apply_weights(self._model, *[self.ctx.inputs[s] for s in ("prune", "quantize") if s in self.ctx.inputs])
+            self.loads += 1
+        return self._model
+
+    def release(self) -> None:
+        if self._model is None:
+            return
+        self._model = None
+        import gc
+
+        gc.collect()
+        if str(self.ctx.device).startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _engine(ctx: StageContext, held: _EvaluatedModel, task: dict, workdir: Path):
     from rac.engines.base import get_engine
     from rac.engines.hf import HFEngine
 
     if task["engine"] == "hf":
-        return HFEngine(model, tokenizer, batch_size=int(task["batch_size"]))
+        return HFEngine(held.get(), held.tokenizer, batch_size=int(task["batch_size"]))
     spec = ctx.settings.model.as_dict()
     if ctx.inputs:  # vLLM loads from disk: write the compressed model once
         from rac.stages.export import write_compressed_tensors
@@ -97,19 +150,24 @@ def _engine(ctx: StageContext, model: Any, tokenizer: Any, task: dict, workdir: 
         if not folder.exists():
             folder.mkdir(parents=True)
             if "quantize" in ctx.inputs:
-                model.config.save_pretrained(str(folder))
-                write_compressed_tensors(_dense_copy_with(ctx, "prune"), ctx.inputs["quantize"], folder)
+                held.get().config.save_pretrained(str(folder))
+                held.release()  # the FP8 weights are written from a CPU copy, not next to the GPU one
+                write_compressed_tensors(_dense_copy_with(ctx, "prune", device="cpu"), ctx.inputs["quantize"], folder)
             else:
-                model.save_pretrained(str(folder), safe_serialization=True)
-            tokenizer.save_pretrained(str(folder))
+                held.get().save_pretrained(str(folder), safe_serialization=True)
+            held.tokenizer.save_pretrained(str(folder))
         spec.update({"id": str(folder), "gguf_file": None, "revision": None})
-    return get_engine(task["engine"], spec, ctx.device, spec.get("dtype"), {"batch_size": int(task["batch_size"])})
+    held.release()  # the HF copy leaves the GPU before vLLM sizes its KV cache
+    assert ctx.settings.evaluate is not None
+    options = {"batch_size": int(task["batch_size"]), "seed": ctx.settings.run.seed,
+               **ctx.settings.evaluate.vllm.as_dict()}
+    return get_engine(task["engine"], spec, ctx.device, spec.get("dtype"), options)
 
 
-def _dense_copy_with(ctx: StageContext, *stages: str, dtype: str | None = None):
+def _dense_copy_with(ctx: StageContext, *stages: str, dtype: str | None = None, device: str | None = None):
     from rac.models.load import apply_weights, load_model
 
-    model, _ = load_model(ctx.settings.model.as_dict(), ctx.device, dtype)
+    model, _ = load_model(ctx.settings.model.as_dict(), device or ctx.device, dtype)
     apply_weights(model, *[ctx.inputs[s] for s in stages if s in ctx.inputs])
     return model
 
@@ -120,11 +178,12 @@ def _generate(ctx: StageContext, engine: Any, tokenizer: Any, texts: list[str], 
 
     render_cfg = ctx.settings.calibration.render.as_dict()
     prompts = [render_prompt(tokenizer, text, render_cfg) for text in texts]
+    context = context_report(ctx.log, task["name"], engine, prompts, int(task["max_new_tokens"]))
     sampling = SamplingConfig(max_new_tokens=int(task["max_new_tokens"]), temperature=float(task["temperature"]),
                               top_p=float(task["top_p"]), seed=ctx.settings.run.seed, n=int(task["samples"]))
     start = time.perf_counter()
     outputs = engine.generate(prompts, sampling, progress=ctx.progress)
-    return outputs, time.perf_counter() - start
+    return outputs, time.perf_counter() - start, context
 
 
 def answer_spec(ctx: StageContext, task: dict, tokenizer: Any, first_problem: str | None) -> AnswerSpec:
@@ -154,7 +213,7 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
     problems, field, answer_field = load_problems(task)
     texts = [_problem_text(r, field) for r in problems]
     spec = answer_spec(ctx, task, tokenizer, texts[0] if texts else None) if task["type"] == "math" else None
-    outputs, wall = _generate(ctx, engine, tokenizer, texts, task)
+    outputs, wall, context = _generate(ctx, engine, tokenizer, texts, task)
     records: list[dict] = []
     extra: dict = {}
     if task["type"] == "code":
@@ -179,7 +238,8 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
             records.append(row)
     if spec is not None:
         extra.update(answer=spec.as_dict(), **grading_counts(records))
-    metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, int(task["max_new_tokens"])), **extra}
+    metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, int(task["max_new_tokens"])), **extra,
+               **context}
     return metrics, records
 
 
@@ -201,6 +261,7 @@ def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) ->
     render_cfg = ctx.settings.calibration.render.as_dict()
     prompts = [render_prompt(tokenizer, _problem_text(r, field), render_cfg) for r in problems]
     t_max = int(task["t_max"])
+    context = context_report(ctx.log, task["name"], model, prompts, t_max)
     key = _probe_key(ctx, prompts, t_max)
     hit = ctx.cache.get_blob("probe_dense", key)
     if hit is not None:
@@ -211,7 +272,8 @@ def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) ->
         ctx.cache.put_blob("probe_dense", key, reference, {"t_max": t_max, "n_problems": len(prompts)})
         del dense
     arrays = compare(model, reference)
-    return {"type": "probe", "status": "ok", "dense_cache_hit": cached, **summarize_probe(arrays, t_max)}, arrays
+    return {"type": "probe", "status": "ok", "dense_cache_hit": cached, **summarize_probe(arrays, t_max),
+            **context}, arrays
 
 
 def _throughput_variant(ctx: StageContext, dtype: str | None) -> tuple[Any, dict]:
@@ -304,7 +366,6 @@ def run(ctx: StageContext) -> dict:
     from safetensors.torch import save_file
 
     from rac.eval.lm_eval import run_lm_eval
-    from rac.models.load import apply_weights, load_model
 
     evaluate = ctx.settings.evaluate
     if evaluate is None:
@@ -313,12 +374,13 @@ def run(ctx: StageContext) -> dict:
     names = [t["name"] for t in tasks]
     if len(set(names)) != len(names):
         raise EvaluateError(f"evaluate.tasks: task names must be unique, got {names}")
+    check_problems(tasks)
     if any(t["type"] == "code" for t in tasks):  # fail closed before loading the model
         from rac.eval.sandbox import select_backend
 
         select_backend(evaluate.sandbox)
-    model, tokenizer = load_model(ctx.settings.model.as_dict(), ctx.device)
-    apply_weights(model, *[ctx.inputs[s] for s in ("prune", "quantize") if s in ctx.inputs])
+    held = _EvaluatedModel(ctx)
+    held.get()  # the tokenizer, and a load error before any task runs
     out = Path(ctx.out_dir)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rac-eval-") as workdir:
@@ -326,19 +388,19 @@ def run(ctx: StageContext) -> dict:
             ctx.log.info("evaluate task %s (%s)", task["name"], task["type"])
             start = time.perf_counter()
             if task["type"] in ("math", "code"):
-                engine = _engine(ctx, model, tokenizer, task, Path(workdir))
+                engine = _engine(ctx, held, task, Path(workdir))
                 try:
-                    metrics, records = run_generation_task(ctx, task, engine, tokenizer)
+                    metrics, records = run_generation_task(ctx, task, engine, held.tokenizer)
                 finally:
                     engine.close()
                 _write_jsonl(out / "records" / f"{task['name']}.jsonl", records)
             elif task["type"] == "probe":
-                metrics, arrays = run_probe_task(ctx, task, model, tokenizer)
+                metrics, arrays = run_probe_task(ctx, task, held.get(), held.tokenizer)
                 (out / "probe").mkdir(exist_ok=True)
                 save_file({k: v.contiguous() for k, v in arrays.items()}, str(out / "probe" / f"{task['name']}.safetensors"))
                 metrics["arrays"] = f"probe/{task['name']}.safetensors"
             elif task["type"] == "lm_eval":
-                metrics = run_lm_eval(model, tokenizer, task["task"], limit=task.get("limit"),
+                metrics = run_lm_eval(held.get(), held.tokenizer, task["task"], limit=task.get("limit"),
                                       batch_size=int(task["batch_size"]), num_fewshot=task.get("num_fewshot"))
             elif task["type"] == "throughput":
                 metrics = run_throughput_task(ctx, task, model, tokenizer, Path(workdir))

@@ -155,3 +155,54 @@ def test_bad_arguments():
         sparsegpt_prune(torch.randn(4, 6), torch.eye(6), pattern="2:4")
     with pytest.raises(SparseGPTError, match="mask_selection"):
         sparsegpt_prune(torch.randn(4, 8), H, mask_selection="global")
+
+
+# -- non-finite inputs are errors; huge but finite Hessians are pruned, not misreported -----------
+def test_nan_weights_are_an_error_not_passed_through():
+    torch.manual_seed(0)
+    X = torch.randn(64, 16)
+    W = torch.randn(8, 16)
+    W[3, 5] = float("nan")
+    with pytest.raises(SparseGPTError, match=r"weight 0 \[8, 16\] has 1 non-finite entries"):
+        sparsegpt_prune(W, X.t() @ X)
+    W[3, 5] = float("inf")
+    with pytest.raises(SparseGPTError, match="non-finite"):
+        sparsegpt_prune_group([torch.randn(4, 16), W], X.t() @ X)
+
+
+def test_nonfinite_hessian_message_counts_entries():
+    H = torch.eye(16)
+    H[2, 3] = H[3, 2] = float("inf")
+    with pytest.raises(SparseGPTError, match=r"Hessian has 2 non-finite entries \(inf/nan\) of 256"):
+        sparsegpt_prune(torch.randn(8, 16), H)
+
+
+@pytest.mark.parametrize("solver", ["loop", "batched"])
+def test_huge_finite_hessian_prunes_like_the_unscaled_one(solver):
+    torch.manual_seed(1)
+    X = torch.randn(64, 16)
+    H = X.t() @ X
+    W = torch.randn(8, 16)
+    big = H * 2.0**120  # finite in float32 (max ~1e38), but its sum and mean overflow
+    assert torch.isfinite(big).all() and not torch.isfinite(big.sum())
+    ref = sparsegpt_prune(W, H, sparsity=0.5, solver=solver)
+    out = sparsegpt_prune(W, big, sparsity=0.5, solver=solver)
+    assert torch.equal(out.mask, ref.mask) and torch.equal(out.weight, ref.weight)
+    assert out.loss == pytest.approx(ref.loss * 2.0**120, rel=1e-5)
+    tiny = sparsegpt_prune(W, H * 2.0**-100, sparsity=0.5, solver=solver)
+    assert torch.equal(tiny.mask, ref.mask) and torch.equal(tiny.weight, ref.weight)
+    odd = sparsegpt_prune(W, H * 3e36, sparsity=0.5, pattern="2:4", solver="loop")
+    expected = sparsegpt_prune(W, H, sparsity=0.5, pattern="2:4", solver="loop")
+    assert torch.equal(odd.mask, expected.mask)
+    torch.testing.assert_close(odd.weight, expected.weight, rtol=1e-4, atol=1e-5)
+
+
+def test_factor_of_a_huge_hessian_is_the_unscaled_factor():
+    torch.manual_seed(2)
+    X = torch.randn(64, 16)
+    H = X.t() @ X
+    U, _, _ = inverse_hessian_factor(H, 0.01)
+    U_big, _, _ = inverse_hessian_factor(H * 2.0**120, 0.01)
+    torch.testing.assert_close(U_big * 2.0**60, U)
+    with pytest.raises(SparseGPTError, match=r"Hessian entries reach .*beyond what float32 can factor"):
+        inverse_hessian_factor(H.double() * 1e300, 0.01)

@@ -102,3 +102,91 @@ def test_reference_answers():
 def test_datasets_module_does_not_import_torch():
     code = "import sys, rac.calibration.datasets; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- every unreadable data file is a DatasetError naming the file and the line ----------------------
+def _jsonl(path, lines: list[bytes], gz: bool = False):
+    data = b"".join(line + b"\n" for line in lines)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return str(path)
+
+
+GOOD = b'{"q": "What is 1+1?", "a": "#### 2"}'
+
+
+def test_bad_jsonl_row_is_reported_at_its_own_line(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [GOOD, GOOD, b'{"q": "broken", '])
+    with pytest.raises(DatasetError, match=r"d\.jsonl:3: invalid JSON"):
+        load_records({"path": path, "field": "q"})
+
+
+def test_blank_lines_count_as_lines(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [GOOD, b"", b"  ", b"[1, 2]"])
+    with pytest.raises(DatasetError, match=r"d\.jsonl:4: expected one JSON object per line, got list"):
+        load_records({"path": path, "field": "q"})
+
+
+@pytest.mark.parametrize("row,kind", [(b"[1, 2]", "list"), (b'"text"', "str"), (b"3", "int"), (b"null", "NoneType")])
+def test_non_object_rows_are_errors(tmp_path, row, kind):
+    path = _jsonl(tmp_path / "d.jsonl.gz", [GOOD, row], gz=True)
+    with pytest.raises(DatasetError, match=rf"d\.jsonl\.gz:2: expected one JSON object per line, got {kind}"):
+        load_records({"path": path, "field": "q"})
+
+
+def test_truncated_gzip_is_an_error_naming_the_file(tmp_path):
+    full = gzip.compress(b"".join(GOOD + b"\n" for _ in range(2000)))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(full[: len(full) // 2])
+    with pytest.raises(DatasetError, match=r"cut\.jsonl\.gz:\d+: unreadable after line \d+: truncated or corrupt gzip"):
+        load_records({"path": str(path), "field": "q"})
+    path.write_bytes(b"not gzip at all\n")
+    with pytest.raises(DatasetError, match=r"cut\.jsonl\.gz: unreadable: truncated or corrupt gzip"):
+        load_records({"path": str(path), "field": "q"})
+
+
+def test_corrupt_parquet_is_an_error_naming_the_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist([{"q": "x"}] * 100), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match=r"d\.parquet: not a readable parquet file"):
+        load_records({"path": str(path), "field": "q"})
+
+
+def test_non_utf8_text_names_line_and_byte(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [GOOD, GOOD, b'{"q": "caf\xe9"}'])
+    with pytest.raises(DatasetError, match=r"d\.jsonl:3: not UTF-8 text \(byte 0xe9 at column 11\)"):
+        load_records({"path": path, "field": "q"})
+    latin = tmp_path / "d.json"
+    latin.write_bytes(b'[\n{"q": "ok"},\n{"q": "caf\xe9"}\n]')
+    with pytest.raises(DatasetError, match=r"d\.json:3: not UTF-8 text \(byte 0xe9\)"):
+        load_records({"path": str(latin), "field": "q"})
+
+
+def test_json_list_errors_name_line_or_item(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[\n{"q": "a"},\n{"q": "b",,}\n]')
+    with pytest.raises(DatasetError, match=r"d\.json:3: invalid JSON"):
+        load_records({"path": str(path), "field": "q"})
+    path.write_text('[{"q": "a"}, 7]')
+    with pytest.raises(DatasetError, match=r"d\.json: item 1 of the list is int, not an object"):
+        load_records({"path": str(path), "field": "q"})
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    path = _jsonl(tmp_path / "d.jsonl", [b"\xef\xbb\xbf" + GOOD])
+    assert load_records({"path": path, "field": "q"})[0]["q"] == "What is 1+1?"
+
+
+def test_missing_field_and_non_text_field_name_the_line(tmp_path):
+    from rac.calibration.sources import source_items
+
+    path = _jsonl(tmp_path / "d.jsonl", [GOOD, b"", b'{"a": "#### 3"}'])
+    with pytest.raises(DatasetError, match=r"d\.jsonl:3: field 'q' \(field\) missing; available fields: a"):
+        load_records({"path": path, "field": "q"})
+    path = _jsonl(tmp_path / "e.jsonl", [GOOD, b'{"q": ["not", "text"], "a": "1"}'])
+    with pytest.raises(DatasetError, match=r"e\.jsonl:2: field 'q' is list, not text"):
+        source_items({"path": path, "field": "q"}, 0, 0)

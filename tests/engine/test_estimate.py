@@ -54,7 +54,7 @@ def test_hessian_store_of_a_7b_cell():
     pruned_weights = N * sum(lin.in_features * lin.out_features for lin in LINEARS) * 2  # bfloat16
     assert prune.disk == N * PER_BLOCK_HESSIANS + pruned_weights
     assert N * PER_BLOCK_HESSIANS == pytest.approx(44.5e9, rel=0.01)  # the "about 45 GB per 7B cell"
-    assert "28 block(s) x 1.6 GB (keep_hessians: all)" in prune.notes[0]
+    assert "28 block(s) x 1.6 GB computed, 44.5 GB kept in the cache (keep_hessians: all)" in prune.notes[0]
 
 
 def test_keep_hessians_policy():

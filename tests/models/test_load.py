@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,3 +136,115 @@ def test_builtin_smollm2_converts_once():
     assert ref == resolve_model({"id": "smollm2-135m"})
     model, tok = load_model({"id": "smollm2-135m"}, "cpu")
     assert model.config.num_hidden_layers == 30 and tok.chat_template
+
+
+# -- weights that do not match the config: named errors, never random weights -----------------------
+def _rewrite_weights(folder, edit) -> None:
+    from safetensors.torch import load_file
+
+    file = folder / "model.safetensors"
+    tensors = load_file(str(file))
+    edit(tensors)
+    save_file(tensors, str(file), metadata={"format": "pt"})
+
+
+def test_missing_tensor_is_an_error_naming_it(tiny_model_dir):
+    _rewrite_weights(tiny_model_dir, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(ModelLoadError, match=r"missing 1 tensor\(s\): model\.layers\.1\.mlp\.up_proj\.weight"):
+        load_model({"id": str(tiny_model_dir)}, "cpu")
+
+
+def test_unexpected_tensor_is_an_error_naming_it(tiny_model_dir):
+    _rewrite_weights(tiny_model_dir, lambda t: t.update({"model.layers.9.extra.weight": torch.zeros(3)}))
+    with pytest.raises(ModelLoadError, match=r"does not have: model\.layers\.9\.extra\.weight"):
+        load_model({"id": str(tiny_model_dir)}, "cpu")
+
+
+def test_shape_mismatch_is_a_clear_error_naming_the_tensor(tiny_model_dir):
+    def shrink(tensors):
+        tensors["model.layers.0.mlp.down_proj.weight"] = torch.zeros(64, 100)
+
+    _rewrite_weights(tiny_model_dir, shrink)
+    with pytest.raises(ModelLoadError, match=r"model\.layers\.0\.mlp\.down_proj\.weight \(checkpoint \[64, 100\], "
+                                             r"model \[64, 128\]\)"):
+        load_model({"id": str(tiny_model_dir)}, "cpu")
+
+
+def test_untied_model_missing_lm_head_is_an_error(tiny_model_dir):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["tie_word_embeddings"] = False
+    (tiny_model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"lm_head\.weight"):
+        load_model({"id": str(tiny_model_dir)}, "cpu")
+
+
+# -- GGUF: any GGUF source becomes one cached, plain safetensors checkpoint -------------------------
+@pytest.fixture()
+def tiny_gguf(tmp_path, gguf_writer):
+    folder = tmp_path / "gguf-model"
+    folder.mkdir()
+    reference = gguf_writer(folder / "tiny.Q-f32.gguf")
+    return folder / "tiny.Q-f32.gguf", reference
+
+
+def test_gguf_path_converts_once_into_a_plain_checkpoint(tiny_gguf, tmp_path, monkeypatch):
+    import rac.models.load as load
+
+    file, reference = tiny_gguf
+    spec = {"id": str(file)}
+    ref = resolve_model(spec)  # cheap: what `rac plan` needs, nothing converted yet
+    assert ref.gguf_file == file.name and not (tmp_path / "rac-cache" / "models").exists()
+    assert num_blocks(spec) == 2 and not (tmp_path / "rac-cache" / "models").exists()
+    model, tok = load_model(spec, "cpu")
+    ids = torch.tensor([[1, 5, 7, 9, 200]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, reference(ids).logits, atol=1e-5)
+    assert getattr(model.config, "quantization_config", None) is None and tok.chat_template
+    converted = load.checkpoint(spec)
+    assert converted.gguf_file is None and converted.identity == ref.identity
+    assert sorted(p.name for p in Path(converted.path).glob("*.safetensors")) == ["model.safetensors"]
+    # the folder + gguf_file form is the same file: same identity, same converted checkpoint
+    assert load.checkpoint({"id": str(file.parent), "gguf_file": file.name}) == converted
+    calls = []
+    monkeypatch.setattr(load, "_convert_gguf", lambda *a: calls.append(a))
+    load_model(spec, "cpu")
+    assert calls == []  # converted once
+
+
+def test_gguf_path_model_exports(tiny_gguf, tmp_path):
+    """The issue's case: a .gguf path pruned and evaluated, but its export failed ("not serializable")."""
+    from transformers import AutoModelForCausalLM
+
+    from rac.engine.stage import StageContext
+    from rac.stages import export
+
+    file, reference = tiny_gguf
+    out = tmp_path / "export-out"
+    out.mkdir()
+    recipe = {"model": {"id": str(file), "dtype": "float32"}, "export": {"format": "hf", "path": None}}
+    ctx = StageContext(recipe=recipe, out_dir=out, inputs={}, cache=None, device="cpu", model_identity="x",
+                       run_dir=tmp_path)
+    export.STAGE.run(ctx)
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor([[1, 5, 7, 9, 200]])
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, reference(ids).logits, atol=1e-5)
+
+
+def test_gguf_missing_tensor_is_an_error_naming_it(tmp_path, gguf_writer):
+    file = tmp_path / "broken.gguf"
+    gguf_writer(file, drop=("blk.1.ffn_up.weight",))
+    with pytest.raises(ModelLoadError, match=r"model\.layers\.1\.mlp\.up_proj\.weight"):
+        load_model({"id": str(file)}, "cpu")
+    assert not list((tmp_path / "rac-cache" / "models").glob("broken-*"))  # nothing half-converted is cached
+
+
+def test_nan_weights_are_refused_at_load_naming_them(tiny_model_dir):
+    def poison(tensors):
+        tensors["model.layers.1.self_attn.k_proj.weight"][0, 0] = float("nan")
+        tensors["model.norm.weight"][3] = float("inf")
+
+    _rewrite_weights(tiny_model_dir, poison)
+    with pytest.raises(ModelLoadError, match=r"non-finite weights \(nan/inf\) in model\.layers\.1\.self_attn\.k_proj"
+                                             r"\.weight, model\.norm\.weight"):
+        load_model({"id": str(tiny_model_dir)}, "cpu")

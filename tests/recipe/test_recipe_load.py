@@ -61,7 +61,7 @@ def test_defaults_filled_in_data_not_raw(write):
     assert r.data["evaluate"]["tasks"][0]["max_new_tokens"] is None  # null = evaluate-level value
     assert r.data["evaluate"]["tasks"][1]["repeats"] == 3
     assert r.data["calibration"]["rollout"]["vllm"]["tensor_parallel_size"] == 1
-    assert r.data["run"] == {"output_dir": "runs", "name": None, "seed": 0, "device": "auto"}
+    assert r.data["run"] == {"output_dir": "runs", "name": None, "seed": 0, "device": "auto", "allow_env": False}
     assert "quantize" not in r.data
 
 

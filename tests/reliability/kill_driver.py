@@ -41,6 +41,7 @@ def _killing(stage, blobs: Path):
         real(ctx)
         os.kill(os.getpid(), signal.SIGKILL)
 
+    run.__module__ = real.__module__  # the fingerprint hashes the stage's own code: keep the real stage's key
     return dataclasses.replace(stage, run=run)
 
 

@@ -123,7 +123,7 @@ class _ScriptedEngine:
 
 def _math_task(**answer) -> dict:
     task = {"name": "gsm8k", "type": "math", "dataset": "gsm8k_test", "limit": 2, "answer": answer}
-    return task_settings({"max_new_tokens": 7, "temperature": 0.0}, task)
+    return task_settings(_evaluate_settings(max_new_tokens=7, temperature=0.0), task)
 
 
 def test_truncated_reasoning_trace_is_wrong_and_reported_separately(tmp_path, tokenizer):
@@ -164,7 +164,7 @@ def test_auto_marker_follows_the_tokenizer(tmp_path):
 
     from rac.stages.evaluate import answer_spec
 
-    recipe = {"calibration": {"render": {"chat_template": True}}}
+    recipe = {"model": {"id": "x"}, "calibration": {"render": {"chat_template": True}}}
     ctx = _ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "auto")
     folder = REPO / "tests" / "fixtures" / "smollm2_tokenizer"
     reasoning = AutoTokenizer.from_pretrained(str(folder))
@@ -174,3 +174,101 @@ def test_auto_marker_follows_the_tokenizer(tmp_path):
     stripping.add_special_tokens({"additional_special_tokens": ["</think>"]})
     with pytest.raises(EvaluateError, match="special token"):
         answer_spec(ctx, _math_task(), stripping, "What is 2 + 2?")
+
+
+# -- problem slices: empty slices and duplicate ids fail before the model is loaded -----------------
+@pytest.fixture()
+def no_model_load(monkeypatch):
+    """Loading a model at all fails the test: these errors must come before any heavy work."""
+    import rac.models.load
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad eval slice was reported")
+
+    monkeypatch.setattr(rac.models.load, "load_model", refuse)
+
+
+@pytest.mark.parametrize("task_type", ["math", "probe"])
+def test_offset_past_the_end_is_an_error_before_loading(tmp_path, tiny_model_dir, no_model_load, task_type):
+    recipe = _recipe(tiny_model_dir)
+    recipe["evaluate"]["tasks"] = [{"name": "late", "type": task_type, "dataset": "gsm8k_test", "offset": 5000}]
+    with pytest.raises(EvaluateError, match=r"evaluate.tasks\[late\]: offset 5000 is past the end of .*gsm8k_test"
+                                            r".*\(1319 records\)"):
+        STAGE.run(_ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "late"))
+
+
+def test_duplicate_problem_ids_are_an_error_naming_both_lines(tmp_path, tiny_model_dir, no_model_load):
+    data = tmp_path / "problems.jsonl"
+    rows = [{"id": "p1", "q": "1+1?", "a": "2"}, {"id": "p2", "q": "2+2?", "a": "4"}, {"id": "p1", "q": "3+3?", "a": "6"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = _recipe(tiny_model_dir)
+    recipe["evaluate"]["tasks"] = [{"name": "dups", "type": "math", "path": str(data), "field": "q",
+                                    "answer_field": "a", "limit": None}]
+    recipe["evaluate"]["limit"] = None
+    with pytest.raises(EvaluateError, match=r"problem id 'p1' appears twice \(.*problems\.jsonl:1 and "
+                                            r".*problems\.jsonl:3\)"):
+        STAGE.run(_ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "dups"))
+
+
+def test_prompts_longer_than_the_context_are_counted_and_warned(tmp_path, tiny_model_dir, caplog):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["max_position_embeddings"] = 48
+    (tiny_model_dir / "config.json").write_text(json.dumps(config))
+    data = tmp_path / "problems.jsonl"
+    rows = [{"q": "1+1?", "a": "2"}, {"q": " ".join(["word"] * 60), "a": "4"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = _recipe(tiny_model_dir)
+    recipe["evaluate"]["tasks"] = [{"name": "ctx", "type": "math", "path": str(data), "field": "q",
+                                    "answer_field": "a", "max_new_tokens": 2}]
+    with caplog.at_level("WARNING"):
+        metrics = STAGE.run(_ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "ctx"))["ctx"]
+    assert metrics["context_length"] == 48 and metrics["n_problems"] == 2
+    assert metrics["prompts_over_context"] == 1 and metrics["prompts_over_context_with_answer"] == 1
+    assert "1 of 2 prompts are as long as the model's context (48 tokens)" in caplog.text
+
+
+def test_hf_model_is_freed_before_a_vllm_engine_starts(tmp_path, tiny_model_dir, monkeypatch):
+    """No live HF copy of the evaluated model when vLLM starts (it sizes its KV cache from free memory);
+    later tasks that need the HF model load it again. A stand-in plays vLLM."""
+    import gc
+    import weakref
+
+    import rac.engines.base as base
+    import rac.models.load as load
+    from rac.engines.base import Generation
+
+    loaded: list[weakref.ref] = []
+    real_load = load.load_model
+
+    def tracking_load(*args, **kwargs):
+        model, tok = real_load(*args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model, tok
+
+    started: list[dict] = []
+
+    class StandIn:
+        def generate(self, prompts, sampling, progress=None):
+            return [[Generation(list(p), [1], "#### 0", "stop")] for p in prompts]
+
+        def close(self):
+            pass
+
+    def fake_get_engine(name, spec, device, dtype, options=None):
+        gc.collect()
+        started.append({"name": name, "alive": sum(r() is not None for r in loaded), **(options or {})})
+        return StandIn()
+
+    monkeypatch.setattr(load, "load_model", tracking_load)
+    monkeypatch.setattr(base, "get_engine", fake_get_engine)
+    recipe = _recipe(tiny_model_dir)
+    recipe["evaluate"]["vllm"] = {"gpu_memory_utilization": 0.95, "max_model_len": 4096, "tensor_parallel_size": 2}
+    recipe["evaluate"]["tasks"] = [{"name": "gsm8k", "type": "math", "dataset": "gsm8k_test", "engine": "vllm"},
+                                   {"name": "probe", "type": "probe", "dataset": "gsm8k_test", "limit": 2, "t_max": 3}]
+    metrics = STAGE.run(_ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "vllm"))
+    (start,) = started
+    assert start["name"] == "vllm" and start["alive"] == 0  # every HF copy was released before vLLM started
+    assert start["gpu_memory_utilization"] == 0.95 and start["max_model_len"] == 4096
+    assert start["tensor_parallel_size"] == 2 and start["enforce_eager"] is False
+    assert metrics["gsm8k"]["status"] == "ok" and metrics["probe"]["status"] == "ok"
+    assert len(loaded) == 2  # reloaded for the probe after the vLLM task
