@@ -60,7 +60,13 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
         except LiveCodeBenchError as exc:
             raise EvaluateError(f"evaluate.tasks[{task['name']}]: {exc}") from None
         start, limit = int(task.get("offset") or 0), task.get("limit")
-        return records[start:start + limit if limit else None], "problem", None
+        problems = records[start:start + limit if limit else None]
+        ids = [p["task_id"] for p in problems]
+        if not problems or len(set(ids)) != len(ids):
+            raise EvaluateError(f"evaluate.tasks[{task['name']}]: " + (
+                f"offset {start} is past the end of the release ({len(records)} problems)" if not problems else
+                f"question ids appear twice: {sorted({i for i in ids if ids.count(i) > 1})[:5]}"))
+        return problems, "problem", None
     source = {"dataset": task.get("dataset"), "path": task.get("path"), "split": task.get("split") or "test",
               "field": task.get("field"), "answer_field": task.get("answer_field"), "revision": task.get("revision")}
     if not source["dataset"] and not source["path"]:
@@ -293,23 +299,29 @@ def _throughput_variant(ctx: StageContext, dtype: str | None) -> tuple[Any, dict
     return model, kernelize(model, kernel)
 
 
-def _vllm_throughput(ctx: StageContext, task: dict, shape: dict, model: Any, tokenizer: Any, workdir: Path) -> dict:
+def _vllm_throughput(ctx: StageContext, task: dict, shape: dict, held: _EvaluatedModel, workdir: Path) -> dict:
     """Generation tokens/s of the dense and the compressed model served by vLLM (FP8 via compressed-tensors;
     vLLM has no 2:4 sparse kernels any more, so 2:4 weights run as dense GEMMs there)."""
     from rac.engines.base import get_engine
     from rac.eval.throughput import measure_generation
 
+    assert ctx.settings.evaluate is not None
+    held.get()  # the tokenizer
+    vocab = len(held.tokenizer)
     variants: dict[str, dict] = {}
     for label in ("dense", "compressed"):
         if label == "compressed" and not ctx.inputs:
             break
         if label == "dense":
+            held.release()
             spec = ctx.settings.model.as_dict()
-            engine = get_engine("vllm", spec, ctx.device, spec.get("dtype"), {"batch_size": shape["batch_size"]})
+            options = {"batch_size": shape["batch_size"], "seed": ctx.settings.run.seed,
+                       **ctx.settings.evaluate.vllm.as_dict()}
+            engine = get_engine("vllm", spec, ctx.device, spec.get("dtype"), options)
         else:
-            engine = _engine(ctx, model, tokenizer, {**task, "engine": "vllm", "batch_size": shape["batch_size"]}, workdir)
+            engine = _engine(ctx, held, {**task, "engine": "vllm", "batch_size": shape["batch_size"]}, workdir)
         try:
-            measured = measure_generation(engine, int(model.config.vocab_size), repeats=int(task["repeats"]), **shape)
+            measured = measure_generation(engine, vocab, repeats=int(task["repeats"]), **shape)
         finally:
             engine.close()
         kernel = "fp8" if label == "compressed" and "quantize" in ctx.inputs else "none"
@@ -319,7 +331,7 @@ def _vllm_throughput(ctx: StageContext, task: dict, shape: dict, model: Any, tok
     return variants
 
 
-def run_throughput_task(ctx: StageContext, task: dict, model: Any = None, tokenizer: Any = None,
+def run_throughput_task(ctx: StageContext, task: dict, held: _EvaluatedModel | None = None,
                         workdir: Path | None = None) -> dict:
     """Dense vs compressed tokens/s (bfloat16 models on CUDA, the recipe dtype on CPU): per phase on
     PyTorch kernels (``backend: torch``), or end-to-end generation served by vLLM (``backend: vllm``)."""
@@ -330,11 +342,13 @@ def run_throughput_task(ctx: StageContext, task: dict, model: Any = None, tokeni
     repeats = int(task["repeats"])
     backend = task.get("backend") or "torch"
     if backend == "vllm":
-        if model is None or tokenizer is None or workdir is None:
-            raise EvaluateError(f"evaluate.tasks[{task['name']}]: backend vllm needs the loaded model and a workdir")
-        variants = _vllm_throughput(ctx, task, shape, model, tokenizer, workdir)
+        if held is None or workdir is None:
+            raise EvaluateError(f"evaluate.tasks[{task['name']}]: backend vllm needs the evaluated model and a workdir")
+        variants = _vllm_throughput(ctx, task, shape, held, workdir)
         key = "generation"
     else:
+        if held is not None:
+            held.release()  # each variant below is loaded on its own; the evaluated copy leaves the device
         variants = {}
         for label in ("dense", "compressed"):
             if label == "compressed" and not ctx.inputs:
@@ -403,7 +417,7 @@ def run(ctx: StageContext) -> dict:
                 metrics = run_lm_eval(held.get(), held.tokenizer, task["task"], limit=task.get("limit"),
                                       batch_size=int(task["batch_size"]), num_fewshot=task.get("num_fewshot"))
             elif task["type"] == "throughput":
-                metrics = run_throughput_task(ctx, task, model, tokenizer, Path(workdir))
+                metrics = run_throughput_task(ctx, task, held, Path(workdir))
             else:
                 raise EvaluateError(f"evaluate.tasks[{task['name']}]: unknown type {task['type']!r}")
             metrics["seconds"] = round(time.perf_counter() - start, 3)
