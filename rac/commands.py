@@ -165,7 +165,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
                                                  ui.stage_event), None))
             except StageFailed as exc:
                 ui.error(str(exc))
-                results.append((cell, None, str(exc)))
+                results.append((cell, exc.result, str(exc)))  # completed stages' metrics stay
     rows = grid_summary_rows(results)
     paths = write_grid_summary(grid_dir, rows)
     ui.grid_summary(rows, paths)

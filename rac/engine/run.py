@@ -41,13 +41,19 @@ class RunResult:
 
 
 class StageFailed(RuntimeError):
-    """A stage raised; the run directory's status.json and run.log say which and why."""
+    """A stage raised; the run directory's status.json, metrics.json and run.log say which and why.
 
-    def __init__(self, stage: str, run_dir: Path, cause: BaseException) -> None:
+    ``records`` holds the per-stage records up to and including the failed stage; ``result`` is the
+    partial :class:`RunResult` (metrics of the completed stages) once ``run_recipe`` has written it.
+    """
+
+    def __init__(self, stage: str, run_dir: Path, cause: BaseException, records: dict | None = None) -> None:
         super().__init__(f"stage {stage!r} failed: {cause} (see {run_dir / 'run.log'})")
         self.stage = stage
         self.run_dir = run_dir
         self.cause = cause
+        self.records: dict[str, dict] = records or {}
+        self.result: RunResult | None = None
 
 
 def metrics_schema_errors(metrics: dict) -> list[str]:
@@ -190,12 +196,18 @@ def execute_plan(
         try:
             final = _run_one(planned, recipe, cache, run_dir, device, inputs, progress, extra or {})
         except BaseException as exc:
-            status.set(stage.name, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                       error=f"{type(exc).__name__}: {exc}")
+            state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = f"{type(exc).__name__}: {exc}"
+            status.set(stage.name, status=state, error=error)
             log.exception("stage %s failed", stage.name)
+            records[stage.name] = {"status": state, "fingerprint": planned.fingerprint, "cache_hit": False,
+                                   "seconds": round(time.perf_counter() - start, 3), "summary": {}, "error": error}
+            for later in plan.stages[plan.stages.index(planned) + 1:]:
+                records[later.name] = {"status": "skipped", "fingerprint": later.fingerprint, "cache_hit": False,
+                                       "seconds": 0.0, "summary": {}}
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-            raise StageFailed(stage.name, run_dir, exc) from exc
+            raise StageFailed(stage.name, run_dir, exc, records) from exc
         seconds = time.perf_counter() - start
         artifacts[stage.name] = final
         summary = _read_summary(final)
@@ -239,6 +251,26 @@ def _run_one(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, d
     return final
 
 
+def _write_metrics(run_dir: Path, recipe: dict, loaded: Any, name_hint: str, device: str, started: float,
+                   records: dict[str, dict], failure: dict | None = None) -> dict:
+    """metrics.json: per-stage records and the evaluate summary; ``status``/``failure`` say how it ended."""
+    evaluate = records.get("evaluate") or {}
+    metrics = {
+        "rac_version": rac.__version__,
+        "recipe": {"name": recipe.get("name") or name_hint, "path": str(getattr(loaded, "path", ""))},
+        "run": {"dir": str(run_dir), "device": device, "started": started, "finished": time.time()},
+        "status": "failed" if failure else "ok",
+        "stages": records,
+        "evaluate": evaluate.get("summary", {}) if evaluate.get("status") in ("done", "cached") else {},
+    }
+    if failure:
+        metrics["failure"] = failure
+    atomic_write_json(run_dir / "metrics.json", metrics, sort_keys=False)  # stages in pipeline order
+    for problem in metrics_schema_errors(metrics):
+        log.warning("metrics.json does not match schemas/metrics.schema.json: %s", problem)
+    return metrics
+
+
 def _read_summary(path: Path) -> dict:
     file = path / SUMMARY_FILE
     try:
@@ -272,18 +304,15 @@ def run_recipe(
         atomic_write_json(run_dir / "env.json", environment_info(device))
         plan = build_plan(recipe, cache, model_identity, stages, extra_identity)
         started = time.time()
-        records = execute_plan(plan, recipe, cache, run_dir, device, progress, on_stage,
-                               extra={"model_identity": model_identity})
-        metrics = {
-            "rac_version": rac.__version__,
-            "recipe": {"name": recipe.get("name") or name_hint, "path": str(getattr(loaded, "path", ""))},
-            "run": {"dir": str(run_dir), "device": device, "started": started, "finished": time.time()},
-            "stages": records,
-            "evaluate": (records.get("evaluate") or {}).get("summary", {}),
-        }
-        atomic_write_json(run_dir / "metrics.json", metrics, sort_keys=False)  # stages in pipeline order
-        for problem in metrics_schema_errors(metrics):
-            log.warning("metrics.json does not match schemas/metrics.schema.json: %s", problem)
+        try:
+            records = execute_plan(plan, recipe, cache, run_dir, device, progress, on_stage,
+                                   extra={"model_identity": model_identity})
+        except StageFailed as exc:  # what the completed stages measured is kept, next to the failure
+            metrics = _write_metrics(run_dir, recipe, loaded, name_hint, device, started, exc.records,
+                                     failure={"stage": exc.stage, "error": f"{type(exc.cause).__name__}: {exc.cause}"})
+            exc.result = RunResult(run_dir, plan, metrics)
+            raise
+        metrics = _write_metrics(run_dir, recipe, loaded, name_hint, device, started, records)
         return RunResult(run_dir, plan, metrics)
     finally:
         logging.getLogger("rac").removeHandler(handler)
