@@ -223,7 +223,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not records:
         ui.error(f"{args.path}: no runs with metrics.json found")
         return EXIT_FAILED
-    ui.report_table(table_one(records))
-    for written in write_report(args.path, args.out or args.path / "report"):
+    aggregate = getattr(args, "aggregate", None) or []
+    if getattr(args, "format", "table") == "readme":
+        from rac.report.readme import demo_table
+
+        ui.message(demo_table(records))
+        return EXIT_OK
+    ui.report_table(table_one(records, aggregate=aggregate))
+    for written in write_report(args.path, args.out or args.path / "report", aggregate=aggregate):
         ui.message(f"wrote {written}")
     return EXIT_OK
