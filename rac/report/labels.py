@@ -70,7 +70,7 @@ def _blocks(blocks: Any) -> str:
     if blocks in (None, "all"):
         return "all"
     if isinstance(blocks, str):
-        return BLOCK_LABELS.get(blocks, blocks)
+        return BLOCK_LABELS.get(blocks, f"blocks {blocks}")
     if isinstance(blocks, dict):
         return f"blocks {blocks.get('from', 0):g}-{blocks.get('to', 1):g}"
     return "blocks " + ",".join(map(str, blocks))

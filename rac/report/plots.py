@@ -81,7 +81,8 @@ def plot_metric_vs_sparsity(layout: Layout, task: str, key: str, ylabel: str, ou
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(title="calibration", fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title="calibration", fontsize=7)
     if not drawn:
         plt.close(fig)
         return None

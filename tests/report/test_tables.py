@@ -215,3 +215,14 @@ def test_c4_label_for_builtin_and_hub_sources(tmp_path):
     write_run(root, "hub", merge(PAPER_BASE, C4), math_metrics(0.7))
     table = table_one(collect_runs(root))
     assert table.kinds == ["C4"]
+
+
+def test_report_cli_collision_is_a_clean_error_naming_both(table1_dir, capsys):
+    from rac.cli import main
+
+    write_run(table1_dir, "prompt_30_copy", merge(PAPER_BASE, PROMPT, {"prune": {"sparsity": 0.3}, "name": "copy"}),
+              math_metrics(0.1))
+    assert main(["report", str(table1_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "prompt_30 " in err.replace("\n", " ") and "prompt_30_copy" in err
+    assert not (table1_dir / "report").exists()
