@@ -75,11 +75,16 @@ def grid_summary_rows(results: Sequence[tuple[Any, RunResult | None, str | None]
     result from ``StageFailed.result``), with ``failed_stage`` and ``error`` next to it. The metric
     keys are the ones evaluate writes (``rac.report.metric_keys``), e.g. ``gsm8k.accuracy_se``.
     """
+    from rac.report.labels import calibration_label, compression_label, uses_calibration
     from rac.report.metric_keys import headline
 
     rows: list[dict] = []
     for cell, result, error in results:
         row: dict[str, Any] = {"cell": cell.name}
+        recipe = getattr(cell.loaded, "data", None)
+        if isinstance(recipe, dict):  # what was really done, in the paper's words
+            row["compression"] = compression_label(recipe)
+            row["calibration"] = calibration_label(recipe) if uses_calibration(recipe) else "–"
         overlays = [Path(str(item)[1:]).stem for item in map(str, cell.overrides) if item.startswith("@")]
         if overlays:
             row["overlays"] = "+".join(overlays)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from standin import STAGES, loaded
@@ -18,14 +19,18 @@ EVALUATE = {"gsm8k": {"type": "math", "status": "ok", "accuracy": 0.25, "accurac
             "probe": {"type": "probe", "status": "ok", "decode_nll": 0.8, "dense_decode_nll": 0.4}}
 
 
-def _cell(name: str) -> GridCell:
-    return GridCell(name, ("prune.sparsity=0.5", "@overlays/rac.yaml"), None)  # type: ignore[arg-type]
+def _cell(name: str, recipe: dict | None = None) -> GridCell:
+    return GridCell(name, ("prune.sparsity=0.5", "@overlays/rac.yaml"), SimpleNamespace(data=recipe))  # type: ignore[arg-type]
 
 
 def test_summary_shows_standard_error_and_throughput(tmp_path):
     metrics = {"stages": {"evaluate": {"status": "done", "cache_hit": False, "seconds": 3.04}}, "evaluate": EVALUATE}
-    rows = grid_summary_rows([(_cell("c1"), RunResult(tmp_path, None, metrics), None)])  # type: ignore[arg-type]
+    recipe = {"calibration": {"kind": "text", "sources": [{"path": "hf:allenai/c4:en"}]},
+              "prune": {"scopes": [{"modules": ["mlp"], "blocks": "first_third", "pattern": "2:4"}]},
+              "quantize": {"scheme": "fp8_w8a8"}}
+    rows = grid_summary_rows([(_cell("c1", recipe), RunResult(tmp_path, None, metrics), None)])  # type: ignore[arg-type]
     row = rows[0]
+    assert row["compression"] == "2:4 MLP first third + FP8" and row["calibration"] == "C4"
     assert row["gsm8k.accuracy_se"] == 0.0625 and row["gsm8k.tokens_per_second"] == 41.5
     assert row["gsm8k.accuracy"] == 0.25 and row["probe.decode_nll"] == 0.8 and row["probe.dense_decode_nll"] == 0.4
     assert row["overlays"] == "rac" and row["prune.sparsity"] == "0.5" and row["evaluate_s"] == 3.0
