@@ -227,7 +227,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if getattr(args, "format", "table") == "readme":
         from rac.report.readme import demo_table
 
-        ui.message(demo_table(records))
+        ui.verbatim(demo_table(records))
         return EXIT_OK
     ui.report_table(table_one(records, aggregate=aggregate))
     for written in write_report(args.path, args.out or args.path / "report", aggregate=aggregate):

@@ -261,6 +261,11 @@ def message(text: str) -> None:
     console.print(text, highlight=False)
 
 
+def verbatim(text: str) -> None:
+    """Text printed exactly as given (no markup, no wrapping): markdown meant to be pasted."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def error(text: str) -> None:
     err_console.print(f"error: {text}", markup=False, highlight=False, soft_wrap=True)
 

@@ -16,11 +16,12 @@ KINDS = {"c4": {"calibration": {"kind": "text", "sources": [{"dataset": "c4"}]}}
          "prompt": {"calibration": {"kind": "prompt"}}, "rac": {}}
 
 
-def _demo(tmp_path):
+def _demo(tmp_path, model: str = "smollm2-135m"):
     root = tmp_path / "demo"
-    write_run(root, "dense", merge(DEMO, DENSE), {}, probe_scale=0.356)
+    demo = merge(DEMO, {"model": {"id": model}})
+    write_run(root, "dense", merge(demo, DENSE), {}, probe_scale=0.356)
     for (kind, overlay), (nll, seconds) in zip(KINDS.items(), ((0.952, 86.3), (0.830, 88.4), (0.655, 88.5))):
-        run = write_run(root, kind, merge(DEMO, overlay), {"gsm8k": {"type": "math", "status": "ok", "mean_length": 200.0}},
+        run = write_run(root, kind, merge(demo, overlay), {"gsm8k": {"type": "math", "status": "ok", "mean_length": 200.0}},
                         probe_scale=nll)
         metrics = json.loads((run / "metrics.json").read_text())
         metrics["stages"]["prune"]["seconds"] = seconds
@@ -39,9 +40,12 @@ def test_demo_table_matches_the_readme_layout(tmp_path):
 
 
 def test_report_cli_readme_format_and_aggregate_option(tmp_path, capsys):
-    root = _demo(tmp_path)
+    root = _demo(tmp_path, model="HuggingFaceTB/SmolLM2-135M-Instruct-with-a-name-long-enough-to-wrap")
     assert main(["report", str(root), "--format", "readme"]) == 0
-    assert "| decode NLL (dense: 0.356) |" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()  # printed verbatim: no wrapping, no markup
+    assert lines[0] == ("| SmolLM2-135M-Instruct-with-a-name-long-enough-to-wrap, 50% SparseGPT | C4 | prompt-only "
+                        "| RAC |")
+    assert "| decode NLL (dense: 0.356) | 0.952 | 0.830 | **0.655** |" in lines
     assert main(["report", str(root), "--aggregate", "no.such.key"]) == 2
     assert "--aggregate no.such.key" in capsys.readouterr().err
     assert not (root / "report").exists()  # nothing written when the table cannot be built
