@@ -8,7 +8,7 @@ if the change is intended, rerun this test, read the new values from its failure
 GOLDEN and say why in the CHANGELOG. The README's demo table is regenerated from the same grid
 (``rac report <grid> --format readme``) to check that path too.
 
-Measured on the 2-core development machine: see ``RUNTIME_NOTE``.
+Runtime: see ``RUNTIME_NOTE``; most of it is generation (RAC rollouts, 4 GSM8K problems per cell).
 """
 
 from __future__ import annotations
@@ -25,21 +25,30 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ROOT / "recipes" / "demo" / "golden.yaml"
-RUNTIME_NOTE = "see /work/notes/report.md"
-# cell -> pinned numbers; NLL tolerance covers float summation-order noise (~0.01 nats, benchmarks/README.md)
+RUNTIME_NOTE = ("2026-11-30, 2 cores shared with ~8 other jobs (load 8-13): 55 min wall, 796 CPU-s for the grid "
+                "with a cold cache incl. the one-time GGUF conversion; not measured on an idle machine")
+# cell -> pinned numbers (measured 2026-11-30, greedy decoding, float32 on CPU). The NLL tolerance
+# covers float summation-order noise (~0.01 nats on the full demo, benchmarks/README.md); prompt-only
+# and RAC differ by 0.024 here, dense and pruned by >= 0.038.
 GOLDEN: dict[str, dict[str, float]] = {
-    "dense": {"probe.decode_nll": 0.0, "gsm8k.mean_length": 0.0},
-    "prompt": {"probe.decode_nll": 0.0, "gsm8k.mean_length": 0.0, "prune.mean_sparsity": 0.5},
-    "rac": {"probe.decode_nll": 0.0, "gsm8k.mean_length": 0.0, "prune.mean_sparsity": 0.5},
+    "dense": {"probe.decode_nll": 0.4225, "gsm8k.mean_length": 32.0},
+    "prompt": {"probe.decode_nll": 0.4848, "probe.decode_error": 6.656, "gsm8k.mean_length": 32.0,
+               "prune.mean_sparsity": 0.5},
+    "rac": {"probe.decode_nll": 0.4609, "probe.decode_error": 6.139, "gsm8k.mean_length": 32.0,
+            "prune.mean_sparsity": 0.5},
 }
-TOLERANCE = {"probe.decode_nll": 0.02, "gsm8k.mean_length": 1.5, "prune.mean_sparsity": 1e-3}
+TOLERANCE = {"probe.decode_nll": 0.008, "probe.decode_error": 0.1, "gsm8k.mean_length": 1.5,
+             "prune.mean_sparsity": 1e-3}
 
 
 @pytest.fixture(scope="module")
 def golden_grid(tmp_path_factory) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("golden")
     start = time.perf_counter()
-    assert main(["grid", str(GRID), "--output-dir", str(out / "runs"), "--cache", str(out / "cache")]) == 0
+    with pytest.MonkeyPatch.context() as patch:  # cold cache, model conversion included; nothing in ~/.cache
+        patch.setenv("RAC_CACHE", str(out / "cache"))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        assert main(["grid", str(GRID), "--output-dir", str(out / "runs")]) == 0
     return out / "runs" / "golden", time.perf_counter() - start
 
 
@@ -49,6 +58,7 @@ def _measured(grid: Path) -> dict[str, dict[str, float]]:
     for cell in cells:
         metrics = json.loads((Path(cell["run_dir"]) / "metrics.json").read_text())
         numbers = {"probe.decode_nll": metrics["evaluate"]["probe"]["decode_nll"],
+                   "probe.decode_error": metrics["evaluate"]["probe"]["decode_error"],
                    "gsm8k.mean_length": metrics["evaluate"]["gsm8k"]["mean_length"]}
         prune = (metrics["stages"].get("prune") or {}).get("summary")
         if prune:
