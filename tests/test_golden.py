@@ -1,14 +1,15 @@
 """Golden numbers: a small fixed SmolLM2-135M grid through the real CLI, its key numbers pinned.
 
 ``recipes/demo/golden.yaml`` (dense, prompt-only and RAC calibration of ``golden_base.yaml``:
-SparseGPT 50% on decoder blocks 0-2, 2,048 calibration tokens, 32-token rollouts, a 4-problem probe
-and 4 GSM8K problems, greedy) runs end to end on CPU with a fresh artifact cache. A change that
-moves a pinned number (decode NLL per calibration, realized sparsity, generated length) fails here;
-if the change is intended, rerun this test, read the new values from its failure message, update
-GOLDEN and say why in the CHANGELOG. The README's demo table is regenerated from the same grid
-(``rac report <grid> --format readme``) to check that path too.
+SparseGPT 50% on decoder blocks 0-2, 1,024 calibration tokens, 32-token rollouts, a 4-problem
+decode-fidelity probe, greedy) runs end to end on CPU with a fresh cache (model conversion
+included). A change that moves a pinned number (decode NLL and L2 error per calibration, realized
+sparsity and pruned modules, calibration token counts, generated length) fails here; if the change is
+intended, rerun this test, read the new values from its failure message, update GOLDEN and say why
+in the CHANGELOG. The README's demo table is regenerated from the same grid (``rac report <grid>
+--format readme``) to check that path too.
 
-Runtime: see ``RUNTIME_NOTE``; most of it is generation (RAC rollouts, 4 GSM8K problems per cell).
+Runtime: see ``RUNTIME_NOTE``; most of it is generation (the RAC rollouts) and model loading.
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ROOT / "recipes" / "demo" / "golden.yaml"
-RUNTIME_NOTE = ("2026-11-30, 2 cores shared with ~8 other jobs (load 8-13): 55 min wall, 796 CPU-s for the grid "
-                "with a cold cache incl. the one-time GGUF conversion; not measured on an idle machine")
-# cell -> pinned numbers (measured 2026-11-30, greedy decoding, float32 on CPU). The NLL tolerance
-# covers float summation-order noise (~0.01 nats on the full demo, benchmarks/README.md); prompt-only
-# and RAC differ by 0.024 here, dense and pruned by >= 0.038.
+RUNTIME_NOTE = ("2026-11-30, 2 shared cores under load 1.7-3.5: 320 s wall / 286 CPU-s for this grid with a "
+                "GSM8K task (dropped since: ~95 s of it); see /work/notes/report.md")
+# cell -> pinned numbers (measured 2026-11-30, greedy probe, float32 on CPU). The NLL tolerance
+# covers float summation-order noise; prompt-only and RAC differ by 0.042 here, pruned and dense
+# by >= 0.028.
 GOLDEN: dict[str, dict[str, float]] = {
-    "dense": {"probe.decode_nll": 0.4225, "gsm8k.mean_length": 32.0},
-    "prompt": {"probe.decode_nll": 0.4848, "probe.decode_error": 6.656, "gsm8k.mean_length": 32.0,
-               "prune.mean_sparsity": 0.5},
-    "rac": {"probe.decode_nll": 0.4609, "probe.decode_error": 6.139, "gsm8k.mean_length": 32.0,
-            "prune.mean_sparsity": 0.5},
+    "dense": {"probe.decode_nll": 0.4225, "probe.mean_decode_length": 32.0},
+    "prompt": {"probe.decode_nll": 0.4922, "probe.decode_error": 6.866, "prune.mean_sparsity": 0.5,
+               "prune.modules": 21},
+    "rac": {"probe.decode_nll": 0.4502, "probe.decode_error": 6.234, "prune.mean_sparsity": 0.5,
+            "prune.modules": 21, "rollout.rollouts": 10, "rollout.prompt_tokens": 828,
+            "rollout.completion_tokens": 320, "rollout.mean_length": 32.0},
 }
-TOLERANCE = {"probe.decode_nll": 0.008, "probe.decode_error": 0.1, "gsm8k.mean_length": 1.5,
-             "prune.mean_sparsity": 1e-3}
+TOLERANCE = {"probe.decode_nll": 0.008, "probe.decode_error": 0.1, "probe.mean_decode_length": 0.5,
+             "prune.mean_sparsity": 1e-3, "prune.modules": 0, "rollout.rollouts": 0, "rollout.prompt_tokens": 0,
+             "rollout.completion_tokens": 0, "rollout.mean_length": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +60,16 @@ def _measured(grid: Path) -> dict[str, dict[str, float]]:
     measured: dict[str, dict[str, float]] = {}
     for cell in cells:
         metrics = json.loads((Path(cell["run_dir"]) / "metrics.json").read_text())
-        numbers = {"probe.decode_nll": metrics["evaluate"]["probe"]["decode_nll"],
-                   "probe.decode_error": metrics["evaluate"]["probe"]["decode_error"],
-                   "gsm8k.mean_length": metrics["evaluate"]["gsm8k"]["mean_length"]}
+        probe = metrics["evaluate"]["probe"]
+        numbers = {f"probe.{k}": probe[k] for k in ("decode_nll", "decode_error", "mean_decode_length",
+                                                    "dense_decode_nll")}
         prune = (metrics["stages"].get("prune") or {}).get("summary")
         if prune:
-            numbers["prune.mean_sparsity"] = prune["mean_sparsity"]
-            numbers["prune.modules"] = prune["modules"]
-        numbers["probe.dense_decode_nll"] = metrics["evaluate"]["probe"]["dense_decode_nll"]
+            numbers.update({"prune.mean_sparsity": prune["mean_sparsity"], "prune.modules": prune["modules"]})
+        rollout = (metrics["stages"].get("rollout") or {}).get("summary")
+        if rollout:  # the dense model's sampled CoT: what RAC calibrates on
+            numbers.update({f"rollout.{k}": rollout[k] for k in ("rollouts", "prompt_tokens", "completion_tokens")})
+            numbers["rollout.mean_length"] = rollout["completion_len"]["mean"]
         measured[cell["overlays"]] = numbers
     return measured
 
@@ -78,7 +83,6 @@ def test_golden_numbers(golden_grid):
         for key, value in pinned.items():
             assert measured[cell][key] == pytest.approx(value, abs=TOLERANCE[key]), f"{cell} {key}: {report}"
     for cell in ("prompt", "rac"):
-        assert measured[cell]["prune.modules"] == 21  # 7 linears x blocks 0-2, nothing else pruned
         # every cell probes against the same dense rollouts, whose NLL is the dense cell's own
         assert measured[cell]["probe.dense_decode_nll"] == pytest.approx(measured["dense"]["probe.decode_nll"], abs=1e-4)
 
