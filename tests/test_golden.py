@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ROOT / "recipes" / "demo" / "golden.yaml"
-RUNTIME_NOTE = ("2026-11-30, 2 shared cores under load 1.7-3.5: 320 s wall / 286 CPU-s for this grid with a "
-                "GSM8K task (dropped since: ~95 s of it); see /work/notes/report.md")
+RUNTIME_NOTE = ("2026-11-30, 2 cores shared with other jobs: 320 s wall (load 1.7-3.5, with a since-dropped GSM8K "
+                "task worth ~95 s), 967 s (load 5-9, final recipe); idle not measured; see /work/notes/report.md")
 # cell -> pinned numbers (measured 2026-11-30, greedy probe, float32 on CPU). The NLL tolerance
 # covers float summation-order noise; prompt-only and RAC differ by 0.042 here, pruned and dense
 # by >= 0.028.
