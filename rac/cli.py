@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, help="a run directory or a grid directory")
     _verbose(p)
     p.add_argument("--out", type=Path, help="output directory (default: <path>/report)")
+    p.add_argument("--aggregate", action="append", default=[], metavar="KEY",
+                   help="average runs that differ only in KEY (mean ± SE), e.g. seed or run.seed; repeatable")
+    p.add_argument("--format", choices=("table", "readme"), default="table",
+                   help="readme: print the README's demo-results table (C4 / prompt-only / RAC) instead")
     return parser
 
 

@@ -336,7 +336,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
                                                  ui.stage_event), None))
             except StageFailed as exc:
                 ui.error(str(exc))
-                results.append((cell, None, str(exc)))
+                results.append((cell, exc.result, str(exc)))  # completed stages' metrics stay
     rows = grid_summary_rows(results)
     paths = write_grid_summary(grid_dir, rows)
     ui.grid_summary(rows, paths)
@@ -435,7 +435,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not records:
         ui.error(f"{args.path}: no runs with metrics.json found")
         return EXIT_FAILED
-    ui.report_table(table_one(records))
-    for written in write_report(args.path, args.out or args.path / "report"):
+    aggregate = getattr(args, "aggregate", None) or []
+    if getattr(args, "format", "table") == "readme":
+        from rac.report.readme import demo_table
+
+        ui.verbatim(demo_table(records))
+        return EXIT_OK
+    ui.report_table(table_one(records, aggregate=aggregate))
+    for written in write_report(args.path, args.out or args.path / "report", aggregate=aggregate):
         ui.message(f"wrote {written}")
     return EXIT_OK

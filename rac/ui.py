@@ -514,6 +514,11 @@ def warning(text: str) -> None:
     err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
+def verbatim(text: str) -> None:
+    """Text printed exactly as given (no markup, no wrapping): markdown meant to be pasted."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def error(text: str) -> None:
     err_console.print(f"error: {text}", markup=False, highlight=False, soft_wrap=True)
 
@@ -542,34 +547,31 @@ def rollout_summary(summary: dict) -> None:
 def report_table(table: Any) -> None:
     """Render a rac.report ReportTable (rows, columns, cells, best flags).
 
-    Wide tables (columns named "<metric> <kind>") are pivoted so they fit a terminal: one line per
-    (model, sparsity, metric), one column per calibration kind; the markdown/CSV keep the wide form.
+    Wide tables (``table.metrics`` x ``table.kinds`` after ``table.lead`` label columns) are pivoted
+    so they fit a terminal: one line per (row, metric), one column per calibration; the markdown/CSV
+    keep the wide form.
     """
     best = getattr(table, "best", None) or [[False] * len(table.columns) for _ in table.rows]
     fmt = lambda cell, flag: f"[bold green]{cell}[/]" if flag else str(cell)
-    if len(table.columns) <= 5 or " " not in str(table.columns[-1]):
+    lead, kinds, metrics = getattr(table, "lead", 0), getattr(table, "kinds", []), getattr(table, "metrics", [])
+    if not kinds or not metrics or len(table.columns) <= 5:
         rich_table = Table(title=getattr(table, "title", "report"))
         for column in table.columns:
             rich_table.add_column(str(column))
         for row, flags in zip(table.rows, best):
             rich_table.add_row(*[fmt(cell, flag) for cell, flag in zip(row, flags)])
         console.print(rich_table)
-        return
-    metrics: list[str] = []
-    kinds: list[str] = []
-    for column in table.columns[2:]:
-        metric, _, kind = str(column).rpartition(" ")
-        metrics += [metric] if metric not in metrics else []
-        kinds += [kind] if kind not in kinds else []
-    rich_table = Table(title=getattr(table, "title", "report"))
-    for column in [*table.columns[:2], "metric", *kinds]:
-        rich_table.add_column(str(column))
-    for row, flags in zip(table.rows, best):
-        cells = dict(zip(table.columns, zip(row, flags)))
-        for index, metric in enumerate(metrics):
-            lead = [str(row[0]), str(row[1])] if index == 0 else ["", ""]
-            values = [fmt(*cells[f"{metric} {kind}"]) if f"{metric} {kind}" in cells else "–" for kind in kinds]
-            rich_table.add_row(*lead, metric, *values, end_section=index == len(metrics) - 1)
-    console.print(rich_table)
+    else:
+        rich_table = Table(title=getattr(table, "title", "report"))
+        for column in [*table.columns[:lead], "metric", *kinds]:
+            rich_table.add_column(str(column))
+        for row, flags in zip(table.rows, best):
+            cells = list(zip(row, flags))
+            for index, metric in enumerate(metrics):
+                labels = [str(c) for c in row[:lead]] if index == 0 else [""] * lead
+                start = lead + index * len(kinds)
+                values = [fmt(*cells[start + k]) for k in range(len(kinds))]
+                rich_table.add_row(*labels, metric, *values, end_section=index == len(metrics) - 1)
+        console.print(rich_table)
     for note in getattr(table, "notes", []):
         console.print(note, style="dim", highlight=False)

@@ -68,15 +68,23 @@ def diff_loaded(a: Any, b: Any) -> DiffResult:
     return DiffResult(changes, [name for name in STAGE_ORDER if name in dirty])
 
 
-GRID_METRIC_KEYS = ("accuracy", "acc", "stderr", "decode_nll", "decode_error", "prompt_error",
-                    "mean_length", "tokens_per_s")
-
-
 def grid_summary_rows(results: Sequence[tuple[Any, RunResult | None, str | None]]) -> list[dict]:
-    """One flat row per cell: overrides, status, per-stage seconds and headline evaluation metrics."""
+    """One flat row per cell: overrides, status, per-stage seconds and headline evaluation metrics.
+
+    A failed cell still shows what its completed stages measured (``result`` is then the partial
+    result from ``StageFailed.result``), with ``failed_stage`` and ``error`` next to it. The metric
+    keys are the ones evaluate writes (``rac.report.metric_keys``), e.g. ``gsm8k.accuracy_se``.
+    """
+    from rac.report.labels import calibration_label, compression_label, uses_calibration
+    from rac.report.metric_keys import headline
+
     rows: list[dict] = []
     for cell, result, error in results:
         row: dict[str, Any] = {"cell": cell.name}
+        recipe = getattr(cell.loaded, "data", None)
+        if isinstance(recipe, dict):  # what was really done, in the paper's words
+            row["compression"] = compression_label(recipe)
+            row["calibration"] = calibration_label(recipe) if uses_calibration(recipe) else "–"
         overlays = [Path(str(item)[1:]).stem for item in map(str, cell.overrides) if item.startswith("@")]
         if overlays:
             row["overlays"] = "+".join(overlays)
@@ -85,17 +93,22 @@ def grid_summary_rows(results: Sequence[tuple[Any, RunResult | None, str | None]
                 key, _, value = item.lstrip("+~").partition("=")
                 row[key] = value
         row["status"] = "failed" if error else "done"
+        if result is not None:
+            failure = result.metrics.get("failure") or {}
+            if failure.get("stage"):
+                row["failed_stage"] = failure["stage"]
         if error:
             row["error"] = error
         if result is not None:
             row["run_dir"] = str(result.run_dir)
             for stage, record in result.metrics.get("stages", {}).items():
-                row[f"{stage}_s"] = "cached" if record.get("cache_hit") else round(float(record["seconds"]), 1)
+                state = record.get("status")
+                row[f"{stage}_s"] = ("cached" if record.get("cache_hit") else
+                                     round(float(record["seconds"]), 1) if state == "done" else state)
             for task, metrics in (result.metrics.get("evaluate") or {}).items():
                 if isinstance(metrics, dict):
-                    for key in GRID_METRIC_KEYS:
-                        if isinstance(metrics.get(key), (int, float)):
-                            row[f"{task}.{key}"] = round(float(metrics[key]), 4)
+                    for key, value in headline(metrics).items():
+                        row[f"{task}.{key}"] = round(value, 4)
         rows.append(row)
     return rows
 

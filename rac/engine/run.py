@@ -41,13 +41,19 @@ class RunResult:
 
 
 class StageFailed(RuntimeError):
-    """A stage raised; the run directory's status.json and run.log say which and why."""
+    """A stage raised; the run directory's status.json, metrics.json and run.log say which and why.
 
-    def __init__(self, stage: str, run_dir: Path, cause: BaseException) -> None:
+    ``records`` holds the per-stage records up to and including the failed stage; ``result`` is the
+    partial :class:`RunResult` (metrics of the completed stages) once ``run_recipe`` has written it.
+    """
+
+    def __init__(self, stage: str, run_dir: Path, cause: BaseException, records: dict | None = None) -> None:
         super().__init__(f"stage {stage!r} failed: {cause} (see {run_dir / 'run.log'})")
         self.stage = stage
         self.run_dir = run_dir
         self.cause = cause
+        self.records: dict[str, dict] = records or {}
+        self.result: RunResult | None = None
 
 
 def metrics_schema_errors(metrics: dict) -> list[str]:
@@ -234,20 +240,27 @@ def execute_plan(
         except BaseException as exc:
             if many and not stage.distributed:
                 dist.agree(False)  # the other ranks wait for this stage: tell them it failed
-            status.set(stage.name, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                       error=f"{type(exc).__name__}: {exc}")
+            state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = f"{type(exc).__name__}: {exc}"
+            status.set(stage.name, status=state, error=error)
             log.exception("stage %s failed", stage.name)
+            records[stage.name] = {"status": state, "fingerprint": planned.fingerprint, "cache_hit": False,
+                                   "seconds": round(time.perf_counter() - start, 3), "summary": {}, "error": error}
+            for later in plan.stages[plan.stages.index(planned) + 1:]:
+                records[later.name] = {"status": "skipped", "fingerprint": later.fingerprint, "cache_hit": False,
+                                       "seconds": 0.0, "summary": {}}
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-            raise StageFailed(stage.name, run_dir, exc) from exc
+            raise StageFailed(stage.name, run_dir, exc, records) from exc
         if many:
             if not dist.agree(True):
-                raise StageFailed(stage.name, run_dir, RuntimeError(f"stage {stage.name!r} failed on another rank"))
+                raise StageFailed(stage.name, run_dir, RuntimeError(f"stage {stage.name!r} failed on another rank"),
+                                  records)
             if final is None:
                 final = cache.lookup(stage.name, planned.fingerprint) if stage.cached else \
                     run_dir / "artifacts" / stage.name
             if final is None:
-                raise StageFailed(stage.name, run_dir, RuntimeError("rank 0's artifact is not in the cache"))
+                raise StageFailed(stage.name, run_dir, RuntimeError("rank 0's artifact is not in the cache"), records)
         seconds = time.perf_counter() - start
         artifacts[stage.name] = final
         summary = _read_summary(final)
@@ -329,6 +342,28 @@ def _run_distributed(planned: PlannedStage, recipe: dict, cache: Cache, run_dir:
     return cache.artifact_path(stage.name, planned.fingerprint)
 
 
+def _write_metrics(run_dir: Path, recipe: dict, loaded: Any, name_hint: str, device: str, started: float,
+                   records: dict[str, dict], failure: dict | None = None, write: bool = True) -> dict:
+    """metrics.json: per-stage records and the evaluate summary; ``status``/``failure`` say how it ended
+    (``write``: False on torchrun ranks other than 0, which only return it)."""
+    evaluate = records.get("evaluate") or {}
+    metrics = {
+        "rac_version": rac.__version__,
+        "recipe": {"name": recipe.get("name") or name_hint, "path": str(getattr(loaded, "path", ""))},
+        "run": {"dir": str(run_dir), "device": device, "started": started, "finished": time.time()},
+        "status": "failed" if failure else "ok",
+        "stages": records,
+        "evaluate": evaluate.get("summary", {}) if evaluate.get("status") in ("done", "cached") else {},
+    }
+    if failure:
+        metrics["failure"] = failure
+    if write:
+        atomic_write_json(run_dir / "metrics.json", metrics, sort_keys=False)  # stages in pipeline order
+    for problem in metrics_schema_errors(metrics):
+        log.warning("metrics.json does not match schemas/metrics.schema.json: %s", problem)
+    return metrics
+
+
 def _read_summary(path: Path) -> dict:
     file = path / SUMMARY_FILE
     try:
@@ -365,19 +400,16 @@ def run_recipe(
             atomic_write_json(run_dir / "env.json", environment_info(device))
         plan = build_plan(recipe, cache, model_identity, stages, extra_identity, persist_hashes=owner)
         started = time.time()
-        records = execute_plan(plan, recipe, cache, run_dir, device, progress, on_stage,
-                               extra={"model_identity": model_identity})
-        metrics = {
-            "rac_version": rac.__version__,
-            "recipe": {"name": recipe.get("name") or name_hint, "path": str(getattr(loaded, "path", ""))},
-            "run": {"dir": str(run_dir), "device": device, "started": started, "finished": time.time()},
-            "stages": records,
-            "evaluate": (records.get("evaluate") or {}).get("summary", {}),
-        }
-        if owner:
-            atomic_write_json(run_dir / "metrics.json", metrics, sort_keys=False)  # stages in pipeline order
-        for problem in metrics_schema_errors(metrics):
-            log.warning("metrics.json does not match schemas/metrics.schema.json: %s", problem)
+        try:
+            records = execute_plan(plan, recipe, cache, run_dir, device, progress, on_stage,
+                                   extra={"model_identity": model_identity})
+        except StageFailed as exc:  # what the completed stages measured is kept, next to the failure
+            metrics = _write_metrics(run_dir, recipe, loaded, name_hint, device, started, exc.records,
+                                     failure={"stage": exc.stage, "error": f"{type(exc.cause).__name__}: {exc.cause}"},
+                                     write=owner)
+            exc.result = RunResult(run_dir, plan, metrics)
+            raise
+        metrics = _write_metrics(run_dir, recipe, loaded, name_hint, device, started, records, write=owner)
         return RunResult(run_dir, plan, metrics)
     finally:
         logging.getLogger("rac").removeHandler(handler)

@@ -18,42 +18,71 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.ticker import MaxNLocator
 
-from rac.report.tables import KIND_ORDER, ReportError, RunRecord, primary_task
+from rac.report.cells import FILL, Cell, Layout, arrange
+from rac.report.labels import compression_value
+from rac.report.runs import ReportError, RunRecord
+from rac.report.tables import primary_task
 
-COLORS = {"c4": "tab:gray", "text": "tab:gray", "prompt": "tab:orange", "rac": "tab:blue"}
-
-
-def _by_model(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
-    models: dict[str, list[RunRecord]] = {}
-    for record in records:
-        models.setdefault(record.model, []).append(record)
-    return models
+COLORS = {"C4": "tab:gray", "prompt": "tab:orange", "RAC": "tab:blue"}
 
 
-def plot_metric_vs_sparsity(records: list[RunRecord], task: str, key: str, ylabel: str, out: Path,
+def _family(label: str) -> str:
+    """Plain unstructured sparsity ("50%", "50% Wanda") lines up along x; anything else is its own line."""
+    head, _, rest = label.partition(" ")
+    return rest if head.endswith("%") and "+" not in rest else label
+
+
+def _lines(layout: Layout) -> dict[str, dict[tuple, dict[float, Cell]]]:
+    """model -> line (calibration, other row labels, compression family) -> sparsity -> cell."""
+    panels: dict[str, dict[tuple, dict[float, Cell]]] = {}
+    baselines: list[Cell] = []
+    for cell in layout.cells:
+        if cell.row[1] == "dense":
+            baselines.append(cell)
+            continue
+        line = (cell.column if cell.column != FILL else "", cell.row[2:], _family(cell.row[1]))
+        panels.setdefault(cell.row[0], {}).setdefault(line, {})[compression_value(cell.runs[0].recipe)] = cell
+    for cell in baselines:  # the dense run joins every line of its model (same other labels) at x = 0
+        for line, by_x in panels.get(cell.row[0], {}).items():
+            if line[1] == cell.row[2:] and cell.column in (FILL, line[0]):
+                by_x.setdefault(0.0, cell)
+    return panels
+
+
+def _mean_se(cell: Cell, task: str, key: str, se_key: str | None) -> tuple[float, float] | None:
+    values = [float(v) for r in cell.runs if (v := (r.evaluate.get(task) or {}).get(key)) is not None]
+    if not values:
+        return None
+    if len(values) == 1:
+        se = (cell.runs[0].evaluate.get(task) or {}).get(se_key) if se_key else None
+        return values[0], float(se or 0.0)
+    mean = sum(values) / len(values)
+    return mean, float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
+def plot_metric_vs_sparsity(layout: Layout, task: str, key: str, ylabel: str, out: Path,
                             se_key: str | None = None) -> Path | None:
-    """One panel per model, one line per calibration kind (dense runs join every line at x = 0)."""
-    models = _by_model(records)
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+    """One panel per model, one line per calibration (and other row labels); dense joins at x = 0."""
+    panels = _lines(layout)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     drawn = False
-    for ax, (model, runs) in zip(axes[0], models.items()):
-        measured = [r for r in runs if (r.evaluate.get(task) or {}).get(key) is not None]
-        dense = [r for r in measured if r.sparsity == "dense"]
-        kinds = sorted({r.calibration for r in measured if r.sparsity != "dense"},
-                       key=lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER))
-        for kind in kinds:
-            by_x = {r.sparsity_value: r.evaluate[task] for r in dense + [r for r in measured if r.calibration == kind]}
-            xs = sorted(by_x)
-            ys = [by_x[x][key] for x in xs]
-            errs = [by_x[x].get(se_key) or 0.0 for x in xs] if se_key else None
-            ax.errorbar([100 * x for x in xs], ys, yerr=errs, marker="o", capsize=3, label=kind,
-                        color=COLORS.get(kind))
+    for ax, (model, lines) in zip(axes[0], panels.items()):
+        for (kind, others, family), by_x in lines.items():
+            points = [(x, v) for x in sorted(by_x) if (v := _mean_se(by_x[x], task, key, se_key)) is not None]
+            if not points:
+                continue
+            label = " / ".join(p for p in (kind, *others, family) if p)
+            ax.errorbar([100 * x for x, _ in points], [v[0] for _, v in points], yerr=[v[1] for _, v in points],
+                        marker="o", capsize=3, label=label, color=COLORS.get(kind.split(" ")[0]))
             drawn = True
         ax.set_title(model)
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(title="calibration")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title="calibration", fontsize=7)
     if not drawn:
         plt.close(fig)
         return None
@@ -120,30 +149,31 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_")
 
 
-def write_plots(records: list[RunRecord], out_dir: Path) -> list[Path]:
-    """accuracy_vs_sparsity.png, length_vs_sparsity.png and one fidelity heatmap per row with pairs."""
+def write_plots(records: list[RunRecord], out_dir: Path, aggregate: tuple[str, ...] = ()) -> list[Path]:
+    """accuracy_vs_sparsity.png, length_vs_sparsity.png and one fidelity heatmap per row and pair."""
     written: list[Path] = []
+    layout = arrange(records, aggregate)
     task = primary_task(records)
     if task:
         for key, ylabel, name, se in (("accuracy", "accuracy", "accuracy_vs_sparsity.png", "accuracy_se"),
                                       ("mean_length", "mean generated tokens", "length_vs_sparsity.png", None)):
-            path = plot_metric_vs_sparsity(records, task, key, ylabel, out_dir / name, se)
+            path = plot_metric_vs_sparsity(layout, task, key, ylabel, out_dir / name, se)
             if path:
                 written.append(path)
     probe = primary_task(records, ("probe",))
     if not probe:
         return written
-    cells: dict[tuple[str, str], dict[str, RunRecord]] = {}
-    for record in records:
-        cells.setdefault((record.model, record.sparsity), {})[record.calibration] = record
-    for (model, sparsity), by_kind in cells.items():
-        for kind_a, kind_b in (("prompt", "rac"), ("c4", "rac"), ("text", "rac")):
-            if kind_a not in by_kind or kind_b not in by_kind:
-                continue
-            arrays_a, arrays_b = by_kind[kind_a].probe_arrays(probe), by_kind[kind_b].probe_arrays(probe)
-            if arrays_a is None or arrays_b is None:
-                continue
-            out = out_dir / f"fidelity_{_slug(model)}_{_slug(sparsity)}_{kind_a}_vs_{kind_b}.png"
-            written.append(plot_error_ratio(arrays_a, arrays_b, kind_a, kind_b, out,
-                                            f"{model} {sparsity}: error ratio {kind_a} / {kind_b}"))
+    rows: dict[tuple[str, ...], dict[str, Cell]] = {}
+    for cell in layout.cells:
+        if len(cell.runs) == 1 and cell.column != FILL:
+            rows.setdefault(cell.row, {})[cell.column] = cell
+    for row, by_kind in rows.items():
+        for kind_b in [k for k in by_kind if k.startswith("RAC")]:
+            for kind_a in [k for k in by_kind if not k.startswith("RAC")]:
+                arrays_a, arrays_b = by_kind[kind_a].runs[0].probe_arrays(probe), by_kind[kind_b].runs[0].probe_arrays(probe)
+                if arrays_a is None or arrays_b is None:
+                    continue
+                name = "_".join(_slug(part) for part in (*row, kind_a, "vs", kind_b))
+                written.append(plot_error_ratio(arrays_a, arrays_b, kind_a, kind_b, out_dir / f"fidelity_{name}.png",
+                                                f"{' / '.join(row)}: error ratio {kind_a} / {kind_b}"))
     return written

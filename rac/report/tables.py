@@ -1,136 +1,52 @@
-"""Table 1 of the paper from run directories: rows model x sparsity, columns calibration kind.
+"""Paper-style tables from run directories: one row per experiment setting, one column per calibration.
 
-A run directory holds ``metrics.json`` and ``recipe.resolved.yaml`` (written by ``rac.engine.run``);
-a grid directory holds run directories at any depth. Cells are strings (the terminal rendering in
-``rac.ui`` and the markdown/CSV writers share them); ``best`` flags the best cell of each metric
-group per row (highest accuracy, lowest run time / NLL / error).
+Which run goes where is decided by ``rac.report.cells`` (never two runs in one cell; ``aggregate``
+averages runs that differ only in the given keys, e.g. seeds, as mean ± SE over them). Cells are
+strings (the terminal rendering in ``rac.ui`` and the markdown/CSV writers share them); ``best``
+flags the best cell of each metric group per row (highest accuracy / throughput, lowest run time /
+NLL / error). A run whose later stage failed shows what it measured plus a status cell naming the
+failure.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from rac.report import metric_keys as mk
+from rac.report.cells import FILL, Cell, arrange
+from rac.report.runs import ReportError, RunRecord, collect_runs, load_run
 
-KIND_ORDER = ("c4", "text", "prompt", "rac")
+__all__ = ["KIND_ORDER", "ReportError", "ReportTable", "RunRecord", "collect_runs", "load_run", "primary_task",
+           "table_one", "to_csv", "to_markdown", "write_report"]
 
-
-class ReportError(ValueError):
-    """A path holds no run, or a run directory is unreadable."""
-
-
-@dataclass
-class RunRecord:
-    """One run: where it is, how it was made, what it measured."""
-
-    path: Path
-    model: str
-    sparsity: str  # "dense" | "50%" | "2:4", with "+fp8" when quantized
-    sparsity_value: float
-    calibration: str  # "c4" | "text" | "prompt" | "rac"
-    metrics: dict
-    recipe: dict
-
-    @property
-    def evaluate(self) -> dict:
-        return self.metrics.get("evaluate") or {}
-
-    def artifact_dir(self, stage: str) -> Path | None:
-        """The stage's artifact dir (from status.json, else the cache by fingerprint)."""
-        status_file = self.path / "status.json"
-        if status_file.is_file():
-            artifact = (json.loads(status_file.read_text()).get(stage) or {}).get("artifact")
-            if artifact and Path(artifact).is_dir():
-                return Path(artifact)
-        fingerprint = ((self.metrics.get("stages") or {}).get(stage) or {}).get("fingerprint")
-        if fingerprint:
-            from rac.engine.cache import Cache
-
-            return Cache().lookup(stage, fingerprint)
-        return None
-
-    def probe_arrays(self, task: str) -> dict | None:
-        """The per-token probe arrays of ``task`` (None when the artifact is gone)."""
-        rel = (self.evaluate.get(task) or {}).get("arrays")
-        base = self.artifact_dir("evaluate")
-        if not rel or base is None or not (base / rel).is_file():
-            return None
-        from safetensors.torch import load_file
-
-        return load_file(str(base / rel))
+KIND_ORDER = ("C4", "text", "prompt", "RAC")
 
 
 @dataclass
 class ReportTable:
-    """Rows of string cells; ``best[i][j]`` marks a highlighted cell."""
+    """Rows of string cells; ``best[i][j]`` marks a highlighted cell.
+
+    The first ``lead`` columns label the row; the rest are "<metric> (<kind>)" for every metric in
+    ``metrics`` and calibration column in ``kinds`` (so a terminal can pivot them).
+    """
 
     title: str
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     best: list[list[bool]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    lead: int = 2
+    kinds: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
 
 
-def _sparsity(recipe: dict) -> tuple[str, float]:
-    prune = recipe.get("prune") or {}
-    if not prune:
-        label, value = "dense", 0.0
-    elif prune.get("pattern"):
-        n, m = (int(x) for x in str(prune["pattern"]).split(":"))
-        label, value = str(prune["pattern"]), n / m
-    else:
-        value = float(prune.get("sparsity") or 0.0)
-        label = f"{round(value * 100)}%"
-    if recipe.get("quantize"):
-        label = "fp8" if label == "dense" else f"{label}+fp8"
-    return label, value
-
-
-def _calibration(recipe: dict) -> str:
-    calib = recipe.get("calibration") or {}
-    kind = calib.get("kind", "rac")
-    if kind == "text" and any((s or {}).get("dataset") == "c4" for s in calib.get("sources") or []):
-        return "c4"
-    return str(kind)
-
-
-def load_run(path: Path) -> RunRecord:
-    """A run directory as a :class:`RunRecord`."""
-    try:
-        metrics = json.loads((path / "metrics.json").read_text())
-        recipe = yaml.safe_load((path / "recipe.resolved.yaml").read_text()) or {}
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ReportError(f"{path}: unreadable run directory ({exc})") from exc
-    label, value = _sparsity(recipe)
-    model = str((recipe.get("model") or {}).get("id", "?"))
-    return RunRecord(path, model, label, value, _calibration(recipe), metrics, recipe)
-
-
-def collect_runs(path: Path | str) -> list[RunRecord]:
-    """Every run under ``path`` (a run directory or a grid directory), sorted by model and sparsity."""
-    path = Path(path)
-    if not path.exists():
-        raise ReportError(f"{path}: no such run or grid directory")
-    if (path / "metrics.json").is_file() and (path / "recipe.resolved.yaml").is_file():
-        dirs = [path]
-    else:
-        dirs = sorted(p.parent for p in path.rglob("metrics.json") if (p.parent / "recipe.resolved.yaml").is_file())
-    if not dirs:
-        raise ReportError(f"{path}: no run directories (metrics.json + recipe.resolved.yaml) found")
-    runs = [load_run(d) for d in dirs]
-    return sorted(runs, key=lambda r: (r.model, r.sparsity_value, r.sparsity, _kind_index(r.calibration)))
-
-
-def _kind_index(kind: str) -> int:
-    return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
-
-
-def primary_task(records: list[RunRecord], types: tuple[str, ...] = ("math", "code")) -> str | None:
+def primary_task(records: Sequence[RunRecord], types: tuple[str, ...] = ("math", "code")) -> str | None:
     """The first task of the given types that any run measured."""
     for record in records:
         for name, metrics in record.evaluate.items():
@@ -139,67 +55,115 @@ def primary_task(records: list[RunRecord], types: tuple[str, ...] = ("math", "co
     return None
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+def _get(task: str | None, *path: str) -> Callable[[dict], float | None]:
+    def getter(evaluate: dict) -> float | None:
+        value: Any = evaluate.get(task) if task else None
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return getter
 
 
-# (column label, value getter, cell formatter, best = "max" | "min" | None)
-def _groups(task: str | None, probe: str | None) -> list[tuple[str, Any, Any, str | None]]:
-    def task_metric(key: str, name: str | None):
-        return lambda ev: (ev.get(name) or {}).get(key) if name else None
+def _minutes(task: str | None) -> Callable[[dict], float | None]:
+    seconds, wall = _get(task, mk.SECONDS), _get(task, mk.WALL_SECONDS)
 
-    def acc_cell(ev: dict) -> str:
-        m = ev.get(task) or {}
-        if m.get("accuracy") is None:
-            return "–"
-        return f"{m['accuracy']:.3f} ± {m.get('accuracy_se') or 0:.3f}"
+    def getter(evaluate: dict) -> float | None:
+        value = seconds(evaluate)
+        value = wall(evaluate) if value is None else value
+        return None if value is None else value / 60
+    return getter
 
-    def minutes(ev: dict) -> float | None:
-        m = ev.get(task) or {}
-        seconds = m.get("seconds", m.get("wall_seconds"))
-        return seconds / 60 if seconds is not None else None
 
+def _decode_tokens_per_s(task: str | None) -> Callable[[dict], float | None]:
+    """The throughput task's decode tokens/s of the compressed model (of the dense one for a dense run)."""
+    compressed, dense = _get(task, "variants", "compressed", "decode_tokens_per_s"), \
+        _get(task, "variants", "dense", "decode_tokens_per_s")
+
+    def getter(evaluate: dict) -> float | None:
+        value = compressed(evaluate)
+        return dense(evaluate) if value is None else value
+    return getter
+
+
+# (column label, value getter, per-run SE getter or None, digits, best = "max" | "min" | None)
+Group = tuple[str, Callable[[dict], float | None], Callable[[dict], float | None] | None, int, str | None]
+
+
+def _groups(task: str | None, probe: str | None, throughput: str | None) -> list[Group]:
     return [
-        ("acc", task_metric("accuracy", task), acc_cell, "max"),
-        ("min", minutes, lambda ev: _fmt(minutes(ev), 1), "min"),
-        ("len", task_metric("mean_length", task), lambda ev: _fmt(task_metric("mean_length", task)(ev), 0), None),
-        ("dec NLL", task_metric("decode_nll", probe), lambda ev: _fmt(task_metric("decode_nll", probe)(ev)), "min"),
-        ("dec err", task_metric("decode_error", probe), lambda ev: _fmt(task_metric("decode_error", probe)(ev)), "min"),
-        ("prm err", task_metric("prompt_error", probe), lambda ev: _fmt(task_metric("prompt_error", probe)(ev)), "min"),
+        ("acc", _get(task, mk.ACCURACY), _get(task, mk.ACCURACY_SE), 3, "max"),
+        ("min", _minutes(task), None, 1, "min"),
+        ("len", _get(task, mk.MEAN_LENGTH), None, 0, None),
+        ("tok/s", _decode_tokens_per_s(throughput), None, 0, "max"),
+        ("dec NLL", _get(probe, mk.DECODE_NLL), None, 3, "min"),
+        ("dec err", _get(probe, mk.DECODE_ERROR), None, 3, "min"),
+        ("prm err", _get(probe, mk.PROMPT_ERROR), None, 3, "min"),
     ]
 
 
-def table_one(records: list[RunRecord], task: str | None = None) -> ReportTable:
-    """Table 1: accuracy ± SE and run time per calibration kind, plus length and probe columns."""
-    if not records:
-        raise ReportError("no runs to tabulate")
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var / len(values))
+
+
+def _cell_value(cell: Cell, group: Group) -> tuple[float | None, str]:
+    """(value for best-marking, text): one run as measured; several (aggregated) as mean ± SE (n=...)."""
+    _label, getter, se_getter, digits, _goal = group
+    values = [v for v in (getter(r.evaluate) for r in cell.runs) if v is not None]
+    if not values:
+        return None, "–"
+    if len(cell.runs) > 1:
+        if len(values) == 1:
+            return values[0], f"{values[0]:.{digits}f} (n=1 of {len(cell.runs)})"
+        mean, se = _mean_se(values)
+        return mean, f"{mean:.{digits}f} ± {se:.{digits}f} (n={len(values)})"
+    se = se_getter(cell.runs[0].evaluate) if se_getter else None
+    return values[0], f"{values[0]:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+
+
+def _status(cell: Cell) -> str:
+    failures = [r.failure for r in cell.runs if r.failure]
+    return "; ".join(f.split(":", 1)[0] for f in failures) if failures else "ok"
+
+
+def table_one(records: Sequence[RunRecord], task: str | None = None, aggregate: Sequence[str] = ()) -> ReportTable:
+    """Table 1 (and Tables 3-5): every distinct run its own cell; rows = settings, columns = calibration."""
+    layout = arrange(records, aggregate)
     task = task or primary_task(records)
     probe = primary_task(records, ("probe",))
-    kinds = sorted({r.calibration for r in records if r.sparsity not in ("dense", "fp8")} or {"rac"},
-                   key=_kind_index)
-    rows: dict[tuple[str, str], dict[str, RunRecord]] = {}
-    for record in records:
-        rows.setdefault((record.model, record.sparsity), {})[record.calibration] = record
-    groups = [g for g in _groups(task, probe)
-              if any(g[1](r.evaluate) is not None for r in records)]
-    table = ReportTable(title=f"{task or 'no benchmark'}: accuracy ± SE, run time (min)",
-                        columns=["model", "sparsity"] + [f"{g[0]} {k}" for g in groups for k in kinds])
-    for (model, sparsity), by_kind in rows.items():
-        if len(by_kind) == 1 and sparsity in ("dense", "fp8"):  # one baseline fills every column
-            only = next(iter(by_kind.values()))
-            by_kind = {k: only for k in kinds}
-        cells, best = [model, sparsity], [False, False]
-        for _label, getter, fmt, goal in groups:
-            values = [getter(by_kind[k].evaluate) if k in by_kind else None for k in kinds]
-            present = [v for v in values if v is not None]
-            target = (max(present) if goal == "max" else min(present)) if goal and len(present) > 1 else None
-            for kind, value in zip(kinds, values):
-                cells.append(fmt(by_kind[kind].evaluate) if kind in by_kind else "–")
-                best.append(target is not None and value == target and len(set(present)) > 1)
+    throughput = primary_task(records, ("throughput",))
+    groups = [g for g in _groups(task, probe, throughput) if any(g[1](r.evaluate) is not None for r in records)]
+    failed = [r for r in records if r.failure]
+    metric_names = (["status"] if failed else []) + [g[0] for g in groups]
+    kinds = layout.columns
+    title = f"{task or 'no benchmark'}: accuracy ± SE, run time (min)"
+    table = ReportTable(title=title, columns=layout.lead + [f"{m} ({k})" for m in metric_names for k in kinds],
+                        lead=len(layout.lead), kinds=kinds, metrics=metric_names)
+    rows: dict[tuple[str, ...], dict[str, Cell]] = {}
+    for cell in layout.cells:
+        rows.setdefault(cell.row, {})[cell.column] = cell
+    for row, by_kind in rows.items():
+        if FILL in by_kind:  # a calibration-free baseline alone in its row fills every column
+            by_kind = {k: by_kind[FILL] for k in kinds}
+        cells, best = list(row), [False] * len(row)
+        if failed:
+            cells += [_status(by_kind[k]) if k in by_kind else "–" for k in kinds]
+            best += [False] * len(kinds)
+        for group in groups:
+            measured = [_cell_value(by_kind[k], group) if k in by_kind else (None, "–") for k in kinds]
+            present = [v for v, _ in measured if v is not None]
+            goal = group[4]
+            target = (max(present) if goal == "max" else min(present)) if goal and len(set(present)) > 1 else None
+            cells += [text for _, text in measured]
+            best += [target is not None and value == target for value, _ in measured]
         table.rows.append(cells)
         table.best.append(best)
     if probe:
         table.notes.append(f"probe columns from task {probe!r}: decode NLL, mean L2 error on decode/prompt tokens")
+    if layout.aggregated:
+        table.notes.append(f"cells with n=... are mean ± SE over runs differing only in {', '.join(layout.aggregated)}")
+    table.notes += [f"{r.path}: {r.failure}" for r in failed]
     return table
 
 
@@ -222,14 +186,14 @@ def to_csv(table: ReportTable) -> str:
     return buffer.getvalue()
 
 
-def write_report(path: Path | str, out_dir: Path | str) -> list[Path]:
+def write_report(path: Path | str, out_dir: Path | str, aggregate: Sequence[str] = ()) -> list[Path]:
     """table.md, table.csv and the PNG plots for the runs under ``path``; returns the files written."""
     from rac.report.plots import write_plots
 
     records = collect_runs(path)
+    table = table_one(records, aggregate=aggregate)  # raises before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = table_one(records)
     (out / "table.md").write_text(to_markdown(table))
     (out / "table.csv").write_text(to_csv(table))
-    return [out / "table.md", out / "table.csv", *write_plots(records, out)]
+    return [out / "table.md", out / "table.csv", *write_plots(records, out, tuple(aggregate))]

@@ -150,7 +150,7 @@ def _engine(ctx: StageContext, held: _EvaluatedModel, task: dict, workdir: Path)
         return HFEngine(held.get(), held.tokenizer, batch_size=int(task["batch_size"]))
     spec = ctx.settings.model.as_dict()
     if ctx.inputs:  # vLLM loads from disk: write the compressed model once
-        from rac.stages.export import write_compressed_tensors
+        from rac.models.compressed import write_compressed_tensors
 
         folder = workdir / "model"
         if not folder.exists():

@@ -109,3 +109,37 @@ def test_killed_run_resumes_from_completed_stages(tmp_path):
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["gen"]["status"] == "cached" and status["scale"]["status"] == "done"
     assert status["scale"]["attempts"] == 2
+
+
+def test_failed_later_stage_keeps_metrics_of_completed_stages(tmp_path):
+    """A failing last stage (e.g. export) still writes metrics.json with what the earlier stages measured."""
+    from rac.engine.run import metrics_schema_errors
+    from rac.engine.stage import Stage
+
+    def boom(ctx):
+        raise OSError("disk full")
+
+    stages = (*STAGES[:2], Stage("report", needs=("scale",), reads=("report",), version="1", run=boom,
+                                 cached=False))
+    with pytest.raises(StageFailed, match="disk full") as caught:
+        run_recipe(loaded(make_recipe(tmp_path)), stages, "m", Cache(tmp_path / "cache"), tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert metrics["failure"] == {"stage": "report", "error": "OSError: disk full"}
+    assert metrics["stages"]["scale"]["status"] == "done" and metrics["stages"]["scale"]["summary"] == {"total": 12}
+    assert metrics["stages"]["report"]["status"] == "failed" and "disk full" in metrics["stages"]["report"]["error"]
+    assert metrics_schema_errors(metrics) == []
+    assert caught.value.result is not None and caught.value.result.metrics == metrics
+
+
+def test_stages_after_a_failure_are_recorded_as_skipped(tmp_path):
+    from rac.engine.stage import Stage
+
+    def boom(ctx):
+        raise RuntimeError("kaput")
+
+    stages = (STAGES[0], Stage("scale", needs=("gen",), reads=("scale.factor",), version="1", run=boom), STAGES[2])
+    with pytest.raises(StageFailed):
+        run_recipe(loaded(make_recipe(tmp_path)), stages, "m", Cache(tmp_path / "cache"), tmp_path / "run")
+    records = json.loads((tmp_path / "run" / "metrics.json").read_text())["stages"]
+    assert [records[s]["status"] for s in ("gen", "scale", "report")] == ["done", "failed", "skipped"]

@@ -190,7 +190,7 @@ def test_vllm_progress_reaches_rac_progress(monkeypatch, tokenizer, caplog):
             pbar = use_tqdm(total=len(requests), desc="Processed prompts", dynamic_ncols=True,
                             postfix="est. speed input: 0.00 toks/s, output: 0.00 toks/s")
             outs = []
-            for i, (request, p) in enumerate(zip(requests, params)):
+            for p in params:
                 completions = [types.SimpleNamespace(index=j, token_ids=[5, 6], finish_reason="length")
                                for j in range(p.n)]
                 outs.append(types.SimpleNamespace(outputs=completions))

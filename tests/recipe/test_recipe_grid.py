@@ -6,10 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE
 
 from rac.recipe import Location, RecipeError, expand_grid, grid_from_file
 from rac.recipe.grid import is_grid_file, split_values
+
+EXAMPLE = Path(__file__).parent / "data" / "smollm2_rac.yaml"  # the shared example recipe
 
 
 @pytest.fixture

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import yaml
-from conftest import EXAMPLE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rac.recipe import RecipeError, load_and_validate
+
+EXAMPLE = Path(__file__).parent / "data" / "smollm2_rac.yaml"  # the shared example recipe
 
 BASE = yaml.safe_load(EXAMPLE.read_text())
 

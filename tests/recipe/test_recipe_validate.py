@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE
 
 import rac
 from rac.recipe import RecipeError, load_and_validate, load_recipe, validate
+
+EXAMPLE = Path(__file__).parent / "data" / "smollm2_rac.yaml"  # the shared example recipe
 
 HEAD = "version: 1\nmodel:\n  id: smollm2-135m\n"  # lines 1-3
 

@@ -22,7 +22,8 @@ def _recipe(path: Path, export_path: str, extra: str = "") -> Path:
 @pytest.mark.parametrize("value", ['"."', '"~"', '"/"', '"~/"', '".."', '"${oc.env:HOME}"'])
 def test_validate_refuses_destructive_export_paths(tmp_path, monkeypatch, capsys, value):
     monkeypatch.chdir(tmp_path)
-    recipe = _recipe(tmp_path / "r.yaml", value)
+    extra = "run: {allow_env: true}\n" if "oc.env" in value else ""  # env reads need the recipe's opt-in
+    recipe = _recipe(tmp_path / "r.yaml", value, extra)
     assert main(["validate", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert f"{recipe}:5:" in err and "export.path" in err and "refusing to export there" in err

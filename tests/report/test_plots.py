@@ -11,13 +11,14 @@ from rac.report.tables import ReportError, collect_runs, write_report
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_write_report_writes_tables_and_pngs(grid_dir, tmp_path):
+def test_write_report_writes_tables_and_pngs(table1_dir, tmp_path):
     out = tmp_path / "report"
-    files = write_report(grid_dir, out)
+    files = write_report(table1_dir, out)
     names = {f.name for f in files}
     assert {"table.md", "table.csv", "accuracy_vs_sparsity.png", "length_vs_sparsity.png"} <= names
-    heatmaps = [f for f in files if f.name.startswith("fidelity_")]
-    assert {f.name for f in heatmaps} >= {"fidelity_tiny_50_prompt_vs_rac.png", "fidelity_tiny_50_c4_vs_rac.png"}
+    heatmaps = {f.name for f in files if f.name.startswith("fidelity_")}
+    model = "DeepSeek-R1-Distill-Qwen-7B"
+    assert heatmaps == {f"fidelity_{model}_{s}_{k}_vs_RAC.png" for s in ("30", "50") for k in ("C4", "prompt")}
     for file in files:
         if file.suffix == ".png":
             assert file.read_bytes()[:8] == PNG and file.stat().st_size > 5000
@@ -39,8 +40,8 @@ def test_error_ratio_needs_same_rollouts(probe_arrays):
         error_ratio_matrix(a, b)
 
 
-def test_runs_without_probe_still_plot(grid_dir, tmp_path):
-    for run in collect_runs(grid_dir):
+def test_runs_without_probe_still_plot(table1_dir, tmp_path):
+    for run in collect_runs(table1_dir):
         (run.path / "status.json").unlink()
-    files = write_report(grid_dir, tmp_path / "r")
+    files = write_report(table1_dir, tmp_path / "r")
     assert not [f for f in files if f.name.startswith("fidelity_")]

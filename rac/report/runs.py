@@ -1,0 +1,135 @@
+"""Run directories as records: where a run is, how it was made, what it measured, how it ended.
+
+A run directory (written by ``rac.engine.run``) holds ``recipe.resolved.yaml``, ``status.json`` and
+``metrics.json``; a grid directory holds run directories at any depth. A run whose later stage failed
+still counts: ``metrics.json`` then has ``status: failed`` and the completed stages' metrics. A run
+directory without ``metrics.json`` (a run killed mid-way, or written before rac kept partial metrics)
+is read from ``status.json`` and the evaluate artifact it points to, so its measured numbers show.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rac.report.labels import compression_label, compression_value, model_label
+
+
+class ReportError(ValueError):
+    """A path holds no run, a run directory is unreadable, or two runs would share one table cell."""
+
+
+@dataclass
+class RunRecord:
+    """One run: where it is, how it was made (resolved recipe), what it measured, how it ended."""
+
+    path: Path
+    recipe: dict
+    metrics: dict
+    status: dict = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return model_label(self.recipe)
+
+    @property
+    def sparsity(self) -> str:
+        """What was done to the weights, e.g. "dense", "50%", "2:4 MLP first+last third + FP8"."""
+        return compression_label(self.recipe)
+
+    @property
+    def sparsity_value(self) -> float:
+        return compression_value(self.recipe)
+
+    @property
+    def evaluate(self) -> dict:
+        return self.metrics.get("evaluate") or {}
+
+    @property
+    def failure(self) -> str | None:
+        """"<stage> failed: <error>" for the first stage that did not complete, None when all did."""
+        failure = self.metrics.get("failure") or {}
+        if failure.get("stage"):
+            return f"{failure['stage']} failed: {failure.get('error', '')}".rstrip(": ")
+        for stage, record in self.status.items():
+            if isinstance(record, dict) and record.get("status") not in ("done", "cached"):
+                return f"{stage} {record.get('status', 'pending')}" + (f": {record['error']}" if record.get("error") else "")
+        return None
+
+    def artifact_dir(self, stage: str) -> Path | None:
+        """The stage's artifact dir (from status.json, else the cache by fingerprint)."""
+        artifact = (self.status.get(stage) or {}).get("artifact")
+        if artifact and Path(artifact).is_dir():
+            return Path(artifact)
+        fingerprint = ((self.metrics.get("stages") or {}).get(stage) or {}).get("fingerprint")
+        if fingerprint:
+            from rac.engine.cache import Cache
+
+            return Cache().lookup(stage, fingerprint)
+        return None
+
+    def probe_arrays(self, task: str) -> dict | None:
+        """The per-token probe arrays of ``task`` (None when the artifact is gone)."""
+        rel = (self.evaluate.get(task) or {}).get("arrays")
+        base = self.artifact_dir("evaluate")
+        if not rel or base is None or not (base / rel).is_file():
+            return None
+        from safetensors.torch import load_file
+
+        return load_file(str(base / rel))
+
+
+def _read_json(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return data
+
+
+def _metrics_from_status(status: dict) -> dict:
+    """metrics.json's shape rebuilt from status.json (evaluate metrics from its artifact, when done)."""
+    metrics: dict = {"stages": {}, "evaluate": {}}
+    for stage, record in status.items():
+        if isinstance(record, dict):
+            metrics["stages"][stage] = {"status": record.get("status"), "fingerprint": record.get("fingerprint")}
+    evaluate = status.get("evaluate") or {}
+    artifact = Path(evaluate["artifact"]) / "metrics.json" if evaluate.get("artifact") else None
+    if evaluate.get("status") in ("done", "cached") and artifact is not None and artifact.is_file():
+        metrics["evaluate"] = _read_json(artifact)
+    return metrics
+
+
+def load_run(path: Path) -> RunRecord:
+    """A run directory as a :class:`RunRecord`."""
+    try:
+        recipe = yaml.safe_load((path / "recipe.resolved.yaml").read_text()) or {}
+        status = _read_json(path / "status.json") if (path / "status.json").is_file() else {}
+        metrics = (_read_json(path / "metrics.json") if (path / "metrics.json").is_file()
+                   else _metrics_from_status(status))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ReportError(f"{path}: unreadable run directory ({exc})") from exc
+    if not isinstance(recipe, dict):
+        raise ReportError(f"{path / 'recipe.resolved.yaml'}: not a recipe mapping")
+    return RunRecord(path, recipe, metrics, status)
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / "recipe.resolved.yaml").is_file() and any(
+        (path / name).is_file() for name in ("metrics.json", "status.json"))
+
+
+def collect_runs(path: Path | str) -> list[RunRecord]:
+    """Every run under ``path`` (a run directory or a grid directory), in path order."""
+    path = Path(path)
+    if not path.exists():
+        raise ReportError(f"{path}: no such run or grid directory")
+    if _is_run_dir(path):
+        dirs = [path]
+    else:
+        dirs = sorted(p.parent for p in path.rglob("recipe.resolved.yaml") if _is_run_dir(p.parent))
+    if not dirs:
+        raise ReportError(f"{path}: no run directories (recipe.resolved.yaml + metrics.json or status.json) found")
+    return [load_run(d) for d in dirs]
