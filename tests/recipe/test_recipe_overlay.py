@@ -23,7 +23,8 @@ def test_every_repo_file_validates_as_globbed(capsys):
     out = capsys.readouterr().out
     assert out.count("(overlay)") >= 23 and f"{len(files)} of {len(files)} file(s) valid" in out
     assert main(["validate", "--portable", str(RECIPES / "demo")]) == 0  # a directory stands for its YAML files
-    assert "8 of 8 file(s) valid" in capsys.readouterr().out
+    demo = len(list((RECIPES / "demo").rglob("*.yaml")))
+    assert demo >= 8 and f"{demo} of {demo} file(s) valid" in capsys.readouterr().out
 
 
 def test_fragment_errors_are_located_without_missing_version(write, capsys):
