@@ -273,14 +273,20 @@ def execute_plan(
     return records
 
 
+def _context(stage: Stage, out_dir: Path, recipe: dict, cache: Cache, run_dir: Path, device: str,
+             inputs: dict[str, Path], progress: ProgressReporter, extra: dict) -> StageContext:
+    """What a stage run sees: its output folder, its inputs, the cache, device and progress."""
+    return StageContext(recipe=recipe, out_dir=out_dir, inputs=inputs, cache=cache, device=device,
+                        model_identity=str(extra.get("model_identity", "")), run_dir=run_dir,
+                        progress=progress, log=logging.getLogger(f"rac.stages.{stage.name}"), extra=extra)
+
+
 def _run_one(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, device: str,
              inputs: dict[str, Path], progress: ProgressReporter, extra: dict) -> Path:
     stage = planned.stage
 
     def context(out_dir: Path) -> StageContext:
-        return StageContext(recipe=recipe, out_dir=out_dir, inputs=inputs, cache=cache, device=device,
-                            model_identity=str(extra.get("model_identity", "")), run_dir=run_dir,
-                            progress=progress, log=logging.getLogger(f"rac.stages.{stage.name}"), extra=extra)
+        return _context(stage, out_dir, recipe, cache, run_dir, device, inputs, progress, extra)
 
     start = time.perf_counter()
     if stage.cached:
@@ -322,9 +328,7 @@ def _run_distributed(planned: PlannedStage, recipe: dict, cache: Cache, run_dir:
     stage = planned.stage
 
     def context(out_dir: Path) -> StageContext:
-        return StageContext(recipe=recipe, out_dir=out_dir, inputs=inputs, cache=cache, device=device,
-                            model_identity=str(extra.get("model_identity", "")), run_dir=run_dir,
-                            progress=progress, log=logging.getLogger(f"rac.stages.{stage.name}"), extra=extra)
+        return _context(stage, out_dir, recipe, cache, run_dir, device, inputs, progress, extra)
 
     start = time.perf_counter()
     if not dist.is_owner():
