@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rac.eval.math import AnswerSpec
     from rac.recipe.settings import EvaluateSettings
 
-PROBE_VERSION = "1"
+PROBE_VERSION = "2"  # 2: end-of-rollout positions (termination probe)
 HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Answer with the complete function in a "
                          "```python code block.\n\n```python\n{prompt}```")
 
