@@ -11,6 +11,13 @@ and the compressed model. Per token position t (0-based over prompt + rollout):
 
 Prompt positions are ``t < prompt_len``, decode positions ``t >= prompt_len``. The dense part
 (rollouts, hidden states, dense NLL) is computed once by :func:`dense_reference` and can be cached.
+
+Termination probe (length, issue 18): where the dense rollout ends (its EOS token, and the first
+end-of-reasoning token ``</think>`` when the tokenizer has it as one token), the compressed model's
+teacher-forced probability of that same token there, and its rank among all tokens (0 = the
+compressed model's greedy choice): a pruned model that rambles puts little mass on ending where the
+dense model ends. Positions are flat indices into ``input_ids`` (``-1``: the dense rollout has no such
+token, e.g. cut by ``t_max``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import torch
 
 _LOGIT_CHUNK = 1024
+REASONING_END_TOKEN = "</think>"
+END_MARKERS = ("eos", "reasoning_end")
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -67,8 +76,12 @@ def dense_reference(dense, tokenizer, prompts: list[list[int]], t_max: int, batc
         raise ValueError("probe needs at least one prompt")
     rollouts = greedy_rollouts(dense, tokenizer, prompts, t_max, batch_size)
     ids, hidden, nll, offsets = [], [], [], [0]
+    ends: dict[str, list[int]] = {name: [] for name in END_MARKERS}
+    marker_ids = {"eos": tokenizer.eos_token_id, "reasoning_end": _single_token(tokenizer, REASONING_END_TOKEN)}
     for prompt, rollout in zip(prompts, rollouts):
         seq = list(prompt) + rollout
+        for name in END_MARKERS:
+            ends[name].append(_end_position(rollout, marker_ids[name], offsets[-1] + len(prompt), name == "eos"))
         h, n = token_states(dense, seq)
         ids.append(torch.tensor(seq, dtype=torch.int64))
         hidden.append(h)
@@ -80,16 +93,50 @@ def dense_reference(dense, tokenizer, prompts: list[list[int]], t_max: int, batc
         "prompt_len": torch.tensor([len(p) for p in prompts], dtype=torch.int64),
         "hidden": torch.cat(hidden),
         "dense_nll": torch.cat(nll),
+        **{f"{name}_pos": torch.tensor(ends[name], dtype=torch.int64) for name in END_MARKERS},
     }
+
+
+def _single_token(tokenizer, text: str) -> int | None:
+    """The id of ``text`` when the tokenizer has it as exactly one token, else None."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None
+
+
+def _end_position(rollout: list[int], token: int | None, start: int, last_only: bool) -> int:
+    """Flat index of ``token`` in ``rollout`` (which begins at ``start``): the final token for EOS
+    (``last_only``), else its first occurrence; -1 when absent."""
+    if token is None or not rollout:
+        return -1
+    if last_only:
+        return start + len(rollout) - 1 if rollout[-1] == token else -1
+    return start + rollout.index(token) if token in rollout else -1
+
+
+@torch.no_grad()
+def _prob_and_rank(model, hidden: torch.Tensor, token: int) -> tuple[float, int]:
+    """Probability of ``token`` from a final-norm hidden state, and how many tokens score higher."""
+    head = model.get_output_embeddings()
+    weight = next(head.parameters())
+    logits = head(hidden.to(weight.device, weight.dtype)[None])[0].float()
+    return float(torch.softmax(logits, -1)[token]), int((logits > logits[token]).sum())
 
 
 def compare(compressed, reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per-token errors and NLL of ``compressed`` on the reference sequences (flat, same offsets)."""
     offsets = reference["offsets"].tolist()
     abs_err, rel_err, nll = [], [], []
-    for i in range(len(offsets) - 1):
+    count = len(offsets) - 1
+    end_prob = {name: torch.full((count,), float("nan")) for name in END_MARKERS}
+    end_rank = {name: torch.full((count,), -1, dtype=torch.int64) for name in END_MARKERS}
+    for i in range(count):
         lo, hi = offsets[i], offsets[i + 1]
         h_c, n_c = token_states(compressed, reference["input_ids"][lo:hi].tolist())
+        for name in END_MARKERS:
+            pos = int(reference[f"{name}_pos"][i])
+            if pos > lo:  # predicted from the state one position earlier
+                prob, rank = _prob_and_rank(compressed, h_c[pos - lo - 1], int(reference["input_ids"][pos]))
+                end_prob[name][i], end_rank[name][i] = prob, rank
         h_d = reference["hidden"][lo:hi]
         err = torch.linalg.vector_norm(h_c - h_d, dim=-1)
         abs_err.append(err)
@@ -102,6 +149,9 @@ def compare(compressed, reference: dict[str, torch.Tensor]) -> dict[str, torch.T
         "dense_nll": reference["dense_nll"],
         "offsets": reference["offsets"],
         "prompt_len": reference["prompt_len"],
+        **{f"{name}_pos": reference[f"{name}_pos"] for name in END_MARKERS},
+        **{f"{name}_prob_at_dense_end": end_prob[name] for name in END_MARKERS},
+        **{f"{name}_rank_at_dense_end": end_rank[name] for name in END_MARKERS},
     }
 
 
@@ -137,7 +187,31 @@ def summarize_probe(arrays: dict[str, torch.Tensor], t_max: int) -> dict:
         "decode_nll": _mean(arrays["nll"], decode),
         "dense_prompt_nll": _mean(arrays["dense_nll"], prompt & scored),
         "dense_decode_nll": _mean(arrays["dense_nll"], decode),
+        **termination_summary(arrays),
     }
+
+
+def termination_summary(arrays: dict[str, torch.Tensor]) -> dict:
+    """Per end marker (``eos``, ``reasoning_end``): how many dense rollouts end with it
+    (``n_dense_<m>``), the compressed model's mean probability of it there
+    (``<m>_prob_at_dense_end``), the dense model's own (``dense_<m>_prob_at_dense_end``), the mean
+    rank (``<m>_rank_at_dense_end``, 0 = top) and the share where it is the top token
+    (``<m>_top1_at_dense_end``); None when no dense rollout has the marker."""
+    out: dict = {}
+    for name in END_MARKERS:
+        pos = arrays[f"{name}_pos"]
+        ended = pos >= 0
+        n = int(ended.sum())
+        prob, rank = arrays[f"{name}_prob_at_dense_end"][ended], arrays[f"{name}_rank_at_dense_end"][ended]
+        dense = torch.exp(-arrays["dense_nll"][pos[ended]]) if n else None
+        out.update({
+            f"n_dense_{name}": n,
+            f"{name}_prob_at_dense_end": float(prob.double().mean()) if n else None,
+            f"dense_{name}_prob_at_dense_end": float(dense.double().mean()) if dense is not None else None,
+            f"{name}_rank_at_dense_end": float(rank.double().mean()) if n else None,
+            f"{name}_top1_at_dense_end": float((rank == 0).double().mean()) if n else None,
+        })
+    return out
 
 
 def probe(dense, compressed, tokenizer, prompts: list[list[int]], t_max: int) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -254,6 +254,15 @@ def _check_weights(loaded: LoadedRecipe, calibration: dict) -> list[RecipeIssue]
     if prompt is None or decode is None:
         return []
     kind = calibration.get("kind")
+    position = weights.get("position") if isinstance(weights.get("position"), dict) else {}
+    position_kind = position.get("kind", "uniform")
+    if position_kind != "uniform" and kind != "rac":
+        return [_issue(loaded, "calibration.weights.position.kind",
+                       f"position weights ({position_kind}) act on decode tokens, but calibration.kind {kind!r} has "
+                       "none; use kind rac or position.kind uniform")]
+    factor = _number(position.get("factor", 0.0))
+    if position_kind == "tail" and factor is not None and factor < 0:
+        return [_issue(loaded, "calibration.weights.position.factor", f"kind tail needs factor >= 0, got {factor}")]
     if kind == "rac" and prompt == 0 and decode == 0:
         return [_issue(loaded, "calibration.weights", "prompt and decode weights are both 0: every calibration "
                                                       "token would weigh 0; give at least one a weight > 0")]

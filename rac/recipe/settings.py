@@ -66,9 +66,18 @@ class RenderSettings(Section):
 
 
 @dataclass(frozen=True)
+class PositionWeightSettings(Section):
+    kind: str
+    factor: float
+    tail_tokens: int
+    marker: str | None
+
+
+@dataclass(frozen=True)
 class WeightSettings(Section):
     prompt: float
     decode: float
+    position: PositionWeightSettings
 
 
 @dataclass(frozen=True)

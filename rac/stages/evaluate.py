@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rac.eval.math import AnswerSpec
     from rac.recipe.settings import EvaluateSettings
 
-PROBE_VERSION = "1"
+PROBE_VERSION = "2"  # 2: end-of-rollout positions (termination probe)
 HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Answer with the complete function in a "
                          "```python code block.\n\n```python\n{prompt}```")
 
@@ -214,6 +214,7 @@ def answer_spec(ctx: StageContext, task: dict, tokenizer: Any, first_problem: st
 
 def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: Any) -> tuple[dict, list[dict]]:
     """Math or code task: generate, grade every sample, summarize."""
+    from rac.eval.length import length_metrics, sample_fields
     from rac.eval.math import grade, grading_counts, summarize
 
     problems, field, answer_field = load_problems(task)
@@ -232,7 +233,8 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
     for index, (record, gens) in enumerate(zip(problems, outputs)):
         for sample, gen in enumerate(gens):
             row = {"id": _problem_id(record, index), "sample": sample, "length": len(gen.completion_ids),
-                   "finish_reason": gen.finish_reason}
+                   "finish_reason": gen.finish_reason,
+                   **sample_fields(gen.completion_ids, gen.text, spec.after if spec is not None else None)}
             if task["type"] == "math":
                 result = grade(gen.text, record[answer_field], spec)
                 row.update(answer=str(record[answer_field]).rsplit("####", 1)[-1].strip(),
@@ -244,8 +246,9 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
             records.append(row)
     if spec is not None:
         extra.update(answer=spec.as_dict(), **grading_counts(records))
-    metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, int(task["max_new_tokens"])), **extra,
-               **context}
+    budget = int(task["max_new_tokens"])
+    metrics = {"type": task["type"], "status": "ok", **summarize(records, wall, budget),
+               "length": length_metrics(records, budget), **extra, **context}
     return metrics, records
 
 
@@ -430,7 +433,7 @@ STAGE = Stage(
     name="evaluate",
     needs=("prune", "quantize"),
     reads=("model", "evaluate", "calibration.render", "run.seed"),
-    version="2",  # 2: strict answer specs, trusted code runner
+    version="3",  # 2: strict answer specs, trusted code runner; 3: length metrics, probe termination
     run=run,
     enabled=lambda r: bool((r.get("evaluate") or {}).get("tasks")),
     description="benchmarks, decode-fidelity probe and throughput of the compressed model",

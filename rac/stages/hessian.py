@@ -19,6 +19,7 @@ from rac.engine.stage import Stage, StageContext
 
 def run(ctx: StageContext) -> dict:
     from rac.calibration.mix import build_calibration_set
+    from rac.calibration.position import apply_position_weights, check_position
     from rac.calibration.replay import iter_batches
     from rac.models.blocks import find_blocks
     from rac.models.capture import BlockWalker
@@ -34,6 +35,10 @@ def run(ctx: StageContext) -> dict:
     rollout = ctx.inputs.get("rollout")
     calib = build_calibration_set(settings.calibration.as_dict(), tokenizer, Path(rollout) if rollout else None,
                                   settings.calibration.seed)
+    position = settings.calibration.weights.position
+    check_position(position.as_dict(), settings.calibration.kind)
+    apply_position_weights(calib, position.as_dict(), tokenizer, model if position.kind == "confidence" else None,
+                           ctx.device)
     calib.save(ctx.out_dir)
     base = replay_base_key(settings, ctx.model_identity, ctx.out_dir)
     sequential = prune.sequential
@@ -83,7 +88,7 @@ STAGE = Stage(
     needs=("rollout",),
     reads=("model", "calibration", "prune.sequential", "prune.true_sequential", "prune.batch_size",
            "prune.hessian_storage"),
-    version="1",
+    version="2",  # 2: calibration.weights.position
     run=run,
     enabled=lambda recipe: bool(recipe.get("prune")),
     description="calibration set + Hessians exact regardless of pruning",

@@ -56,3 +56,42 @@ def test_error_ratio_is_figure_2s_matrix():
     assert out["ratio"][1, :2].tolist() == [1.0, 3.0] and torch.isnan(out["ratio"][1, 2])
     with pytest.raises(ValueError, match="same dense rollouts"):
         error_ratio(prompt_only, {**rac, "offsets": torch.tensor([0, 2, 5])})
+
+
+def test_termination_probe_at_the_dense_models_end(tiny_llama, monkeypatch):
+    import rac.eval.probe as probe_module
+
+    model, tok = tiny_llama
+    eos = tok.eos_token_id
+    # fixed dense rollouts: the first ends with EOS, the second is cut by t_max (no EOS)
+    monkeypatch.setattr(probe_module, "greedy_rollouts", lambda *a, **k: [[11, 12, eos], [13, 14, 15]])
+    summary, arrays = probe(model, model, tok, _prompts(tok), t_max=3)
+    end = int(arrays["eos_pos"][0])
+    assert end == int(arrays["offsets"][1]) - 1 and int(arrays["eos_pos"][1]) == -1
+    assert summary["n_dense_eos"] == 1
+    # dense against itself: the compressed probability equals the dense one (from the dense NLL)
+    assert abs(summary["eos_prob_at_dense_end"] - summary["dense_eos_prob_at_dense_end"]) < 1e-5
+    assert abs(summary["dense_eos_prob_at_dense_end"] - float(torch.exp(-arrays["dense_nll"][end]))) < 1e-6
+    # no `</think>` token in the SmolLM2 vocabulary: no end-of-reasoning positions, reported as None
+    assert summary["n_dense_reasoning_end"] == 0 and summary["reasoning_end_prob_at_dense_end"] is None
+
+    perturbed = copy.deepcopy(model)
+    with torch.no_grad():
+        perturbed.model.layers[0].mlp.down_proj.weight.mul_(0.0)
+    _, cut = probe(model, perturbed, tok, _prompts(tok), t_max=3)
+    seq = torch.tensor(_prompts(tok)[0] + [11, 12, eos])
+    with torch.no_grad():
+        logits = perturbed(seq[None]).logits[0, -2].float()  # the prediction of the final (EOS) token
+    assert abs(float(torch.softmax(logits, -1)[eos]) - float(cut["eos_prob_at_dense_end"][0])) < 1e-5
+    assert int(cut["eos_rank_at_dense_end"][0]) == int((logits > logits[eos]).sum())
+    assert int(cut["eos_rank_at_dense_end"][1]) == -1 and torch.isnan(cut["eos_prob_at_dense_end"][1])
+    assert int(cut["reasoning_end_rank_at_dense_end"][0]) == -1
+
+
+def test_end_positions() -> None:
+    from rac.eval.probe import _end_position
+
+    assert _end_position([5, 6, 2], 2, 10, last_only=True) == 12
+    assert _end_position([5, 2, 6], 2, 10, last_only=True) == -1  # EOS counts only as the final token
+    assert _end_position([5, 9, 6, 9], 9, 10, last_only=False) == 11
+    assert _end_position([5, 6], None, 10, last_only=False) == -1

@@ -325,3 +325,13 @@ def test_schema_error_does_not_hide_the_sections_other_errors(write):
          "sets the sparsity, so set one of the two (or sparsity: null)"),
         "r.yaml:9:25: $.prune.scopes[0].blocks: block range '[0, 99)' exceeds the model's 30 blocks",
     ]
+
+
+def test_position_weights_that_cannot_act(write):
+    assert errors(write, "calibration:\n  kind: prompt\n  weights: {position: {kind: tail}}\n") == [
+        "r.yaml:6:30: $.calibration.weights.position.kind: position weights (tail) act on decode tokens, but "
+        "calibration.kind 'prompt' has none; use kind rac or position.kind uniform"]
+    assert errors(write, "calibration:\n  weights: {position: {kind: tail, factor: -0.5}}\n") == [
+        "r.yaml:5:44: $.calibration.weights.position.factor: kind tail needs factor >= 0, got -0.5"]
+    write("r.yaml", HEAD + "calibration:\n  weights: {position: {kind: confidence, factor: -0.5}}\n")
+    load_and_validate("r.yaml", ())  # favouring uncertain positions is allowed

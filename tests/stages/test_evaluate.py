@@ -59,7 +59,9 @@ def test_evaluate_stage_dense_and_pruned(tmp_path, tiny_model_dir):
     assert dense["probe"]["decode_error"] == 0.0 and not dense["probe"]["dense_cache_hit"]
     assert "compressed" not in dense["throughput"]["variants"]
     records = [json.loads(line) for line in (tmp_path / "dense/records/gsm8k.jsonl").read_text().splitlines()]
-    assert {"id", "answer", "extracted", "correct", "length", "finish_reason", "status"} <= set(records[0])
+    assert {"id", "answer", "extracted", "correct", "length", "finish_reason", "status", "loop_share",
+            "reasoning_ended"} <= set(records[0])
+    assert dense["gsm8k"]["length"]["mean_tokens"] == dense["gsm8k"]["mean_length"]
     assert dense["gsm8k"]["answer"]["extract"] == ["gsm8k", "boxed"]  # the gsm8k_test default
     assert dense["gsm8k"]["truncated"] == sum(r["finish_reason"] == "length" for r in records)
     assert json.loads((tmp_path / "dense/metrics.json").read_text())["gsm8k"]["accuracy"] == 0.0
@@ -80,6 +82,10 @@ def test_evaluate_stage_dense_and_pruned(tmp_path, tiny_model_dir):
     jsonschema.validate(_metrics_document(pruned), schema, cls=jsonschema.Draft202012Validator)
     broken = _metrics_document(pruned)
     del broken["evaluate"]["gsm8k"]["accuracy_se"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema, cls=jsonschema.Draft202012Validator)
+    broken = _metrics_document(pruned)
+    del broken["evaluate"]["gsm8k"]["length"]["eos_rate"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema, cls=jsonschema.Draft202012Validator)
 
@@ -143,6 +149,9 @@ def test_truncated_reasoning_trace_is_wrong_and_reported_separately(tmp_path, to
     assert metrics["accuracy"] == 0.5 and metrics["truncated"] == 1 and metrics["truncated_fraction"] == 0.5
     assert metrics["accuracy_excluding_truncated"] == 1.0 and metrics["no_answer"] == 1
     assert metrics["answer"] == {"after": "</think>", "extract": ["gsm8k", "boxed"], "on_missing": "wrong"}
+    assert [r["reasoning_ended"] for r in records] == [False, True]
+    assert metrics["length"]["reasoning_end_rate"] == 0.5 and metrics["length"]["eos_rate"] == 0.5
+    assert metrics["length"]["budget_hit_rate"] == 0.5 and metrics["length"]["budget"] == 7
 
     # `after: auto` on a tokenizer without `</think>` (SmolLM2) searches the whole text: still no last number
     metrics, records = run_generation_task(ctx, _math_task(), engine, tokenizer)

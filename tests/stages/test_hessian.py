@@ -152,3 +152,13 @@ def test_hessian_keys_follow_the_code_that_computes_them(monkeypatch, tmp_path):
     base = hs.replay_base_key(settings, "model", tmp_path)
     monkeypatch.setattr(inputs, "module_code_digest", lambda module: "edited")
     assert hs.replay_base_key(settings, "model", tmp_path) != base
+
+
+def test_position_weights_without_decode_tokens_fail_before_any_hessian(recipe, tmp_path):
+    from rac.calibration.datasets import DatasetError
+
+    recipe["calibration"]["weights"]["position"] = {"kind": "tail"}
+    cache = Cache(tmp_path / "c")
+    with pytest.raises(DatasetError, match="calibration.weights.position.kind 'tail'"):
+        hessian.run(_ctx(recipe, tmp_path, "h", cache))
+    assert _blobs(cache) == []
