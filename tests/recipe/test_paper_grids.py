@@ -60,7 +60,8 @@ def test_paper_grid_lists_the_papers_cells(grid: str) -> None:
 def test_paper_recipes_run_sparsegpts_own_order() -> None:
     cells = expand_grid(grid_file=GRIDS / "table1_math500.yaml", environment=False)
     assert all(cell.loaded.data["prune"]["true_sequential"] is False for cell in cells)
-    assert all(cell.loaded.data["calibration"]["weights"] == {"prompt": 1.0, "decode": 1.0} for cell in cells)
+    weights = [cell.loaded.data["calibration"]["weights"] for cell in cells]  # the paper's plain weighting
+    assert all((w["prompt"], w["decode"], w["position"]["kind"]) == (1.0, 1.0, "uniform") for w in weights)
 
 
 def test_table2_evaluates_livecodebench_and_calibrates_on_codeforces() -> None:
