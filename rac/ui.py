@@ -49,8 +49,8 @@ def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger("rac")
     root.setLevel(level)
-    if any(getattr(h, "_rac_console", False) for h in root.handlers):
-        return
+    for old in [h for h in root.handlers if getattr(h, "_rac_console", False)]:  # each call decides afresh
+        root.removeHandler(old)
     formatter = logging.Formatter if verbose else _NoTracebackFormatter
     if err_console.is_terminal:
         from rich.logging import RichHandler

@@ -42,3 +42,14 @@ def test_console_shows_tracebacks_only_when_verbose_and_run_log_always(rac_logge
     assert ("Traceback" in console) is verbose
     text = (tmp_path / "run.log").read_text()
     assert "Traceback" in text and "No space left on device" in text
+
+
+def test_a_later_quiet_command_does_not_inherit_verbose_logging(rac_logger, monkeypatch):
+    """`rac validate -v` then `rac run` in one process (tests, notebooks): no tracebacks on the console."""
+    ui.setup_logging(verbose=True)
+    stream = io.StringIO()
+    monkeypatch.setattr(ui.sys, "stderr", stream)  # the second command's stderr
+    ui.setup_logging(verbose=False)
+    _fail(rac_logger)
+    assert "stage prune failed" in stream.getvalue() and "Traceback" not in stream.getvalue()
+    assert sum(getattr(h, "_rac_console", False) for h in rac_logger.handlers) == 1
