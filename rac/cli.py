@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+from rac.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK  # noqa: F401 (re-exported)
 
 EPILOG = """examples:
   rac run recipes/7b_50pct.yaml

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from rac.errors import RacError
 
-class PatternError(ValueError):
+
+class PatternError(RacError, ValueError):
     """An N:M pattern string or a weight shape that does not fit it."""
 
 

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rac.errors import RacError
+
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 
-class DatasetError(ValueError):
+class DatasetError(RacError, ValueError):
     """A data source cannot be found, read or lacks the requested field."""
 
 

@@ -17,12 +17,14 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from rac.errors import RacError
+
 ROLLOUTS_FILE = "rollouts.jsonl"
 TOKENS_FILE = "tokens.safetensors"
 PROVENANCE_FILE = "provenance.json"
 
 
-class RolloutArtifactError(ValueError):
+class RolloutArtifactError(RacError, ValueError):
     """A rollout artifact is missing files or its files disagree with each other."""
 
 

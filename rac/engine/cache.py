@@ -34,6 +34,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from rac.engine.paths import UnsafePathError, is_within, safe_rmtree
+from rac.errors import RacError
 
 log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
@@ -41,7 +42,7 @@ MANIFEST = "_manifest.json"
 BLOB_KINDS: tuple[str, ...] = ("hessian", "probe_dense")
 
 
-class CacheWriteError(OSError):
+class CacheWriteError(RacError, OSError):
     """Writing a cache entry failed (e.g. the disk is full); nothing partial was left behind."""
 
 

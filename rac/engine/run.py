@@ -28,6 +28,7 @@ import rac
 from rac.engine.cache import Cache, atomic_write_json, atomic_write_text
 from rac.engine.plan import Plan, PlannedStage, build_plan
 from rac.engine.stage import NullProgress, ProgressReporter, Stage, StageContext
+from rac.errors import UsageError
 
 log = logging.getLogger("rac.run")
 SUMMARY_FILE = "_summary.json"
@@ -76,7 +77,7 @@ def default_run_dir(recipe: dict, name_hint: str) -> Path:
     output_dir = Path(run_cfg.get("output_dir") or "runs")
     run_dir = output_dir / f"{name}-{recipe_hash(recipe)}"
     if run_dir.resolve().parent != output_dir.resolve():
-        raise ValueError(f"run.name {name!r}: the run directory must be a folder directly inside {output_dir}")
+        raise UsageError(f"run.name {name!r}: the run directory must be a folder directly inside {output_dir}")
     return run_dir
 
 

@@ -8,13 +8,15 @@ import importlib.util
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from rac.errors import RacError
+
 if TYPE_CHECKING:
     from rac.engine.stage import ProgressReporter
 
 FinishReason = Literal["stop", "length"]
 
 
-class EngineError(ValueError):
+class EngineError(RacError, ValueError):
     """An engine cannot be created or run as configured (unknown name, missing package, bad option)."""
 
 

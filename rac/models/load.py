@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rac.errors import RacError
+
 log = logging.getLogger(__name__)
 
 BUILTIN_ALIASES: dict[str, tuple[str, str]] = {
@@ -49,7 +51,7 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(RacError, ValueError):
     """A model spec that cannot be resolved or loaded (message names the id/path)."""
 
 

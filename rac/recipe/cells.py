@@ -9,12 +9,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
+from rac.errors import RacError
 from rac.recipe.grid import GridCell
 
 MAX_LISTED = 60
 
 
-class CellError(ValueError):
+class CellError(RacError, ValueError):
     """No unique grid cell for a name; the message lists the candidates."""
 
 

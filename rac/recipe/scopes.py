@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from rac.errors import RacError
+
 MODULE_GROUPS: dict[str, tuple[str, ...]] = {
     "attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
     "mlp": ("gate_proj", "up_proj", "down_proj"),
@@ -34,11 +36,11 @@ _PATTERN = re.compile(r"^(\d+):(\d+)$")
 _EPS = 1e-9
 
 
-class ScopeError(ValueError):
+class ScopeError(RacError, ValueError):
     """A malformed block spec, module name or N:M pattern."""
 
 
-class ScopeOverlapError(ValueError):
+class ScopeOverlapError(RacError, ValueError):
     """Two scopes select the same (block, module) and ``precedence`` does not decide."""
 
     def __init__(self, first: str, second: str, block: int, module: str, second_index: int):

@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rac.errors import RacError
 from rac.recipe.schema import fill_defaults
 
 
-class SettingsError(ValueError):
+class SettingsError(RacError, ValueError):
     """The recipe lacks a key the settings need (the message names the dotted key)."""
 
 

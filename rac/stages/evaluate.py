@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
+from rac.errors import RacError
 from rac.eval.context import context_report
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Answer with th
                          "```python code block.\n\n```python\n{prompt}```")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(RacError, ValueError):
     """An evaluate task is misconfigured (unknown type, missing data field, ...)."""
 
 

@@ -19,13 +19,14 @@ from pathlib import Path
 from torch import nn
 
 from rac.engine.stage import Stage, StageContext
+from rac.errors import RacError
 from rac.models.compressed import write_compressed_tensors
 
 FORMATS = ("hf", "compressed-tensors")
 MARKER = ".rac-export"  # marks a folder written by rac's export
 
 
-class ExportError(ValueError):
+class ExportError(RacError, ValueError):
     """Export settings that cannot produce a loadable model."""
 
 

@@ -37,10 +37,11 @@ from rac.calibration.hessian_store import (
 )
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
+from rac.errors import RacError
 from rac.stages.prune_group import PruneSettings, outside_block_results, prune_group, recon_errors
 
 
-class PruneStageError(ValueError):
+class PruneStageError(RacError, ValueError):
     """A prune section that cannot be applied to this model (message names the key)."""
 
 

@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from rac.errors import RacError
+
 if TYPE_CHECKING:
     from rac.recipe.settings import PruneSection
 
 METHODS = ("sparsegpt", "wanda", "magnitude", "alps")
 
 
-class PruneSettingsError(ValueError):
+class PruneSettingsError(RacError, ValueError):
     """A prune setting that cannot be applied (message names the recipe key)."""
 
 
