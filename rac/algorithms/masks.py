@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from rac.errors import RacError
@@ -15,6 +17,7 @@ def parse_pattern(pattern: str | tuple[int, int] | None) -> tuple[int, int] | No
     """Parse "N:M" (N weights kept in every group of M consecutive inputs) into (N, M); None stays None."""
     if pattern is None:
         return None
+    parts: list[Any]
     if isinstance(pattern, (tuple, list)):
         parts = list(pattern)
     elif isinstance(pattern, str):

@@ -260,8 +260,8 @@ def execute_plan(
             if final is None:
                 final = cache.lookup(stage.name, planned.fingerprint) if stage.cached else \
                     run_dir / "artifacts" / stage.name
-            if final is None:
-                raise StageFailed(stage.name, run_dir, RuntimeError("rank 0's artifact is not in the cache"), records)
+        if final is None:
+            raise StageFailed(stage.name, run_dir, RuntimeError("rank 0's artifact is not in the cache"), records)
         seconds = time.perf_counter() - start
         artifacts[stage.name] = final
         summary = _read_summary(final)
@@ -330,8 +330,8 @@ def _run_distributed(planned: PlannedStage, recipe: dict, cache: Cache, run_dir:
     start = time.perf_counter()
     if not dist.is_owner():
         if dist.agree(True):
-            with tempfile.TemporaryDirectory(prefix=f"rac-{stage.name}-rank{dist.rank()}-") as tmp:
-                stage.run(context(Path(tmp)))
+            with tempfile.TemporaryDirectory(prefix=f"rac-{stage.name}-rank{dist.rank()}-") as scratch:
+                stage.run(context(Path(scratch)))
         return cache.artifact_path(stage.name, planned.fingerprint)
     with cache.locked(stage.name, planned.fingerprint):
         reused = cache.lookup(stage.name, planned.fingerprint)

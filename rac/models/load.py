@@ -33,7 +33,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rac.errors import RacError
 
@@ -170,9 +170,9 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         try:
-            loaded, info = AutoModelForCausalLM.from_pretrained(
+            loaded, info = cast(tuple[Any, dict], AutoModelForCausalLM.from_pretrained(  # output_loading_info
                 str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True,
-                ignore_mismatched_sizes=True)
+                ignore_mismatched_sizes=True))
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"cannot convert GGUF {gguf}: {type(exc).__name__}: {exc}") from exc
@@ -329,7 +329,7 @@ def load_model(spec: dict, device: str, dtype: str | None = None) -> tuple[Any, 
     if ref.revision:
         kwargs["revision"] = ref.revision
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
+        model, info = cast(tuple[Any, dict], AutoModelForCausalLM.from_pretrained(ref.path, **kwargs))  # loading info
         tokenizer = load_tokenizer(ref, trust)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load model.id={spec.get('id')!r} from {ref.path}: {exc}") from exc

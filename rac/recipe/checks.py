@@ -43,6 +43,11 @@ def _hint(name: str, options: list[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+def _mapping(value: Any) -> dict:
+    """``value`` if it is a mapping, else an empty one (a wrong type is reported by the schema)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _pattern_sparsity(pattern: tuple[int, int]) -> float:
     """Fraction of weights an N:M pattern (N kept of every M) prunes."""
     return 1 - pattern[0] / pattern[1]
@@ -51,7 +56,7 @@ def _pattern_sparsity(pattern: tuple[int, int]) -> float:
 def _contradictions(loaded: LoadedRecipe, prune: dict, scopes: list[dict]) -> list[RecipeIssue]:
     """An explicit sparsity that disagrees with the N:M pattern that decides the same modules."""
     issues: list[RecipeIssue] = []
-    raw = loaded.raw.get("prune") if isinstance(loaded.raw.get("prune"), dict) else {}
+    raw = _mapping(loaded.raw.get("prune"))
 
     def clash(path: str, sparsity: Any, pattern_text: Any, where: str) -> None:
         try:
@@ -120,7 +125,7 @@ def check_prune(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
         except ScopeError as exc:
             issues.append(_issue(loaded, path, str(exc)))
     issues += _contradictions(loaded, prune, scopes)
-    seen: dict[str, int] = {}
+    seen: dict[Any, int] = {}
     for i, scope in enumerate(scopes):
         if scope.get("name") in seen:
             issues.append(_issue(loaded, f"prune.scopes[{i}].name",
@@ -194,7 +199,7 @@ def check_export_path(loaded: LoadedRecipe, n_blocks: int | None) -> list[Recipe
     output_dir = resolve_user_path((loaded.data.get("run") or {}).get("output_dir") or "runs")
     model_id = (loaded.data.get("model") or {}).get("id")
     problem = export_path_problem(resolve_user_path(value), cache_root=default_cache_root(), run_dirs=(output_dir,),
-                                  model_paths=[resolve_user_path(model_id)] if looks_local(model_id) else [])
+                                  model_paths=[resolve_user_path(str(model_id))] if looks_local(model_id) else [])
     if problem:
         return [_issue(loaded, "export.path", f"{value!r}: refusing to export there ({problem}); "
                                               "use a new folder, e.g. exports/my-model")]
@@ -249,7 +254,7 @@ def _number(value: Any) -> float | None:
 
 def _check_weights(loaded: LoadedRecipe, calibration: dict) -> list[RecipeIssue]:
     """Weights that make every calibration token weigh 0 (the Hessians would be all zeros)."""
-    weights = calibration.get("weights") if isinstance(calibration.get("weights"), dict) else {}
+    weights = _mapping(calibration.get("weights"))
     prompt, decode = _number(weights.get("prompt", 1.0)), _number(weights.get("decode", 1.0))
     if prompt is None or decode is None:
         return []
@@ -265,13 +270,14 @@ def _check_weights(loaded: LoadedRecipe, calibration: dict) -> list[RecipeIssue]
 
 def _check_context(loaded: LoadedRecipe, calibration: dict) -> list[RecipeIssue]:
     """vLLM rollouts must fit ``vllm.max_model_len``: the longest prompt plus ``t_max`` new tokens."""
-    rollout = calibration.get("rollout") if isinstance(calibration.get("rollout"), dict) else {}
-    vllm = rollout.get("vllm") if isinstance(rollout.get("vllm"), dict) else {}
+    rollout = _mapping(calibration.get("rollout"))
+    vllm = _mapping(rollout.get("vllm"))
     if calibration.get("kind") != "rac" or rollout.get("engine") != "vllm":
         return []
     limit, t_max = vllm.get("max_model_len"), rollout.get("t_max")
     prompt = calibration.get("max_prompt_tokens") or 0
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (limit, t_max, prompt)):
+    if not (isinstance(limit, int) and isinstance(t_max, int) and isinstance(prompt, int)) \
+            or any(isinstance(v, bool) for v in (limit, t_max, prompt)):
         return []
     if t_max + prompt <= limit:
         return []

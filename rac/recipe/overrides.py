@@ -104,7 +104,7 @@ def _apply_one(data: dict, smap: SourceMap, op: str, tokens: list[PathToken],
     for tok in tokens[:-1]:
         tok = _step(container, tok, walked)
         if isinstance(container, list):
-            if tok >= len(container):
+            if int(tok) >= len(container):
                 raise _Bad(f"index {tok} out of range for {join_path(walked)!r} ({len(container)} items)")
         elif tok not in container or container[tok] is None and (op in ("+", "++") or known(walked + [tok])):
             if op not in ("+", "++") and not known(walked + [tok]):
@@ -118,7 +118,7 @@ def _apply_one(data: dict, smap: SourceMap, op: str, tokens: list[PathToken],
     path = walked + [last]
     name = join_path(path)
     if isinstance(container, list):
-        exists = last < len(container)
+        exists = int(last) < len(container)
         if not exists and not (op in ("+", "++") and last == len(container)):
             raise _Bad(f"index {last} out of range for {join_path(walked)!r} ({len(container)} items)")
     else:
@@ -131,7 +131,7 @@ def _apply_one(data: dict, smap: SourceMap, op: str, tokens: list[PathToken],
         del container[last]
         drop_subtree(smap, name)
         if isinstance(container, list):
-            _renumber(smap, walked, last)
+            _renumber(smap, walked, int(last))
         return
     if op == "" and not exists and not known(path):
         options = list(container) if isinstance(container, dict) else []

@@ -158,7 +158,7 @@ def assign_scopes(prune: dict, n_blocks: int, strict: bool = True) -> dict[tuple
         assignment = ScopeAssignment(
             scope=name,
             method=str(scope.get("method") or prune.get("method") or "sparsegpt"),
-            sparsity=float(sparsity),
+            sparsity=float(sparsity if sparsity is not None else 0.5),
             pattern=parse_pattern(pattern),
             precedence=scope.get("precedence"),
         )

@@ -205,7 +205,7 @@ def _section_type(hint: Any) -> type[Section] | None:
     return found[0] if found else None
 
 
-def build(cls: type[Section], data: Any, path: str) -> Any:
+def build(cls: type[Any], data: Any, path: str) -> Any:
     """An instance of ``cls`` from a filled mapping; every field must be present."""
     if not isinstance(data, Mapping):
         raise SettingsError(f"{path}: expected a mapping, got {type(data).__name__}")

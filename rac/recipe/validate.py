@@ -138,7 +138,7 @@ def _shape_fits(branch: dict, inst: Any) -> bool:
     if "enum" in branch:
         return any(type(inst) is type(option) for option in branch["enum"])
     wanted = branch.get("type")
-    names = wanted if isinstance(wanted, list) else [wanted]
+    names = wanted if isinstance(wanted, list) else [str(wanted)]
     return _type_name(inst) in [{"object": "mapping", "array": "list"}.get(n, n) for n in names]
 
 

@@ -212,6 +212,7 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
         from rac.eval.code import grade_code
         from rac.eval.sandbox import SandboxLimits, isolation_summary
 
+        assert ctx.settings.evaluate is not None  # the evaluate stage runs only with an evaluate section
         mode = ctx.settings.evaluate.sandbox
         limits = SandboxLimits(timeout_s=float(task["timeout_s"]), memory_mb=int(task["memory_mb"]), mode=mode)
         extra["sandbox"] = isolation_summary(mode)

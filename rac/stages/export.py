@@ -154,6 +154,7 @@ def run(ctx: StageContext) -> dict:
         model.config.save_pretrained(str(out))
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(str(out))
+        assert quantize_dir is not None  # checked above: compressed-tensors needs a quantize stage
         summary.update(write_compressed_tensors(model, Path(quantize_dir), out, max_shard))
         summary["ignored"] = len(summary["ignored"])
     tokenizer.save_pretrained(str(out))
