@@ -8,7 +8,6 @@ that completed and recomputes only the rest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from rac.engine.cache import Cache, atomic_write_json, atomic_write_text
 from rac.engine.plan import Plan, PlannedStage, build_plan
 from rac.engine.stage import NullProgress, ProgressReporter, Stage, StageContext
 from rac.errors import UsageError
+from rac.hashing import recipe_hash
 
 log = logging.getLogger("rac.run")
 SUMMARY_FILE = "_summary.json"
@@ -65,10 +65,6 @@ def metrics_schema_errors(metrics: dict) -> list[str]:
     schema = json.loads(schema_path.read_text())
     return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
             for e in Draft202012Validator(schema).iter_errors(metrics)]
-
-
-def recipe_hash(recipe: dict) -> str:
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def default_run_dir(recipe: dict, name_hint: str) -> Path:

@@ -25,7 +25,6 @@ whose weights hold NaN or inf is refused when loaded (before any rollout or prun
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from rac.errors import RacError
+from rac.hashing import json_digest
+from rac.locations import default_cache_root
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,7 @@ class ModelRef:
 
 
 def _digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("RAC_CACHE") or Path.home() / ".cache" / "rac").expanduser()
+    return json_digest(parts, 32)
 
 
 def resolve_device(name: str | None) -> str:
@@ -226,7 +223,7 @@ def checkpoint(spec: dict) -> ModelRef:
     from filelock import FileLock
 
     name = spec["id"] if spec.get("id") in BUILTIN_ALIASES else re.sub(r"[^\w.-]", "_", Path(ref.gguf_file).stem)
-    target = _cache_root() / "models" / f"{name}-{ref.identity[:12]}"
+    target = default_cache_root() / "models" / f"{name}-{ref.identity[:12]}"
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target.parent / f".{target.name}.lock")):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rac.nm_pattern import PatternError
 from rac.recipe.errors import RecipeIssue, json_path
 from rac.recipe.scopes import (
     ScopeError,
@@ -17,6 +17,7 @@ from rac.recipe.scopes import (
     scope_list,
     select_blocks,
 )
+from rac.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from rac.recipe.load import LoadedRecipe
@@ -38,11 +39,6 @@ def _builtin_datasets() -> dict[str, Any] | None:
     return dict(BUILTIN_DATASETS)
 
 
-def _hint(name: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def _mapping(value: Any) -> dict:
     """``value`` if it is a mapping, else an empty one (a wrong type is reported by the schema)."""
     return value if isinstance(value, dict) else {}
@@ -61,7 +57,7 @@ def _contradictions(loaded: LoadedRecipe, prune: dict, scopes: list[dict]) -> li
     def clash(path: str, sparsity: Any, pattern_text: Any, where: str) -> None:
         try:
             pattern = parse_pattern(pattern_text)
-        except ScopeError:
+        except PatternError:
             return
         if pattern is None or not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool):
             return
@@ -122,7 +118,7 @@ def check_prune(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
     for path, pattern in patterns:
         try:
             parse_pattern(pattern)
-        except ScopeError as exc:
+        except PatternError as exc:
             issues.append(_issue(loaded, path, str(exc)))
     issues += _contradictions(loaded, prune, scopes)
     seen: dict[Any, int] = {}
@@ -145,7 +141,7 @@ def check_prune(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
                 assign_scopes(prune, depth, strict=n_blocks is not None)
             except ScopeOverlapError as exc:
                 return [_issue(loaded, f"prune.scopes[{exc.second_index}]", f"{exc}{_depth_note(n_blocks, depth)}")]
-            except ScopeError as exc:
+            except (ScopeError, PatternError) as exc:
                 return [_issue(loaded, "prune.scopes", str(exc))]
         if n_blocks is not None:
             return _empty_scopes(loaded, prune, scopes, n_blocks)
@@ -188,8 +184,8 @@ def check_export(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue
 
 def check_export_path(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:
     """``export.path`` (``~`` expanded, resolved) must not be a folder whose replacement destroys data."""
-    from rac.engine.cache import default_cache_root
     from rac.engine.paths import export_path_problem, resolve_user_path
+    from rac.locations import default_cache_root
     from rac.recipe.load import looks_local
 
     export = loaded.data.get("export")
@@ -219,7 +215,7 @@ def _check_source(loaded: LoadedRecipe, path: str, item: dict, builtins: dict | 
         return []
     if dataset not in builtins:
         return [_issue(loaded, f"{path}.dataset", f"unknown builtin dataset {dataset!r}"
-                                                  f"{_hint(str(dataset), sorted(builtins))}; known: "
+                                                  f"{did_you_mean(str(dataset), sorted(builtins))}; known: "
                                                   f"{', '.join(sorted(builtins))}")]
     kind = getattr(builtins[dataset], "kind", None)
     if allowed_kinds is not None and kind is not None and kind not in allowed_kinds:
@@ -305,7 +301,7 @@ def check_evaluate(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIss
             issues += _check_source(loaded, path, task, builtins, None)
         elif task.get("type") == "probe" and builtins is not None and task.get("dataset") not in builtins:
             issues.append(_issue(loaded, f"{path}.dataset", f"unknown builtin dataset {task.get('dataset')!r}"
-                                                            f"{_hint(str(task.get('dataset')), sorted(builtins))}"))
+                                                            f"{did_you_mean(str(task.get('dataset')), sorted(builtins))}"))
     return issues
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rac.errors import RacError
+from rac.nm_pattern import PatternError, parse_pattern  # noqa: F401 (part of the recipe API)
 
 MODULE_GROUPS: dict[str, tuple[str, ...]] = {
     "attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
@@ -32,7 +33,6 @@ OUTSIDE_BLOCKS = ("lm_head", "embed_tokens")
 NAMED_BLOCKS = ("all", "first_third", "middle_third", "last_third")
 DEFAULT_SCOPE: dict[str, Any] = {"name": "all", "modules": ["attn", "mlp"], "blocks": "all"}
 _RANGE = re.compile(r"^\[\s*(\d+)\s*,\s*(\d+)\s*\)$")
-_PATTERN = re.compile(r"^(\d+):(\d+)$")
 _EPS = 1e-9
 
 
@@ -60,19 +60,6 @@ class ScopeAssignment:
     sparsity: float
     pattern: tuple[int, int] | None
     precedence: int | None
-
-
-def parse_pattern(pattern: Any) -> tuple[int, int] | None:
-    """``"2:4"`` -> ``(2, 4)``; ``None`` -> ``None``. Requires ``0 < N < M``."""
-    if pattern is None:
-        return None
-    match = _PATTERN.match(str(pattern))
-    if not match:
-        raise ScopeError(f"N:M pattern must look like '2:4', got {pattern!r}")
-    n, m = int(match.group(1)), int(match.group(2))
-    if not 0 < n < m:
-        raise ScopeError(f"N:M pattern {pattern!r} needs 0 < N < M")
-    return n, m
 
 
 def select_blocks(spec: Any, n_blocks: int, strict: bool = True) -> list[int]:

@@ -9,7 +9,6 @@ Outputs: ``metrics.json`` ({task: metrics}), ``records/<task>.jsonl``, ``probe/<
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -21,6 +20,7 @@ from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
 from rac.errors import RacError
 from rac.eval.context import context_report
+from rac.hashing import json_digest
 
 if TYPE_CHECKING:
     from rac.eval.math import AnswerSpec
@@ -239,10 +239,9 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
 def _probe_key(ctx: StageContext, prompts: list[list[int]], t_max: int) -> str:
     from rac.engine.inputs import module_code_digest
 
-    blob = json.dumps({"v": PROBE_VERSION, "code": module_code_digest("rac.eval.probe"), "model": ctx.model_identity,
-                       "prompts": prompts, "t_max": t_max, "render": ctx.settings.calibration.render.as_dict(),
-                       "dtype": ctx.settings.model.dtype}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    return json_digest({"v": PROBE_VERSION, "code": module_code_digest("rac.eval.probe"), "model": ctx.model_identity,
+                        "prompts": prompts, "t_max": t_max, "render": ctx.settings.calibration.render.as_dict(),
+                        "dtype": ctx.settings.model.dtype}, 32)
 
 
 def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) -> tuple[dict, dict]:
