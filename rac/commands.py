@@ -155,10 +155,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     keys = schema_keys(args.prefix or "")
     if not keys:
         from rac.recipe.keys import schema_keys as all_keys
-        from rac.recipe.validate import suggest
+        from rac.suggest import did_you_mean
 
         ui.error(f"no recipe key starts with {args.prefix!r}"
-                 f"{suggest(args.prefix, [k.path for k in all_keys('')])}")
+                 f"{did_you_mean(args.prefix, [k.path for k in all_keys('')])}")
         return EXIT_INVALID
     ui.key_table(keys)
     return EXIT_OK
@@ -382,12 +382,12 @@ def _cluster_results(args: argparse.Namespace, cells: list, grid_dir: Path, cach
 @_guard
 def cmd_cache(args: argparse.Namespace) -> int:
     from rac.engine import housekeeping
-    from rac.recipe.validate import suggest
+    from rac.suggest import did_you_mean
 
     cache = _cache(args)
     stage = getattr(args, "stage", None)
     if stage is not None and stage not in _cache_names():
-        ui.error(f"--stage {stage!r}: not a stage or blob kind{suggest(stage, _cache_names())}; "
+        ui.error(f"--stage {stage!r}: not a stage or blob kind{did_you_mean(stage, _cache_names())}; "
                  f"known: {', '.join(_cache_names())}")
         return EXIT_INVALID
     if args.cache_verb == "ls":
