@@ -108,8 +108,8 @@ def grid_summary_rows(results: Sequence[tuple[Any, RunResult | None, str | None]
                                      round(float(record["seconds"]), 1) if state == "done" else state)
             for task, metrics in (result.metrics.get("evaluate") or {}).items():
                 if isinstance(metrics, dict):
-                    for key, value in headline(metrics).items():
-                        row[f"{task}.{key}"] = round(value, 4)
+                    for key, number in headline(metrics).items():
+                        row[f"{task}.{key}"] = round(number, 4)
         rows.append(row)
     return rows
 
