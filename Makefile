@@ -53,6 +53,7 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check rac tests benchmarks
+	$(BIN)/mypy rac
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

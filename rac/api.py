@@ -83,5 +83,5 @@ def run(
     with tempfile.TemporaryDirectory(prefix="rac-api-") as tmp:
         path = _recipe_file(recipe, Path(tmp)) if isinstance(recipe, Mapping) else Path(recipe)
         loaded = load_and_validate(path, list(overrides), list(overlays))
-        result = run_loaded(loaded, Cache(cache), Path(run_dir) if run_dir else None)
+        result = run_loaded(loaded, Cache(None if cache is None else Path(cache)), Path(run_dir) if run_dir else None)
     return RunOutput(result.run_dir, result.metrics, _artifacts(result.run_dir))

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+from rac.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK  # noqa: F401 (re-exported)
+from rac.suggest import did_you_mean
 
 EPILOG = """examples:
   rac run recipes/7b_50pct.yaml
@@ -43,7 +44,6 @@ def _verbose(parser: argparse.ArgumentParser) -> None:
 
 def _stage_name(text: str) -> str:
     """A pipeline stage name; a typo is an error with the closest name."""
-    import difflib
 
     from rac.engine.cache import BLOB_KINDS
     from rac.stages import STAGE_ORDER
@@ -51,8 +51,7 @@ def _stage_name(text: str) -> str:
     names = tuple(dict.fromkeys((*STAGE_ORDER, *BLOB_KINDS)))
     if text in names:
         return text
-    close = difflib.get_close_matches(text, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(text, names)
     raise argparse.ArgumentTypeError(f"{text!r} is not a stage or blob kind{hint}; known: {', '.join(names)}")
 
 

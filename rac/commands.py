@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rac import ui
-from rac.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from rac.errors import EXIT_BUG, EXIT_FAILED, EXIT_INVALID, EXIT_OK, RacError, UsageError
 
 
 def _load(recipe: str, overrides: list[str], portable: bool = False) -> Any:
@@ -29,7 +29,7 @@ def _target(args: argparse.Namespace) -> Any:
         cells = expand_grid(grid_file=path, overrides=args.overrides, environment=False)
         return pick_cell(cells, args.cell, str(path)).loaded
     if getattr(args, "cell", None):
-        raise ValueError(f"--cell picks a cell of a grid file; {path} is a recipe")
+        raise UsageError(f"--cell picks a cell of a grid file; {path} is a recipe")
     return _load(args.recipe, args.overrides, portable=True)
 
 
@@ -40,7 +40,11 @@ def _cache(args: argparse.Namespace):
 
 
 def _guard(fn):
-    """Recipe and input errors become a clean message and exit code 2, never a traceback."""
+    """User errors (``RacError``, a missing input file) become one ``error:`` line and exit code 2.
+
+    Anything else is a bug in rac: its traceback is written to a crash log (and shown with ``-v``),
+    the console gets one line pointing there, and the exit code is ``EXIT_BUG``.
+    """
     def wrapped(args: argparse.Namespace) -> int:
         from rac.recipe.errors import RecipeError
 
@@ -49,9 +53,12 @@ def _guard(fn):
         except RecipeError as exc:
             ui.recipe_errors(exc)
             return EXIT_INVALID
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, RacError) as exc:
             ui.error(str(exc))
             return EXIT_INVALID
+        except Exception as exc:  # noqa: BLE001 - a bug: keep its traceback, never dress it as a user error
+            ui.internal_error(exc, verbose=bool(getattr(args, "verbose", False)))
+            return EXIT_BUG
     wrapped.__name__ = fn.__name__
     return wrapped
 
@@ -148,10 +155,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     keys = schema_keys(args.prefix or "")
     if not keys:
         from rac.recipe.keys import schema_keys as all_keys
-        from rac.recipe.validate import suggest
+        from rac.suggest import did_you_mean
 
         ui.error(f"no recipe key starts with {args.prefix!r}"
-                 f"{suggest(args.prefix, [k.path for k in all_keys('')])}")
+                 f"{did_you_mean(args.prefix, [k.path for k in all_keys('')])}")
         return EXIT_INVALID
     ui.key_table(keys)
     return EXIT_OK
@@ -360,9 +367,9 @@ def _cluster_results(args: argparse.Namespace, cells: list, grid_dir: Path, cach
 
     bad = [item for item in args.slurm if "=" not in item or not item.split("=", 1)[0]]
     if bad:
-        raise ValueError(f"--slurm {bad[0]!r}: expected KEY=VALUE (a submitit slurm_KEY parameter)")
+        raise UsageError(f"--slurm {bad[0]!r}: expected KEY=VALUE (a submitit slurm_KEY parameter)")
     if args.cpus_per_cell < 1 or args.timeout_min < 1:
-        raise ValueError("--cpus-per-cell and --timeout-min must be >= 1")
+        raise UsageError("--cpus-per-cell and --timeout-min must be >= 1")
     slurm = dict(item.split("=", 1) for item in args.slurm)
     if args.slurm_partition:
         slurm["partition"] = args.slurm_partition
@@ -375,12 +382,12 @@ def _cluster_results(args: argparse.Namespace, cells: list, grid_dir: Path, cach
 @_guard
 def cmd_cache(args: argparse.Namespace) -> int:
     from rac.engine import housekeeping
-    from rac.recipe.validate import suggest
+    from rac.suggest import did_you_mean
 
     cache = _cache(args)
     stage = getattr(args, "stage", None)
     if stage is not None and stage not in _cache_names():
-        ui.error(f"--stage {stage!r}: not a stage or blob kind{suggest(stage, _cache_names())}; "
+        ui.error(f"--stage {stage!r}: not a stage or blob kind{did_you_mean(stage, _cache_names())}; "
                  f"known: {', '.join(_cache_names())}")
         return EXIT_INVALID
     if args.cache_verb == "ls":
@@ -407,13 +414,13 @@ def _rollout_dir(target: str, cache: Any) -> Path:
         status = json.loads((path / "status.json").read_text())
         artifact = (status.get("rollout") or {}).get("artifact")
         if not artifact:
-            raise ValueError(f"{path}: this run has no rollout stage")
+            raise UsageError(f"{path}: this run has no rollout stage")
         return Path(artifact)
     if (path / "rollouts.jsonl").is_file():
         return path
     matches = [info.path for info in cache.list("rollout") if info.fingerprint.startswith(target)]
     if len(matches) != 1:
-        raise ValueError(f"{target!r}: not a run directory, and matches {len(matches)} rollout artifacts")
+        raise UsageError(f"{target!r}: not a run directory, and matches {len(matches)} rollout artifacts")
     return matches[0]
 
 

@@ -523,6 +523,24 @@ def error(text: str) -> None:
     err_console.print(f"error: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
+def internal_error(exc: BaseException, verbose: bool = False) -> None:
+    """An unexpected exception (a bug in rac, not a user error): its traceback goes to a crash log
+    (and to stderr with ``-v``); the console gets one line naming the exception and the log."""
+    import os
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    fd, crash = tempfile.mkstemp(prefix="rac-crash-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    log.debug("unexpected error", exc_info=exc)
+    if verbose:
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+    error(f"internal error {type(exc).__name__}: {exc} -- a bug in rac, please report it; "
+          f"traceback in {crash}" + ("" if verbose else " (-v prints it)"))
+
+
 def rollout_summary(summary: dict) -> None:
     stats = Table(title="rollouts")
     stats.add_column("statistic")

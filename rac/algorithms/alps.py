@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import torch
 
 from rac.algorithms.masks import PruneResult, parse_pattern, prune_count
+from rac.errors import RacError
 
 
-class ALPSError(ValueError):
+class ALPSError(RacError, ValueError):
     """Bad arguments to ALPS (shapes, sparsity, a non-finite Hessian or weight)."""
 
 

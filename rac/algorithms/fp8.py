@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from rac.errors import RacError
+
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8_DTYPE).max)  # 448
 
 
-class Fp8Error(ValueError):
+class Fp8Error(RacError, ValueError):
     """Shapes or devices that the FP8 path cannot handle."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from rac.errors import RacError
 
-class HessianError(ValueError):
+
+class HessianError(RacError, ValueError):
     """Inputs whose shapes or dtypes do not fit the Hessian being accumulated."""
 
 

@@ -4,28 +4,7 @@ from __future__ import annotations
 
 import torch
 
-
-class PatternError(ValueError):
-    """An N:M pattern string or a weight shape that does not fit it."""
-
-
-def parse_pattern(pattern: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """Parse "N:M" (N weights kept in every group of M consecutive inputs) into (N, M); None stays None."""
-    if pattern is None:
-        return None
-    if isinstance(pattern, (tuple, list)):
-        parts = list(pattern)
-    elif isinstance(pattern, str):
-        parts = pattern.replace(" ", "").split(":")
-    else:
-        raise PatternError(f"prune.pattern: expected a string like '2:4', got {pattern!r}")
-    try:
-        n, m = (int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise PatternError(f"prune.pattern: expected 'N:M' with integers, got {pattern!r}") from None
-    if not 0 < n < m:
-        raise PatternError(f"prune.pattern: need 0 < N < M in 'N:M', got {pattern!r}")
-    return n, m
+from rac.nm_pattern import PatternError, parse_pattern  # noqa: F401 (re-exported for the algorithms)
 
 
 def _check_groups(columns: int, m: int) -> None:

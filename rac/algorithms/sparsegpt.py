@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from rac.algorithms.masks import PatternError, PruneResult, parse_pattern, prune_count
+from rac.errors import RacError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ _SOLVE_ELEMS = 1 << 24  # per-chunk size of the batched [rows, B, B] systems (64
 _SAFE_LOW, _SAFE_HIGH = 2.0**-60, 2.0**60  # |H| range factored as is (else rescaled exactly by 4^-k)
 
 
-class SparseGPTError(ValueError):
+class SparseGPTError(RacError, ValueError):
     """Bad arguments to SparseGPT or a Hessian that stays singular after all dampening retries."""
 
 

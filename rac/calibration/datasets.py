@@ -5,7 +5,6 @@ No torch import here: the recipe validator imports this module to check dataset 
 
 from __future__ import annotations
 
-import difflib
 import gzip
 import json
 import re
@@ -14,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rac.errors import RacError
+from rac.suggest import did_you_mean
+
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 
-class DatasetError(ValueError):
+class DatasetError(RacError, ValueError):
     """A data source cannot be found, read or lacks the requested field."""
 
 
@@ -67,8 +69,7 @@ def get_dataset_info(name: str) -> DatasetInfo:
     """The bundled data set called ``name``; unknown names raise with a did-you-mean hint."""
     if name in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[name]
-    close = difflib.get_close_matches(name, list(BUILTIN_DATASETS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, BUILTIN_DATASETS)
     raise DatasetError(
         f"unknown dataset {name!r}{hint}; builtin datasets: {', '.join(sorted(BUILTIN_DATASETS))}"
     )

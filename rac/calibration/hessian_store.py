@@ -27,8 +27,6 @@ Under torchrun, lookups are agreed by all ranks and only rank 0 writes (``rac.mo
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+
+from rac.hashing import json_digest
 
 if TYPE_CHECKING:
     from rac.recipe.settings import PruneSection, RecipeSettings
@@ -58,7 +58,7 @@ class BlobCache(Protocol):
 
 
 def _sha(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest(parts)
 
 
 def calibration_fingerprint(folder: Path) -> str:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from rac.errors import RacError
+
 DEFAULT_RENDER: dict[str, Any] = {"chat_template": True, "system_prompt": None, "prefix": ""}
 
 
-class RenderError(ValueError):
+class RenderError(RacError, ValueError):
     """The prompt cannot be rendered as the recipe asks (e.g. no chat template on a base model)."""
 
 

@@ -1,6 +1,6 @@
 """The rollout artifact: generated traces with their exact token ids, text and provenance.
 
-Files (see docs/contracts.md):
+Files (see docs/architecture.md):
 - ``rollouts.jsonl``: one line per rollout: prompt_index, sample, text, finish_reason, prompt_len,
   completion_len, correct (bool | null), plus source, record, problem, answer and ``dropped``
   (null | "truncated" | "incorrect": kept in the file for inspection, skipped by the mix).
@@ -17,12 +17,14 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from rac.errors import RacError
+
 ROLLOUTS_FILE = "rollouts.jsonl"
 TOKENS_FILE = "tokens.safetensors"
 PROVENANCE_FILE = "provenance.json"
 
 
-class RolloutArtifactError(ValueError):
+class RolloutArtifactError(RacError, ValueError):
     """A rollout artifact is missing files or its files disagree with each other."""
 
 

@@ -34,6 +34,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from rac.engine.paths import UnsafePathError, is_within, safe_rmtree
+from rac.errors import RacError
+from rac.locations import default_cache_root
 
 log = logging.getLogger(__name__)
 MANIFEST = "_manifest.json"
@@ -41,12 +43,8 @@ MANIFEST = "_manifest.json"
 BLOB_KINDS: tuple[str, ...] = ("hessian", "probe_dense")
 
 
-class CacheWriteError(OSError):
+class CacheWriteError(RacError, OSError):
     """Writing a cache entry failed (e.g. the disk is full); nothing partial was left behind."""
-
-
-def default_cache_root() -> Path:
-    return Path(os.environ.get("RAC_CACHE") or Path.home() / ".cache" / "rac").expanduser()
 
 
 def file_sha256(path: Path) -> str:

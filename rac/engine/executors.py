@@ -18,6 +18,7 @@ from typing import Any
 
 from rac.engine.cache import Cache
 from rac.engine.gridstate import CellState, cell_state, shared_prefix_waves
+from rac.errors import UsageError
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray", "slurm", "submitit-local")
@@ -112,7 +113,7 @@ def _run_submitit(jobs: Sequence[Job], cache: Cache, options: ExecutorOptions, f
     try:
         import submitit
     except ImportError as exc:
-        raise ValueError(f"--executor {options.kind} needs submitit (pip install 'rac[ray]'): {exc}") from exc
+        raise UsageError(f"--executor {options.kind} needs submitit (pip install 'rac[ray]'): {exc}") from exc
     executor = submitit.AutoExecutor(folder=folder, cluster="local" if options.kind == "submitit-local" else "slurm")
     submitted = []
     for label, loaded, run_dir, stop, res in jobs:
@@ -138,7 +139,7 @@ def _run_jobs(jobs: Sequence[Job], cache: Cache, options: ExecutorOptions, grid_
         return _run_submitit(jobs, cache, options, grid_dir / "submitit")
     if options.kind == "local":
         return [run_cell_job(loaded, str(cache.root), str(run_dir), stop) for _, loaded, run_dir, stop, _ in jobs]
-    raise ValueError(f"unknown executor {options.kind!r}; choose one of {', '.join(EXECUTORS)}")
+    raise UsageError(f"unknown executor {options.kind!r}; choose one of {', '.join(EXECUTORS)}")
 
 
 def grid_states(cells: Sequence[Any], grid_dir: Path, cache: Cache) -> list[CellState]:
@@ -152,7 +153,7 @@ def run_grid_cells(cells: Sequence[Any], grid_dir: Path, cache: Cache, options: 
                    on_event: Callable[[str], None] = lambda text: None) -> list[CellOutcome]:
     """Shared prefixes first (wave by wave), then every cell that is not done, on ``options.kind``."""
     if options.kind not in EXECUTORS:
-        raise ValueError(f"unknown executor {options.kind!r}; choose one of {', '.join(EXECUTORS)}")
+        raise UsageError(f"unknown executor {options.kind!r}; choose one of {', '.join(EXECUTORS)}")
     if options.kind != "ray":
         return _fan_out(cells, grid_dir, cache, options, on_event)
     from rac.engines.data_parallel import ensure_ray

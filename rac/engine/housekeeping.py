@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from filelock import Timeout
 
 from rac.engine.paths import UnsafePathError, safe_rmtree
+from rac.errors import UsageError
 
 if TYPE_CHECKING:
     from rac.engine.cache import ArtifactInfo, Cache
@@ -28,7 +29,7 @@ def parse_size(text: str) -> int:
     """``"20G"``, ``"512MiB"``, ``"1.5T"``, ``"1000"`` -> bytes (K/M/G/T are powers of 1024)."""
     match = _SIZE.match(str(text))
     if not match:
-        raise ValueError(f"--max-size {text!r}: expected a size such as 500M, 20G or 1.5T")
+        raise UsageError(f"--max-size {text!r}: expected a size such as 500M, 20G or 1.5T")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 

@@ -16,7 +16,6 @@ large calibration file is hashed once.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from typing import Any
 
 import rac
 from rac.engine.cache import atomic_write_json, file_sha256
+from rac.hashing import json_digest
 
 log = logging.getLogger(__name__)
 RAC_ROOT = Path(rac.__file__).resolve().parent
@@ -67,7 +67,7 @@ class FileHashes:
             return "sha256:" + self.file(path)
         if path.is_dir():
             parts = [(str(p.relative_to(path)), self.file(p)) for p in sorted(path.rglob("*")) if p.is_file()]
-            return "dir-sha256:" + hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+            return "dir-sha256:" + json_digest(parts)
         return "missing"
 
     def save(self) -> None:
@@ -169,7 +169,7 @@ def code_inputs(module: str, hashes: FileHashes | None = None) -> dict[str, str]
 
 def module_code_digest(module: str) -> str:
     """One digest of :func:`code_inputs` (used in sub-artifact keys such as Hessian blobs)."""
-    return hashlib.sha256(json.dumps(code_inputs(module), sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(code_inputs(module), 16)
 
 
 # -- data ---------------------------------------------------------------------------------------------

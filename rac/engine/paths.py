@@ -13,8 +13,10 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from rac.errors import RacError
 
-class UnsafePathError(ValueError):
+
+class UnsafePathError(RacError, ValueError):
     """A path rac was asked to delete or overwrite lies outside what rac owns."""
 
 

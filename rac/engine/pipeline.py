@@ -13,6 +13,7 @@ from rac.engine.cache import Cache, atomic_write_json, atomic_write_text
 from rac.engine.plan import Plan, build_plan, invalidated_stages
 from rac.engine.run import RunResult, run_recipe
 from rac.engine.stage import ProgressReporter, Stage
+from rac.markdown import markdown_table
 
 
 def model_identities(recipe: dict) -> tuple[str, dict[str, str]]:
@@ -107,8 +108,8 @@ def grid_summary_rows(results: Sequence[tuple[Any, RunResult | None, str | None]
                                      round(float(record["seconds"]), 1) if state == "done" else state)
             for task, metrics in (result.metrics.get("evaluate") or {}).items():
                 if isinstance(metrics, dict):
-                    for key, value in headline(metrics).items():
-                        row[f"{task}.{key}"] = round(value, 4)
+                    for key, number in headline(metrics).items():
+                        row[f"{task}.{key}"] = round(number, 4)
         rows.append(row)
     return rows
 
@@ -124,8 +125,7 @@ def write_grid_summary(grid_dir: Path, rows: list[dict]) -> tuple[Path, Path]:
     writer.writerows(rows)
     csv_path, md_path = grid_dir / "summary.csv", grid_dir / "summary.md"
     atomic_write_text(csv_path, buffer.getvalue())
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    lines = markdown_table(columns, ([row.get(c, "") for c in columns] for row in rows))
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     atomic_write_json(grid_dir / "grid.json", {"cells": rows})
     return csv_path, md_path

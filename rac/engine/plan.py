@@ -10,7 +10,6 @@ manifest, and a miss is explained by diffing them against the stage's most recen
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 from rac.engine import inputs as fp_inputs
 from rac.engine.cache import MANIFEST, Cache
 from rac.engine.stage import Stage
+from rac.hashing import canonical_json, json_digest
 
 MISSING = "<unset>"
 
@@ -34,13 +34,9 @@ def read_key(recipe: dict, dotted: str) -> Any:
     return node
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def fingerprint_of(inputs: dict[str, Any]) -> str:
     """sha256 prefix of a stage's canonical inputs."""
-    return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()[:32]
+    return json_digest(inputs, 32, compact=True)
 
 
 def fingerprint(stage: Stage, reads: dict[str, Any], upstream: dict[str, str], model_identity: str) -> str:

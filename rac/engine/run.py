@@ -8,7 +8,6 @@ that completed and recomputes only the rest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,8 @@ import rac
 from rac.engine.cache import Cache, atomic_write_json, atomic_write_text
 from rac.engine.plan import Plan, PlannedStage, build_plan
 from rac.engine.stage import NullProgress, ProgressReporter, Stage, StageContext
+from rac.errors import UsageError
+from rac.hashing import recipe_hash
 
 log = logging.getLogger("rac.run")
 SUMMARY_FILE = "_summary.json"
@@ -66,17 +67,13 @@ def metrics_schema_errors(metrics: dict) -> list[str]:
             for e in Draft202012Validator(schema).iter_errors(metrics)]
 
 
-def recipe_hash(recipe: dict) -> str:
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
 def default_run_dir(recipe: dict, name_hint: str) -> Path:
     run_cfg = recipe.get("run") or {}
     name = run_cfg.get("name") or name_hint
     output_dir = Path(run_cfg.get("output_dir") or "runs")
     run_dir = output_dir / f"{name}-{recipe_hash(recipe)}"
     if run_dir.resolve().parent != output_dir.resolve():
-        raise ValueError(f"run.name {name!r}: the run directory must be a folder directly inside {output_dir}")
+        raise UsageError(f"run.name {name!r}: the run directory must be a folder directly inside {output_dir}")
     return run_dir
 
 
@@ -259,8 +256,8 @@ def execute_plan(
             if final is None:
                 final = cache.lookup(stage.name, planned.fingerprint) if stage.cached else \
                     run_dir / "artifacts" / stage.name
-            if final is None:
-                raise StageFailed(stage.name, run_dir, RuntimeError("rank 0's artifact is not in the cache"), records)
+        if final is None:
+            raise StageFailed(stage.name, run_dir, RuntimeError("rank 0's artifact is not in the cache"), records)
         seconds = time.perf_counter() - start
         artifacts[stage.name] = final
         summary = _read_summary(final)
@@ -333,8 +330,8 @@ def _run_distributed(planned: PlannedStage, recipe: dict, cache: Cache, run_dir:
     start = time.perf_counter()
     if not dist.is_owner():
         if dist.agree(True):
-            with tempfile.TemporaryDirectory(prefix=f"rac-{stage.name}-rank{dist.rank()}-") as tmp:
-                stage.run(context(Path(tmp)))
+            with tempfile.TemporaryDirectory(prefix=f"rac-{stage.name}-rank{dist.rank()}-") as scratch:
+                stage.run(context(Path(scratch)))
         return cache.artifact_path(stage.name, planned.fingerprint)
     with cache.locked(stage.name, planned.fingerprint):
         reused = cache.lookup(stage.name, planned.fingerprint)

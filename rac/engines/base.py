@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from rac.errors import RacError
+from rac.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from rac.engine.stage import ProgressReporter
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
 FinishReason = Literal["stop", "length"]
 
 
-class EngineError(ValueError):
+class EngineError(RacError, ValueError):
     """An engine cannot be created or run as configured (unknown name, missing package, bad option)."""
 
 
@@ -81,8 +83,7 @@ def check_engine_available(name: str) -> None:
     Cheap (no import of the backend), so the recipe validator can call it.
     """
     if name not in ENGINES:
-        close = difflib.get_close_matches(name, list(ENGINES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, ENGINES)
         raise EngineError(f"unknown generation engine {name!r}{hint}; available: {', '.join(ENGINES)}")
     package = ENGINES[name][2]
     if importlib.util.find_spec(package) is None:

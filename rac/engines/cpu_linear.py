@@ -32,15 +32,17 @@ PACKED_BUDGET_BYTES = 4 * 2**30
 
 def _decoder_linears(model: torch.nn.Module, include_output: bool) -> list[torch.nn.Linear]:
     """The model's float ``nn.Linear`` layers with 2-D contiguous weights (each weight once)."""
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_output = getattr(model, "get_output_embeddings", None)  # a transformers model method
+    output = get_output() if get_output is not None else None
     skip = set() if include_output or output is None else {id(getattr(output, "weight", None))}
     seen: set[int] = set()
-    found = []
+    found: list[torch.nn.Linear] = []
     for module in model.modules():
-        weight = getattr(module, "weight", None) if isinstance(module, torch.nn.Linear) else None
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        weight = module.weight
         if (
-            weight is not None
-            and id(weight) not in skip | seen
+            id(weight) not in skip | seen
             and weight.dim() == 2
             and weight.dtype in (torch.float32, torch.bfloat16, torch.float16)
             and weight.is_contiguous()
@@ -104,7 +106,7 @@ def packed_linear_weights(model: torch.nn.Module, rows: int) -> Iterator[int]:
             layer.__dict__.pop("forward", None)
 
 
-def _packed_forward(weight: torch.nn.Parameter, bias: torch.Tensor | None, rows: int) -> Any:
+def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Any:
     with torch.no_grad():
         packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), rows)
 

@@ -82,7 +82,7 @@ class DataParallelEngine:
         ref = resolve_model(model_spec)
         trust = bool(model_spec.get("trust_remote_code", False))
         self.model_path = os.path.join(ref.path, ref.gguf_file) if ref.gguf_file else ref.path
-        hub = {"revision": ref.revision} if ref.revision else {}
+        hub: dict[str, Any] = {"revision": ref.revision} if ref.revision else {}
         gguf = {"gguf_file": ref.gguf_file} if ref.gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust, **hub, **gguf)
         if self.tokenizer.pad_token is None:  # as rac.models.load.load_model does for the replicas
@@ -169,7 +169,12 @@ class DataParallelEngine:
                            progress: ProgressReporter | None) -> list[list[Generation]]:
         """Ray Data LLM batch inference: one row per (prompt, sample), each with its own seed."""
         import ray
-        from ray.data.llm import build_llm_processor, vLLMEngineProcessorConfig
+        import ray.data.llm as ray_llm
+        from ray.data.llm import vLLMEngineProcessorConfig
+
+        # ray >= 2.4x calls the builder build_processor; older releases build_llm_processor
+        build_llm_processor = next(getattr(ray_llm, name) for name in ("build_processor", "build_llm_processor")
+                                   if hasattr(ray_llm, name))
 
         engine_kwargs = {k: self.options[k] for k in ("tensor_parallel_size", "gpu_memory_utilization",
                                                      "max_model_len", "enforce_eager")
@@ -207,7 +212,7 @@ class DataParallelEngine:
             for s in range(sampling.n):
                 ids = by_request[i * sampling.n + s]
                 stopped = bool(ids) and ids[-1] in self.eos_ids
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
                 row.append(Generation(list(prompt), ids, text, "stop" if stopped else "length"))
             results.append(row)
         return results

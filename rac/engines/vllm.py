@@ -42,7 +42,8 @@ class VllmProgress:
 
     def __init__(self, handle: Any, per_request: int = 1) -> None:
         self.handle, self.per_request = handle, per_request
-        self.n, self.total, self.postfix = 0, None, ""
+        self.n, self.postfix = 0, ""
+        self.total: int | None = None
         self.start = time.perf_counter()
         self._logged = self.start
 

@@ -25,6 +25,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from rac.errors import RacError
 from rac.eval.sandbox import SandboxLimits, run_python
 
 LEETCODE_PRELUDE = """\
@@ -45,7 +46,7 @@ HUMANEVAL_PRELUDE = "from typing import *\nimport math\n"
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
-class CodeTaskError(ValueError):
+class CodeTaskError(RacError, ValueError):
     """A code problem record lacks the fields needed to test it."""
 
 

@@ -13,6 +13,8 @@ import functools
 import logging
 import time
 
+from rac.errors import RacError
+
 log = logging.getLogger(__name__)
 
 _OFFLINE_HINTS = ("offline", "couldn't reach", "could not reach", "connection", "network", "resolve",
@@ -20,7 +22,7 @@ _OFFLINE_HINTS = ("offline", "couldn't reach", "could not reach", "connection", 
 _PRIMARY = ("acc", "acc_norm", "exact_match", "pass@1", "f1", "mcc", "word_perplexity")
 
 
-class LMEvalTaskError(ValueError):
+class LMEvalTaskError(RacError, ValueError):
     """The recipe names an lm-eval task that the installed harness does not know."""
 
 

@@ -19,6 +19,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from rac.errors import RacError
 from rac.eval.verify import VerifyTimeout, equivalent
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ DATASET_EXTRACT: dict[str, tuple[str, ...]] = {
 DEFAULT_EXTRACT = ("boxed",)
 
 
-class AnswerSpecError(ValueError):
+class AnswerSpecError(RacError, ValueError):
     """An answer spec names an unknown extraction method or on_missing rule."""
 
 

@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+from rac.errors import RacError
 from rac.eval.sandbox_backends import BACKENDS, build, probe
 from rac.eval.sandbox_io import collect
 from rac.eval.sandbox_launcher import MEMORY_EXIT
@@ -45,7 +46,7 @@ del _name
 """
 
 
-class SandboxUnavailableError(RuntimeError):
+class SandboxUnavailableError(RacError, RuntimeError):
     """No isolation works on this machine (or the one asked for does not) and the recipe did not opt out."""
 
 

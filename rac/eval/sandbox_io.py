@@ -69,6 +69,8 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 def collect(proc: subprocess.Popen, stdin_data: bytes, timeout_s: float, cap: int) -> Collected:
     """Write ``stdin_data`` then close stdin, read both streams until EOF, exit or the deadline."""
+    assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None, "collect needs PIPEs"
+    stdin = proc.stdin
     start = time.monotonic()
     deadline = start + timeout_s
     buffers = {proc.stdout.fileno(): CappedBuffer(cap), proc.stderr.fileno(): CappedBuffer(cap)}
@@ -77,12 +79,12 @@ def collect(proc: subprocess.Popen, stdin_data: bytes, timeout_s: float, cap: in
     for fd in buffers:
         os.set_blocking(fd, False)
         sel.register(fd, selectors.EVENT_READ)
-    stdin_fd = proc.stdin.fileno()
+    stdin_fd = stdin.fileno()
     if pending:
         os.set_blocking(stdin_fd, False)
         sel.register(stdin_fd, selectors.EVENT_WRITE)
     else:
-        proc.stdin.close()
+        stdin.close()
     timed_out = exited = False
     try:
         while True:
@@ -112,7 +114,7 @@ def collect(proc: subprocess.Popen, stdin_data: bytes, timeout_s: float, cap: in
                         pending = pending[:0]
                     if not pending:
                         sel.unregister(stdin_fd)
-                        proc.stdin.close()
+                        stdin.close()
                     continue
                 try:
                     data = os.read(key.fd, _CHUNK)

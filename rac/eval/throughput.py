@@ -19,6 +19,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -224,15 +225,14 @@ def linear_speedups(shapes: list[tuple[int, int]], device: str,
         for tokens in token_counts:
             x = torch.randn(tokens, n_in, device=device, dtype=dtype)
             row: dict = {"shape": [n_out, n_in], "tokens": tokens,
-                         "dense_ms": _time_cuda(lambda x=x, w=weight: F.linear(x, w), iters)}
+                         "dense_ms": _time_cuda(partial(F.linear, x, weight), iters)}
             try:
-                row["fp8_ms"] = _time_cuda(
-                    lambda x=x, q=w_fp8, s=w_scale: fp8_linear_scaled_mm(x, q, s, None, dtype), iters)
+                row["fp8_ms"] = _time_cuda(partial(fp8_linear_scaled_mm, x, w_fp8, w_scale, None, dtype), iters)
             except RuntimeError as exc:
                 row["fp8_ms"], row["fp8_error"] = None, str(exc).splitlines()[0][:200]
             if sparse is not None:
                 try:
-                    row["sparse24_ms"] = _time_cuda(lambda x=x, w=sparse: F.linear(x, w), iters)
+                    row["sparse24_ms"] = _time_cuda(partial(F.linear, x, sparse), iters)
                 except RuntimeError as exc:
                     row["sparse24_ms"], row["sparse24_error"] = None, str(exc).splitlines()[0][:200]
             else:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from rac.errors import RacError
+
 BLOCK_PATHS: tuple[str, ...] = (
     "model.layers",
     "model.language_model.layers",
@@ -49,7 +51,7 @@ ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 
 
-class BlockDiscoveryError(ValueError):
+class BlockDiscoveryError(RacError, ValueError):
     """The model's decoder blocks or their linear layers could not be found."""
 
 

@@ -8,7 +8,7 @@ peak device memory at one block plus one batch of activations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +132,7 @@ def add_to_hessian(sums: HessianSums, key: str, x: torch.Tensor, weight: torch.T
 
 
 @contextmanager
-def _hessian_hooks(modules: dict[str, nn.Module], sums: HessianSums, state: dict) -> Iterator[None]:
+def _hessian_hooks(modules: Mapping[str, nn.Module], sums: HessianSums, state: dict) -> Iterator[None]:
     """Pre-hooks adding each module's input into ``sums.H[key]``; the last one in call order stops the pass."""
     handles = []
     remaining: set[str] = set()
@@ -157,7 +157,7 @@ def _hessian_hooks(modules: dict[str, nn.Module], sums: HessianSums, state: dict
 
 
 @torch.no_grad()
-def collect_hessians(block: nn.Module, inputs: BlockInputs, modules: dict[str, nn.Module], device: str) -> HessianSums:
+def collect_hessians(block: nn.Module, inputs: BlockInputs, modules: Mapping[str, nn.Module], device: str) -> HessianSums:
     """H[key] = sum_t w_t x_t x_t^T over the inputs of ``modules[key]`` (float32, on ``device``).
 
     One replay of the block; each batch's pass stops as soon as every hooked module has seen its

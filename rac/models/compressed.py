@@ -12,8 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rac.errors import RacError
 
-class CompressedTensorsError(ValueError):
+
+class CompressedTensorsError(RacError, ValueError):
     """A quantize artifact that does not fit the model (e.g. a non-linear module was quantized)."""
 
 

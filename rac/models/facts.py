@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from rac.errors import RacError
+
 KNOWN_CONFIGS_PATH = Path(__file__).with_name("known_configs.json")
 DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
@@ -54,7 +56,7 @@ class ModelFacts:
         return 2 * self.n_blocks * self.n_kv_heads * self.head_dim * dtype_bytes
 
 
-class FactsUnavailable(ValueError):
+class FactsUnavailable(RacError, ValueError):
     """The model's config could not be read here; the message is one line saying why."""
 
 

@@ -25,7 +25,6 @@ whose weights hold NaN or inf is refused when loaded (before any rollout or prun
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -33,7 +32,11 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from rac.errors import RacError
+from rac.hashing import json_digest
+from rac.locations import default_cache_root
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(RacError, ValueError):
     """A model spec that cannot be resolved or loaded (message names the id/path)."""
 
 
@@ -64,11 +67,7 @@ class ModelRef:
 
 
 def _digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("RAC_CACHE") or Path.home() / ".cache" / "rac").expanduser()
+    return json_digest(parts, 32)
 
 
 def resolve_device(name: str | None) -> str:
@@ -168,9 +167,9 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         try:
-            loaded, info = AutoModelForCausalLM.from_pretrained(
+            loaded, info = cast(tuple[Any, dict], AutoModelForCausalLM.from_pretrained(  # output_loading_info
                 str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True,
-                ignore_mismatched_sizes=True)
+                ignore_mismatched_sizes=True))
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"cannot convert GGUF {gguf}: {type(exc).__name__}: {exc}") from exc
@@ -224,7 +223,7 @@ def checkpoint(spec: dict) -> ModelRef:
     from filelock import FileLock
 
     name = spec["id"] if spec.get("id") in BUILTIN_ALIASES else re.sub(r"[^\w.-]", "_", Path(ref.gguf_file).stem)
-    target = _cache_root() / "models" / f"{name}-{ref.identity[:12]}"
+    target = default_cache_root() / "models" / f"{name}-{ref.identity[:12]}"
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target.parent / f".{target.name}.lock")):
@@ -327,7 +326,7 @@ def load_model(spec: dict, device: str, dtype: str | None = None) -> tuple[Any, 
     if ref.revision:
         kwargs["revision"] = ref.revision
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
+        model, info = cast(tuple[Any, dict], AutoModelForCausalLM.from_pretrained(ref.path, **kwargs))  # loading info
         tokenizer = load_tokenizer(ref, trust)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load model.id={spec.get('id')!r} from {ref.path}: {exc}") from exc

@@ -7,7 +7,6 @@ the run's evaluation metrics, so a folder pushed to a hub says how it was made.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 
 import rac
+from rac.hashing import json_digest
 
 SIDECAR = "rac_export.json"
 CARD = "README.md"
@@ -22,7 +22,7 @@ CARD = "README.md"
 
 def recipe_digest(recipe: dict) -> str:
     """sha256 of the resolved recipe's sections (model ... run) as canonical JSON."""
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    return json_digest(recipe, compact=True)
 
 
 def scope_summary(report: list[dict], numel: dict[str, int]) -> list[dict]:

@@ -113,7 +113,7 @@ def layout_like(block: nn.Module, groups: dict[str, list[Any]], verified: Staged
 @contextmanager
 def _replaced(module: nn.Module, outputs: Callable[[], Any]) -> Iterator[None]:
     """``module(...)`` returns ``outputs()`` instead of computing (an instance-level ``forward``)."""
-    module.forward = lambda *args, **kwargs: outputs()  # type: ignore[method-assign]
+    module.forward = lambda *args, **kwargs: outputs()
     try:
         yield
     finally:
@@ -124,7 +124,8 @@ class _Recorder:
     """Pre-hooks that record a module's input per batch, add it to a Hessian and/or stop the pass."""
 
     def __init__(self, sums: HessianSums, weights: list[torch.Tensor], state: dict) -> None:
-        self.sums, self.weights, self.state, self.handles = sums, weights, state, []
+        self.sums, self.weights, self.state = sums, weights, state
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def watch(self, module: nn.Module, key: str | None, store: list | None, stop: bool) -> None:
         """On each call of ``module``: add its input to Hessian ``key`` (unless None), append it to

@@ -6,15 +6,16 @@ as a unique substring. No match, or several, is an error that lists the cells (a
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
+from rac.errors import RacError
 from rac.recipe.grid import GridCell
+from rac.suggest import did_you_mean
 
 MAX_LISTED = 60
 
 
-class CellError(ValueError):
+class CellError(RacError, ValueError):
     """No unique grid cell for a name; the message lists the candidates."""
 
 
@@ -40,6 +41,5 @@ def pick_cell(cells: Sequence[GridCell], name: str | None, grid: str) -> GridCel
             return matches[0]
         if len(matches) > 1:
             raise CellError(f"--cell {name!r} matches {len(matches)} cells of {grid}:{_listing(matches)}")
-    close = difflib.get_close_matches(name, [c.name for c in cells], n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, [c.name for c in cells], cutoff=0.5)
     raise CellError(f"--cell {name!r}: no such cell in {grid}{hint}; cells:{_listing(cells)}")

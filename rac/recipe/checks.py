@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rac.nm_pattern import PatternError
 from rac.recipe.errors import RecipeIssue, json_path
 from rac.recipe.scopes import (
     ScopeError,
@@ -17,6 +17,7 @@ from rac.recipe.scopes import (
     scope_list,
     select_blocks,
 )
+from rac.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from rac.recipe.load import LoadedRecipe
@@ -38,9 +39,9 @@ def _builtin_datasets() -> dict[str, Any] | None:
     return dict(BUILTIN_DATASETS)
 
 
-def _hint(name: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+def _mapping(value: Any) -> dict:
+    """``value`` if it is a mapping, else an empty one (a wrong type is reported by the schema)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _pattern_sparsity(pattern: tuple[int, int]) -> float:
@@ -51,12 +52,12 @@ def _pattern_sparsity(pattern: tuple[int, int]) -> float:
 def _contradictions(loaded: LoadedRecipe, prune: dict, scopes: list[dict]) -> list[RecipeIssue]:
     """An explicit sparsity that disagrees with the N:M pattern that decides the same modules."""
     issues: list[RecipeIssue] = []
-    raw = loaded.raw.get("prune") if isinstance(loaded.raw.get("prune"), dict) else {}
+    raw = _mapping(loaded.raw.get("prune"))
 
     def clash(path: str, sparsity: Any, pattern_text: Any, where: str) -> None:
         try:
             pattern = parse_pattern(pattern_text)
-        except ScopeError:
+        except PatternError:
             return
         if pattern is None or not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool):
             return
@@ -117,10 +118,10 @@ def check_prune(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
     for path, pattern in patterns:
         try:
             parse_pattern(pattern)
-        except ScopeError as exc:
+        except PatternError as exc:
             issues.append(_issue(loaded, path, str(exc)))
     issues += _contradictions(loaded, prune, scopes)
-    seen: dict[str, int] = {}
+    seen: dict[Any, int] = {}
     for i, scope in enumerate(scopes):
         if scope.get("name") in seen:
             issues.append(_issue(loaded, f"prune.scopes[{i}].name",
@@ -140,7 +141,7 @@ def check_prune(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
                 assign_scopes(prune, depth, strict=n_blocks is not None)
             except ScopeOverlapError as exc:
                 return [_issue(loaded, f"prune.scopes[{exc.second_index}]", f"{exc}{_depth_note(n_blocks, depth)}")]
-            except ScopeError as exc:
+            except (ScopeError, PatternError) as exc:
                 return [_issue(loaded, "prune.scopes", str(exc))]
         if n_blocks is not None:
             return _empty_scopes(loaded, prune, scopes, n_blocks)
@@ -183,8 +184,8 @@ def check_export(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue
 
 def check_export_path(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:
     """``export.path`` (``~`` expanded, resolved) must not be a folder whose replacement destroys data."""
-    from rac.engine.cache import default_cache_root
     from rac.engine.paths import export_path_problem, resolve_user_path
+    from rac.locations import default_cache_root
     from rac.recipe.load import looks_local
 
     export = loaded.data.get("export")
@@ -194,7 +195,7 @@ def check_export_path(loaded: LoadedRecipe, n_blocks: int | None) -> list[Recipe
     output_dir = resolve_user_path((loaded.data.get("run") or {}).get("output_dir") or "runs")
     model_id = (loaded.data.get("model") or {}).get("id")
     problem = export_path_problem(resolve_user_path(value), cache_root=default_cache_root(), run_dirs=(output_dir,),
-                                  model_paths=[resolve_user_path(model_id)] if looks_local(model_id) else [])
+                                  model_paths=[resolve_user_path(str(model_id))] if looks_local(model_id) else [])
     if problem:
         return [_issue(loaded, "export.path", f"{value!r}: refusing to export there ({problem}); "
                                               "use a new folder, e.g. exports/my-model")]
@@ -214,7 +215,7 @@ def _check_source(loaded: LoadedRecipe, path: str, item: dict, builtins: dict | 
         return []
     if dataset not in builtins:
         return [_issue(loaded, f"{path}.dataset", f"unknown builtin dataset {dataset!r}"
-                                                  f"{_hint(str(dataset), sorted(builtins))}; known: "
+                                                  f"{did_you_mean(str(dataset), sorted(builtins))}; known: "
                                                   f"{', '.join(sorted(builtins))}")]
     kind = getattr(builtins[dataset], "kind", None)
     if allowed_kinds is not None and kind is not None and kind not in allowed_kinds:
@@ -249,12 +250,12 @@ def _number(value: Any) -> float | None:
 
 def _check_weights(loaded: LoadedRecipe, calibration: dict) -> list[RecipeIssue]:
     """Weights that make every calibration token weigh 0 (the Hessians would be all zeros)."""
-    weights = calibration.get("weights") if isinstance(calibration.get("weights"), dict) else {}
+    weights = _mapping(calibration.get("weights"))
     prompt, decode = _number(weights.get("prompt", 1.0)), _number(weights.get("decode", 1.0))
     if prompt is None or decode is None:
         return []
     kind = calibration.get("kind")
-    position = weights.get("position") if isinstance(weights.get("position"), dict) else {}
+    position = _mapping(weights.get("position"))
     position_kind = position.get("kind", "uniform")
     if position_kind != "uniform" and kind != "rac":
         return [_issue(loaded, "calibration.weights.position.kind",
@@ -274,13 +275,14 @@ def _check_weights(loaded: LoadedRecipe, calibration: dict) -> list[RecipeIssue]
 
 def _check_context(loaded: LoadedRecipe, calibration: dict) -> list[RecipeIssue]:
     """vLLM rollouts must fit ``vllm.max_model_len``: the longest prompt plus ``t_max`` new tokens."""
-    rollout = calibration.get("rollout") if isinstance(calibration.get("rollout"), dict) else {}
-    vllm = rollout.get("vllm") if isinstance(rollout.get("vllm"), dict) else {}
+    rollout = _mapping(calibration.get("rollout"))
+    vllm = _mapping(rollout.get("vllm"))
     if calibration.get("kind") != "rac" or rollout.get("engine") != "vllm":
         return []
     limit, t_max = vllm.get("max_model_len"), rollout.get("t_max")
     prompt = calibration.get("max_prompt_tokens") or 0
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (limit, t_max, prompt)):
+    if not (isinstance(limit, int) and isinstance(t_max, int) and isinstance(prompt, int)) \
+            or any(isinstance(v, bool) for v in (limit, t_max, prompt)):
         return []
     if t_max + prompt <= limit:
         return []
@@ -308,7 +310,7 @@ def check_evaluate(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIss
             issues += _check_source(loaded, path, task, builtins, None)
         elif task.get("type") == "probe" and builtins is not None and task.get("dataset") not in builtins:
             issues.append(_issue(loaded, f"{path}.dataset", f"unknown builtin dataset {task.get('dataset')!r}"
-                                                            f"{_hint(str(task.get('dataset')), sorted(builtins))}"))
+                                                            f"{did_you_mean(str(task.get('dataset')), sorted(builtins))}"))
     return issues
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from rac.errors import RacError
+
 CLI_FILE = "<cli>"
 
 
@@ -35,7 +37,7 @@ class RecipeIssue:
         return f"{self.location}: {self.path}: {self.message}"
 
 
-class RecipeError(ValueError):
+class RecipeError(RacError, ValueError):
     """A recipe (or grid) is invalid; ``issues`` lists every problem, ``str()`` has one per line."""
 
     def __init__(self, issues: Iterable[RecipeIssue]):

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rac.errors import RacError
 from rac.recipe.errors import Location, RecipeError, RecipeIssue
 
 YAML_SUFFIXES = (".yaml", ".yml")
 WORKTREE = ""  # the revision name of the working tree
 
 
-class GitError(ValueError):
+class GitError(RacError, ValueError):
     """git is missing, this is not a repository, or a revision/path does not exist."""
 
 

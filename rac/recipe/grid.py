@@ -8,7 +8,6 @@ directory). A grid file is YAML with ``version``, ``recipe`` (relative to the gr
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -21,12 +20,14 @@ from typing import Any, Union
 import yaml
 
 import rac
+from rac.hashing import recipe_hash
 from rac.recipe.errors import CLI_FILE, Location, RecipeError, RecipeIssue
 from rac.recipe.load import LoadedRecipe
 from rac.recipe.naming import name_cells
 from rac.recipe.overrides import Override
 from rac.recipe.source import RecipeLoader, read_mapping, split_path
-from rac.recipe.validate import suggest, validate
+from rac.recipe.validate import validate
+from rac.suggest import did_you_mean
 
 PathLike = Union[str, "os.PathLike[str]"]
 GRID_KEYS = ("version", "recipe", "axes", "overlays", "name", "description")
@@ -106,7 +107,7 @@ def _cli_axis(axis: str, index: int) -> list[_Choice]:
 def _file_axes(grid_path: str) -> tuple[str | None, list[list[_Choice]]]:
     """Read a grid file: (recipe path or None, axes)."""
     data, smap = read_mapping(Path(grid_path), grid_path, None, "grid")
-    issues = [RecipeIssue(smap[k], f"$.{k}", f"unknown grid key {k!r}{suggest(k, GRID_KEYS)}")
+    issues = [RecipeIssue(smap[k], f"$.{k}", f"unknown grid key {k!r}{did_you_mean(k, GRID_KEYS)}")
               for k in data if k not in GRID_KEYS]
     if "version" in data and data["version"] not in rac.RECIPE_VERSIONS:
         issues.append(RecipeIssue(smap["version"], "$.version", f"unsupported grid version {data['version']!r}; "
@@ -171,11 +172,6 @@ def _labels(cells: list[tuple[_Choice, ...]]) -> list[str]:
         clean = [re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", b)).strip("-") for b in bits]
         labels.append("_".join(b for b in clean if b)[:80])
     return labels
-
-
-def recipe_hash(data: dict) -> str:
-    """8 hex chars identifying a resolved recipe."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def expand_grid(recipe_path: PathLike | None = None, axes: Sequence[str] = (), grid_file: PathLike | None = None,

@@ -49,7 +49,7 @@ def _target(scope: dict, prune: dict) -> str:
     if pattern is not None:
         return str(pattern).replace(":", "of")
     sparsity = scope.get("sparsity") if scope.get("sparsity") is not None else prune.get("sparsity", 0.5)
-    return f"{round(float(sparsity) * 100):d}"
+    return f"{round(float(sparsity if sparsity is not None else 0.5) * 100):d}"
 
 
 def _prune(recipe: dict) -> str:

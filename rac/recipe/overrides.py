@@ -10,7 +10,6 @@ addressed as ``tasks[0]`` or ``tasks.0``; ``+`` / ``++`` at index ``len`` append
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import yaml
 
 from rac.recipe.errors import CLI_FILE, Location, RecipeIssue, json_path
 from rac.recipe.source import PathToken, RecipeLoader, SourceMap, drop_subtree, join_path, split_path
+from rac.suggest import did_you_mean
 
 _SEGMENT = r"(?:[A-Za-z_][\w-]*|\d+)"
 _OVERRIDE = re.compile(rf"^(~|\+\+|\+)?({_SEGMENT}(?:\.{_SEGMENT}|\[\d+\])*)(?:=(.*))?$", re.DOTALL)
@@ -53,11 +53,6 @@ def parse_value(text: str) -> Any:
     if text == "":
         return ""
     return yaml.load(text, Loader=RecipeLoader)
-
-
-def _suggest(name: str, options: Sequence[str]) -> str:
-    match = difflib.get_close_matches(name, [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _record(smap: SourceMap, prefix: list[PathToken], value: Any, loc: Location) -> None:
@@ -104,12 +99,12 @@ def _apply_one(data: dict, smap: SourceMap, op: str, tokens: list[PathToken],
     for tok in tokens[:-1]:
         tok = _step(container, tok, walked)
         if isinstance(container, list):
-            if tok >= len(container):
+            if int(tok) >= len(container):
                 raise _Bad(f"index {tok} out of range for {join_path(walked)!r} ({len(container)} items)")
         elif tok not in container or container[tok] is None and (op in ("+", "++") or known(walked + [tok])):
             if op not in ("+", "++") and not known(walked + [tok]):
                 raise _Bad(f"key {join_path(walked + [tok])!r} is not in the recipe"
-                           f"{_suggest(str(tok), list(container))}; use +{join_path(tokens)}=... to add it")
+                           f"{did_you_mean(str(tok), list(container))}; use +{join_path(tokens)}=... to add it")
             container[tok] = {}
             smap[join_path(walked + [tok])] = loc
         container = container[tok]
@@ -118,7 +113,7 @@ def _apply_one(data: dict, smap: SourceMap, op: str, tokens: list[PathToken],
     path = walked + [last]
     name = join_path(path)
     if isinstance(container, list):
-        exists = last < len(container)
+        exists = int(last) < len(container)
         if not exists and not (op in ("+", "++") and last == len(container)):
             raise _Bad(f"index {last} out of range for {join_path(walked)!r} ({len(container)} items)")
     else:
@@ -131,11 +126,11 @@ def _apply_one(data: dict, smap: SourceMap, op: str, tokens: list[PathToken],
         del container[last]
         drop_subtree(smap, name)
         if isinstance(container, list):
-            _renumber(smap, walked, last)
+            _renumber(smap, walked, int(last))
         return
     if op == "" and not exists and not known(path):
         options = list(container) if isinstance(container, dict) else []
-        raise _Bad(f"key {name!r} is not in the recipe{_suggest(str(last), options)}; "
+        raise _Bad(f"key {name!r} is not in the recipe{did_you_mean(str(last), options)}; "
                    f"use +{name}=... to add it")
     if op == "+" and exists:
         raise _Bad(f"key {name!r} is already in the recipe; use {name}=... or ++{name}=... to set it")

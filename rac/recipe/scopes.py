@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from rac.errors import RacError
+from rac.nm_pattern import PatternError, parse_pattern  # noqa: F401 (part of the recipe API)
+
 MODULE_GROUPS: dict[str, tuple[str, ...]] = {
     "attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
     "mlp": ("gate_proj", "up_proj", "down_proj"),
@@ -30,15 +33,14 @@ OUTSIDE_BLOCKS = ("lm_head", "embed_tokens")
 NAMED_BLOCKS = ("all", "first_third", "middle_third", "last_third")
 DEFAULT_SCOPE: dict[str, Any] = {"name": "all", "modules": ["attn", "mlp"], "blocks": "all"}
 _RANGE = re.compile(r"^\[\s*(\d+)\s*,\s*(\d+)\s*\)$")
-_PATTERN = re.compile(r"^(\d+):(\d+)$")
 _EPS = 1e-9
 
 
-class ScopeError(ValueError):
+class ScopeError(RacError, ValueError):
     """A malformed block spec, module name or N:M pattern."""
 
 
-class ScopeOverlapError(ValueError):
+class ScopeOverlapError(RacError, ValueError):
     """Two scopes select the same (block, module) and ``precedence`` does not decide."""
 
     def __init__(self, first: str, second: str, block: int, module: str, second_index: int):
@@ -58,19 +60,6 @@ class ScopeAssignment:
     sparsity: float
     pattern: tuple[int, int] | None
     precedence: int | None
-
-
-def parse_pattern(pattern: Any) -> tuple[int, int] | None:
-    """``"2:4"`` -> ``(2, 4)``; ``None`` -> ``None``. Requires ``0 < N < M``."""
-    if pattern is None:
-        return None
-    match = _PATTERN.match(str(pattern))
-    if not match:
-        raise ScopeError(f"N:M pattern must look like '2:4', got {pattern!r}")
-    n, m = int(match.group(1)), int(match.group(2))
-    if not 0 < n < m:
-        raise ScopeError(f"N:M pattern {pattern!r} needs 0 < N < M")
-    return n, m
 
 
 def select_blocks(spec: Any, n_blocks: int, strict: bool = True) -> list[int]:
@@ -156,7 +145,7 @@ def assign_scopes(prune: dict, n_blocks: int, strict: bool = True) -> dict[tuple
         assignment = ScopeAssignment(
             scope=name,
             method=str(scope.get("method") or prune.get("method") or "sparsegpt"),
-            sparsity=float(sparsity),
+            sparsity=float(sparsity if sparsity is not None else 0.5),
             pattern=parse_pattern(pattern),
             precedence=scope.get("precedence"),
         )

@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rac.errors import RacError
 from rac.recipe.schema import fill_defaults
 
 
-class SettingsError(ValueError):
+class SettingsError(RacError, ValueError):
     """The recipe lacks a key the settings need (the message names the dotted key)."""
 
 
@@ -214,7 +215,7 @@ def _section_type(hint: Any) -> type[Section] | None:
     return found[0] if found else None
 
 
-def build(cls: type[Section], data: Any, path: str) -> Any:
+def build(cls: type[Any], data: Any, path: str) -> Any:
     """An instance of ``cls`` from a filled mapping; every field must be present."""
     if not isinstance(data, Mapping):
         raise SettingsError(f"{path}: expected a mapping, got {type(data).__name__}")

@@ -6,9 +6,8 @@ override) that set the bad value; a missing key points at its enclosing mapping.
 
 from __future__ import annotations
 
-import difflib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +21,7 @@ from rac.recipe.load import LoadedRecipe, load_recipe
 from rac.recipe.overrides import Override
 from rac.recipe.schema import deref, recipe_schema
 from rac.recipe.source import join_path
+from rac.suggest import did_you_mean
 
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
                dict: "mapping", type(None): "null"}
@@ -46,12 +46,6 @@ def supported_versions() -> str:
     return ", ".join(str(v) for v in rac.RECIPE_VERSIONS)
 
 
-def suggest(name: str, options: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest option, or ``""``."""
-    match = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -72,7 +66,7 @@ def _issues(err: ValidationError, loaded: LoadedRecipe) -> list[RecipeIssue]:
 
     if kind == "additionalProperties" and isinstance(inst, dict):
         known = list(err.schema.get("properties", {}))
-        return [issue(f"unknown key {k!r}{suggest(k, known)}", join_path(list(err.absolute_path) + [k]))
+        return [issue(f"unknown key {k!r}{did_you_mean(k, known)}", join_path(list(err.absolute_path) + [k]))
                 for k in inst if k not in known]
     if kind == "required" and isinstance(inst, dict):
         out = []
@@ -90,7 +84,7 @@ def _issues(err: ValidationError, loaded: LoadedRecipe) -> list[RecipeIssue]:
         return [issue(f"expected {wanted}, got {_type_name(inst)} {_short(inst)}{hint}")]
     if kind in ("enum", "const"):
         options = value if kind == "enum" else [value]
-        hint = suggest(inst, [o for o in options if isinstance(o, str)]) if isinstance(inst, str) else ""
+        hint = did_you_mean(inst, [o for o in options if isinstance(o, str)]) if isinstance(inst, str) else ""
         shown = ", ".join("null" if o is None else str(o) for o in options)
         return [issue(f"{_short(inst)} is not one of: {shown}{hint}")]
     bounds = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
@@ -118,7 +112,7 @@ def _branch_issues(err: ValidationError, loaded: LoadedRecipe, issue: Any) -> li
         if inst.get("type") not in names:
             got = inst.get("type")
             where = join_path(list(err.absolute_path) + ["type"]) if "type" in inst else join_path(list(err.absolute_path))
-            what = f"unknown type {got!r}{suggest(str(got), names)}" if got is not None else "missing required key 'type'"
+            what = f"unknown type {got!r}{did_you_mean(str(got), names)}" if got is not None else "missing required key 'type'"
             return [issue(f"{what}; must be one of: {', '.join(names)}", where)]
         chosen = consts.index(inst.get("type"))
     else:
@@ -129,7 +123,7 @@ def _branch_issues(err: ValidationError, loaded: LoadedRecipe, issue: Any) -> li
         if sub:
             return [i for e in sub for i in _issues(e, loaded)]
     options = [o for b in branches for o in b.get("enum", []) if isinstance(o, str)]
-    hint = suggest(inst, options) if isinstance(inst, str) else ""
+    hint = did_you_mean(inst, options) if isinstance(inst, str) else ""
     return [issue(f"invalid value {_short(inst)}{hint}: {err.schema.get('description', err.message)}")]
 
 
@@ -138,7 +132,7 @@ def _shape_fits(branch: dict, inst: Any) -> bool:
     if "enum" in branch:
         return any(type(inst) is type(option) for option in branch["enum"])
     wanted = branch.get("type")
-    names = wanted if isinstance(wanted, list) else [wanted]
+    names = wanted if isinstance(wanted, list) else [str(wanted)]
     return _type_name(inst) in [{"object": "mapping", "array": "list"}.get(n, n) for n in names]
 
 

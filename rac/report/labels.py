@@ -53,8 +53,10 @@ def _target(prune: dict, scope: dict) -> tuple[str, float]:
     if pattern:
         n, m = (int(x) for x in str(pattern).split(":"))
         return str(pattern), n / m
-    value = scope.get("sparsity")
-    value = float(prune.get("sparsity") if value is None else value or 0.0)
+    raw = scope.get("sparsity")
+    if raw is None:  # the scope inherits prune.sparsity
+        raw = prune.get("sparsity")
+    value = float(raw or 0.0)
     return _percent(value), value
 
 

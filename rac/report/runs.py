@@ -15,10 +15,11 @@ from pathlib import Path
 
 import yaml
 
+from rac.errors import RacError
 from rac.report.labels import compression_label, compression_value, model_label
 
 
-class ReportError(ValueError):
+class ReportError(RacError, ValueError):
     """A path holds no run, a run directory is unreadable, or two runs would share one table cell."""
 
 

@@ -118,8 +118,8 @@ def _cell_value(cell: Cell, group: Group) -> tuple[float | None, str]:
             return values[0], f"{values[0]:.{digits}f} (n=1 of {len(cell.runs)})"
         mean, se = _mean_se(values)
         return mean, f"{mean:.{digits}f} ± {se:.{digits}f} (n={len(values)})"
-    se = se_getter(cell.runs[0].evaluate) if se_getter else None
-    return values[0], f"{values[0]:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+    one_se = se_getter(cell.runs[0].evaluate) if se_getter else None
+    return values[0], f"{values[0]:.{digits}f}" + (f" ± {one_se:.{digits}f}" if one_se is not None else "")
 
 
 def _status(cell: Cell) -> str:

@@ -9,7 +9,6 @@ Outputs: ``metrics.json`` ({task: metrics}), ``records/<task>.jsonl``, ``probe/<
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -19,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
+from rac.errors import RacError
 from rac.eval.context import context_report
+from rac.hashing import json_digest
 
 if TYPE_CHECKING:
     from rac.eval.math import AnswerSpec
@@ -30,7 +31,7 @@ HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Answer with th
                          "```python code block.\n\n```python\n{prompt}```")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(RacError, ValueError):
     """An evaluate task is misconfigured (unknown type, missing data field, ...)."""
 
 
@@ -227,6 +228,7 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
         from rac.eval.code import grade_code
         from rac.eval.sandbox import SandboxLimits, isolation_summary
 
+        assert ctx.settings.evaluate is not None  # the evaluate stage runs only with an evaluate section
         mode = ctx.settings.evaluate.sandbox
         limits = SandboxLimits(timeout_s=float(task["timeout_s"]), memory_mb=int(task["memory_mb"]), mode=mode)
         extra["sandbox"] = isolation_summary(mode)
@@ -255,10 +257,9 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
 def _probe_key(ctx: StageContext, prompts: list[list[int]], t_max: int) -> str:
     from rac.engine.inputs import module_code_digest
 
-    blob = json.dumps({"v": PROBE_VERSION, "code": module_code_digest("rac.eval.probe"), "model": ctx.model_identity,
-                       "prompts": prompts, "t_max": t_max, "render": ctx.settings.calibration.render.as_dict(),
-                       "dtype": ctx.settings.model.dtype}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    return json_digest({"v": PROBE_VERSION, "code": module_code_digest("rac.eval.probe"), "model": ctx.model_identity,
+                        "prompts": prompts, "t_max": t_max, "render": ctx.settings.calibration.render.as_dict(),
+                        "dtype": ctx.settings.model.dtype}, 32)
 
 
 def run_probe_task(ctx: StageContext, task: dict, model: Any, tokenizer: Any) -> tuple[dict, dict]:

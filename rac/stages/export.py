@@ -19,13 +19,14 @@ from pathlib import Path
 from torch import nn
 
 from rac.engine.stage import Stage, StageContext
+from rac.errors import RacError
 from rac.models.compressed import write_compressed_tensors
 
 FORMATS = ("hf", "compressed-tensors")
 MARKER = ".rac-export"  # marks a folder written by rac's export
 
 
-class ExportError(ValueError):
+class ExportError(RacError, ValueError):
     """Export settings that cannot produce a loadable model."""
 
 
@@ -153,6 +154,7 @@ def run(ctx: StageContext) -> dict:
         model.config.save_pretrained(str(out))
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(str(out))
+        assert quantize_dir is not None  # checked above: compressed-tensors needs a quantize stage
         summary.update(write_compressed_tensors(model, Path(quantize_dir), out, max_shard))
         summary["ignored"] = len(summary["ignored"])
     tokenizer.save_pretrained(str(out))

@@ -37,10 +37,11 @@ from rac.calibration.hessian_store import (
 )
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
+from rac.errors import RacError
 from rac.stages.prune_group import PruneSettings, outside_block_results, prune_group, recon_errors
 
 
-class PruneStageError(ValueError):
+class PruneStageError(RacError, ValueError):
     """A prune section that cannot be applied to this model (message names the key)."""
 
 
@@ -60,8 +61,8 @@ def _hessians(ctx: StageContext, store: HessianStore, keys: dict[str, str], bloc
         for g, H in sums.H.items():
             store.put(keys[g], g, H, sums.total_weight, index, upstream)
             found[g] = (store.canonical(H), sums.total_weight)
-    return {g: (_normalised(ctx, H, total, g, index), g not in missing)
-            for g, (H, total) in found.items()}  # type: ignore[misc]
+    ready = {g: entry for g, entry in found.items() if entry is not None}  # every group, once computed
+    return {g: (_normalised(ctx, H, total, g, index), g not in missing) for g, (H, total) in ready.items()}
 
 
 def run(ctx: StageContext) -> dict:
@@ -110,7 +111,7 @@ def run(ctx: StageContext) -> dict:
                        "dampening_used": None, "seconds": round(result.seconds, 4)})
     save_file(changed, str(ctx.out_dir / "weights.safetensors"))
     atomic_write_json(ctx.out_dir / "report.json", {"modules": report, "block_seconds": block_seconds})
-    summary = _summary(report, changed, *state.counts[:2], walker.forward_passes, block_seconds, start)
+    summary = _summary(report, changed, state.counts[0], state.counts[1], walker.forward_passes, block_seconds, start)
     return {**summary, "hessian_passes": state.counts[2], "true_sequential": settings.true_sequential,
             **store.stats()}
 

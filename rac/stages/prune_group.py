@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from rac.errors import RacError
+
 if TYPE_CHECKING:
     from rac.recipe.settings import PruneSection
 
 METHODS = ("sparsegpt", "wanda", "magnitude", "alps")
 
 
-class PruneSettingsError(ValueError):
+class PruneSettingsError(RacError, ValueError):
     """A prune setting that cannot be applied (message names the recipe key)."""
 
 
@@ -127,7 +129,7 @@ def outside_block_results(model: nn.Module, assignments: dict, settings: PruneSe
     With tied embeddings the two share one tensor, so pruning either prunes both."""
     from rac.algorithms.magnitude import magnitude_prune
 
-    getters = {"lm_head": model.get_output_embeddings, "embed_tokens": model.get_input_embeddings}
+    getters = {"lm_head": "get_output_embeddings", "embed_tokens": "get_input_embeddings"}  # transformers methods
     for (block, short), assignment in sorted(assignments.items()):
         if block >= 0 or not settings.active(assignment):
             continue
@@ -135,7 +137,7 @@ def outside_block_results(model: nn.Module, assignments: dict, settings: PruneSe
             raise PruneSettingsError(
                 f"prune scope {assignment.scope!r}: {short} can only use method magnitude (got "
                 f"{assignment.method!r}); its inputs are not decoder-block activations")
-        module = getters[short]()
+        module = getattr(model, getters[short])()
         if module is None:
             raise PruneSettingsError(f"prune scope {assignment.scope!r}: the model has no {short}")
         result = magnitude_prune(module.weight.data, sparsity=assignment.sparsity, pattern=assignment.pattern)

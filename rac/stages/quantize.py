@@ -19,11 +19,12 @@ from torch import nn
 from rac.algorithms.fp8 import dequantize_fp8, quantize_weight_fp8
 from rac.algorithms.masks import check_nm, parse_pattern
 from rac.engine.stage import Stage, StageContext
+from rac.errors import RacError
 
 SCHEMES = ("fp8_w8a8",)
 
 
-class QuantizeError(ValueError):
+class QuantizeError(RacError, ValueError):
     """Bad quantize settings, or quantization that broke the sparsity it was given."""
 
 

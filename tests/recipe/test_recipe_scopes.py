@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rac.nm_pattern import PatternError
 from rac.recipe import (
     ScopeError,
     ScopeOverlapError,
@@ -65,8 +66,9 @@ def test_expand_modules():
 def test_parse_pattern():
     assert parse_pattern("2:4") == (2, 4)
     assert parse_pattern(None) is None
-    for bad in ("4:4", "0:4", "4:2", "2-4"):
-        with pytest.raises(ScopeError):
+    assert parse_pattern((2, 4)) == (2, 4)
+    for bad in ("4:4", "0:4", "4:2", "2-4", 2, "2:4:8", (2, 4, 8)):
+        with pytest.raises(PatternError):
             parse_pattern(bad)
 
 

@@ -15,30 +15,6 @@ from rac.stages import export, quantize
 from rac.stages.export import ExportError
 
 
-def make_prune_artifact(model_dir: Path, out: Path) -> Path:
-    """A prune artifact: 2:4 magnitude-pruned gate/up weights of every block + report.json."""
-    from safetensors.torch import save_file
-
-    from rac.algorithms.masks import nm_mask
-
-    weights = load_file(str(model_dir / "model.safetensors"))
-    out.mkdir(parents=True)
-    changed = {k: w.masked_fill(nm_mask(w.abs(), 2, 4), 0) for k, w in weights.items()
-               if k.endswith((".gate_proj.weight", ".up_proj.weight"))}
-    save_file(changed, str(out / "weights.safetensors"))
-    report = {k.removesuffix(".weight"): {"pattern": "2:4"} for k in changed}
-    (out / "report.json").write_text(json.dumps({"modules": report}))
-    return out
-
-
-def ctx_for(model_dir: Path, tmp: Path, inputs: dict) -> StageContext:
-    out = tmp / "quantize-out"
-    out.mkdir()
-    recipe = {"model": {"id": str(model_dir), "dtype": "float32"}, "quantize": {"scheme": "fp8_w8a8"}}
-    return StageContext(recipe=recipe, out_dir=out, inputs=inputs, cache=None, device="cpu",
-                        model_identity="x", run_dir=tmp)
-
-
 def export_ctx(model_dir: Path, tmp: Path, inputs: dict, fmt: str) -> StageContext:
     out = tmp / "export-out"
     out.mkdir(parents=True)
@@ -47,7 +23,7 @@ def export_ctx(model_dir: Path, tmp: Path, inputs: dict, fmt: str) -> StageConte
                         model_identity="x", run_dir=tmp)
 
 
-def test_hf_export_reloads_identical(tiny_model_dir, tmp_path):
+def test_hf_export_reloads_identical(tiny_model_dir, tmp_path, make_prune_artifact):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     prune = make_prune_artifact(tiny_model_dir, tmp_path / "prune")
@@ -66,7 +42,8 @@ def test_hf_export_reloads_identical(tiny_model_dir, tmp_path):
     assert torch.equal(state["model.layers.0.self_attn.q_proj.weight"], original["model.layers.0.self_attn.q_proj.weight"])
 
 
-def test_fp8_compressed_tensors_roundtrip(tiny_model_dir, tmp_path):
+def test_fp8_compressed_tensors_roundtrip(tiny_model_dir, tmp_path, make_prune_artifact, ctx_for):
+    pytest.importorskip("compressed_tensors", reason="needs the export extra: pip install 'rac[export]'")
     from transformers import AutoModelForCausalLM
     from transformers.utils.quantization_config import CompressedTensorsConfig
 

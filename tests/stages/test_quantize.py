@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from rac.algorithms.masks import check_nm, nm_mask
-from rac.engine.stage import StageContext
+from rac.algorithms.masks import check_nm
 from rac.models.fp8_linear import Fp8Linear
 from rac.stages import quantize
 from rac.stages.quantize import QuantizeError, pruned_patterns, target_modules
@@ -18,30 +16,11 @@ from rac.stages.quantize import QuantizeError, pruned_patterns, target_modules
 MLP_IN = ("gate_proj", "up_proj")
 
 
-def make_prune_artifact(model_dir: Path, out: Path, pattern: str = "2:4", lie: bool = False) -> Path:
-    """A prune artifact: 2:4 magnitude-pruned gate/up weights of every block + report.json."""
-    weights = load_file(str(model_dir / "model.safetensors"))
-    out.mkdir(parents=True)
-    changed, report = {}, {}
-    n, m = map(int, pattern.split(":"))
-    for name, w in weights.items():
-        if name.endswith(".weight") and any(f"mlp.{p}." in name for p in MLP_IN):
-            changed[name] = w if lie else w.masked_fill(nm_mask(w.abs(), n, m), 0)
-            report[name.removesuffix(".weight")] = {"pattern": pattern, "method": "magnitude", "sparsity": 0.5}
-    save_file(changed, str(out / "weights.safetensors"))
-    (out / "report.json").write_text(json.dumps({"modules": report}))
-    return out
 
 
-def ctx_for(model_dir: Path, tmp: Path, inputs: dict, quant: dict | None = None) -> StageContext:
-    out = tmp / "quantize-out"
-    out.mkdir()
-    recipe = {"model": {"id": str(model_dir), "dtype": "float32"}, "quantize": quant or {"scheme": "fp8_w8a8"}}
-    return StageContext(recipe=recipe, out_dir=out, inputs=inputs, cache=None, device="cpu",
-                        model_identity="x", run_dir=tmp)
 
 
-def test_quantize_stage_keeps_sparsity(tiny_model_dir, tmp_path):
+def test_quantize_stage_keeps_sparsity(tiny_model_dir, tmp_path, make_prune_artifact, ctx_for):
     prune = make_prune_artifact(tiny_model_dir, tmp_path / "prune")
     ctx = ctx_for(tiny_model_dir, tmp_path, {"prune": prune})
     summary = quantize.STAGE.run(ctx)
@@ -68,7 +47,7 @@ def test_quantize_stage_keeps_sparsity(tiny_model_dir, tmp_path):
     assert torch.isfinite(logits).all() and logits.shape == dense_logits.shape
 
 
-def test_quantize_detects_broken_pattern(tiny_model_dir, tmp_path):
+def test_quantize_detects_broken_pattern(tiny_model_dir, tmp_path, make_prune_artifact, ctx_for):
     prune = make_prune_artifact(tiny_model_dir, tmp_path / "prune", lie=True)  # report says 2:4, weights dense
     with pytest.raises(QuantizeError, match="N:M pattern 2:4"):
         quantize.STAGE.run(ctx_for(tiny_model_dir, tmp_path, {"prune": prune}))
@@ -87,7 +66,7 @@ def test_targets_and_ignore(tiny_llama, tmp_path):
         pruned_patterns(tmp_path)
 
 
-def test_bad_scheme(tiny_model_dir, tmp_path):
+def test_bad_scheme(tiny_model_dir, tmp_path, ctx_for):
     with pytest.raises(QuantizeError, match="quantize.scheme"):
         quantize.STAGE.run(ctx_for(tiny_model_dir, tmp_path, {}, {"scheme": "int4"}))
     assert quantize.STAGE.enabled({"quantize": {"scheme": "fp8_w8a8"}}) and not quantize.STAGE.enabled({})
