@@ -26,7 +26,7 @@ def parse_pattern(pattern: Any) -> tuple[int, int] | None:
             isinstance(p, int) and not isinstance(p, bool) for p in pattern):
         n, m = int(pattern[0]), int(pattern[1])
     else:
-        match = _PATTERN.match(pattern) if isinstance(pattern, str) else None
+        match = _PATTERN.match(pattern.replace(" ", "")) if isinstance(pattern, str) else None
         if not match:
             raise PatternError(f"N:M pattern must look like '2:4', got {pattern!r}")
         n, m = int(match.group(1)), int(match.group(2))

@@ -23,6 +23,8 @@ import re
 import zlib
 from typing import Any
 
+from rac.errors import RacError
+
 REPO = "livecodebench/code_generation_lite"
 # problems per release file (test.jsonl = v1, test2.jsonl = v2, ...): release_v5 = 880, release_v6 = 1055
 FILE_PROBLEMS = {1: 400, 2: 111, 3: 101, 4: 101, 5: 167, 6: 175}
@@ -47,7 +49,7 @@ for _i, (_inp, _out) in enumerate({cases!r}):
 """
 
 
-class LiveCodeBenchError(ValueError):
+class LiveCodeBenchError(RacError, ValueError):
     """A LiveCodeBench release, file or row cannot be read."""
 
 

@@ -23,8 +23,13 @@ def test_generation_keys_are_what_evaluate_writes_and_the_schema_requires():
 
 
 def test_probe_keys_are_what_the_probe_writes_and_the_schema_requires():
+    from rac.eval.probe import END_MARKERS
+
     arrays = {"offsets": torch.tensor([0, 6]), "prompt_len": torch.tensor([3]),
               **{k: torch.rand(6) for k in ("abs_error", "rel_error", "nll", "dense_nll")}}
+    for name in END_MARKERS:  # the termination probe's per-rollout arrays (one rollout ending at token 5)
+        arrays.update({f"{name}_pos": torch.tensor([5]), f"{name}_prob_at_dense_end": torch.rand(1),
+                       f"{name}_rank_at_dense_end": torch.tensor([0])})
     written = summarize_probe(arrays, t_max=4)
     assert set(mk.PROBE_KEYS) <= set(written)
     assert set(mk.PROBE_KEYS) <= set(SCHEMA["$defs"]["probe_metrics"]["required"])
