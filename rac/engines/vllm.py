@@ -47,7 +47,10 @@ class VllmProgress:
         self.start = time.perf_counter()
         self._logged = self.start
 
-    def __call__(self, *args: Any, total: int | None = None, **kwargs: Any) -> VllmProgress:  # tqdm(...) stand-in
+    def __call__(self, iterable: Any = None, *args: Any, total: int | None = None, **kwargs: Any) -> Any:
+        """tqdm(...) stand-in: vLLM wraps the requests it adds (returned untouched), then opens the bar."""
+        if iterable is not None:
+            return iterable
         self.total, self.start = total, time.perf_counter()
         return self
 

@@ -187,6 +187,8 @@ def test_vllm_progress_reaches_rac_progress(monkeypatch, tokenizer, caplog):
     class LLM:  # drives the bar exactly as vllm/entrypoints/common/offline.py does
         def generate(self, requests, params, use_tqdm=True):
             assert callable(use_tqdm)
+            added = list(use_tqdm(requests, desc="Adding requests"))  # vllm/utils/tqdm_utils.maybe_tqdm
+            assert added == list(requests)
             pbar = use_tqdm(total=len(requests), desc="Processed prompts", dynamic_ncols=True,
                             postfix="est. speed input: 0.00 toks/s, output: 0.00 toks/s")
             outs = []
