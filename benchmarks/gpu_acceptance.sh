@@ -9,23 +9,10 @@
 # (5) FP8 W8A8 evaluation (2:4 MLP + FP8 demo recipe) on CUDA. Each step has its own time limit; a
 # failing step is a FAIL verdict, never an abort, and the script exits non-zero if any path failed.
 set -u
-cd "$(dirname "$0")/.."
-export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-DEST=${OUT:-benchmarks/results}/gpu
-mkdir -p "$DEST"
-PY=${PYTHON:-python}
-LIMIT=${STEP_LIMIT_S:-120}
+source "$(dirname "$0")/gpu_lib.sh" 120
 FAILED=0
 
 verdict() { echo "VERDICT $1: $2"; [ "${2%% *}" = FAIL ] && FAILED=1; return 0; }
-step() {  # step NAME COMMAND...: time-limited, logged to $DEST/NAME.log; returns the command's status
-    local name=$1; shift
-    local start=$SECONDS
-    timeout "$LIMIT" "$@" >"$DEST/$name.log" 2>&1
-    local rc=$?
-    echo "== $name: rc $rc, $((SECONDS - start)) s (log: $DEST/$name.log)"
-    return $rc
-}
 
 if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     verdict cuda "SKIP no CUDA device here (torch.cuda.is_available() is False); nothing else runs"

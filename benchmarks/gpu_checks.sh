@@ -6,21 +6,8 @@
 # llm-compressor figures (H200, 7B shapes) are the reference. Each step has its own time limit, so
 # one slow step does not cost the others; the script never fails on a step, it logs it.
 set -u
-cd "$(dirname "$0")/.."
-export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-DEST=${OUT:-benchmarks/results}/gpu
-mkdir -p "$DEST"
-PY=${PYTHON:-python}
-LIMIT=${STEP_LIMIT_S:-150}
-
-step() {  # step NAME COMMAND...: run with a time limit, log to $DEST/NAME.log, print the tail
-    local name=$1; shift
-    local start=$SECONDS
-    timeout "$LIMIT" "$@" >"$DEST/$name.log" 2>&1
-    local rc=$?
-    echo "== $name: rc $rc, $((SECONDS - start)) s"
-    tail -n 14 "$DEST/$name.log"
-}
+TAIL=${TAIL:-14}
+source "$(dirname "$0")/gpu_lib.sh" 150
 
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$DEST/gpu.txt"
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$DEST/gpu.txt"
