@@ -270,7 +270,7 @@ def _run_dir(args: argparse.Namespace, recipe: dict) -> Path | None:
 
 @_guard
 def cmd_run(args: argparse.Namespace) -> int:
-    from rac.engine.pipeline import plan_recipe, run_loaded
+    from rac.app import plan_recipe, run_loaded
     from rac.engine.run import StageFailed
 
     loaded = _load(args.recipe, args.overrides)
@@ -306,9 +306,10 @@ def _grid_base(path: Path, overrides: list[str]) -> Any:
 
 @_guard
 def cmd_grid(args: argparse.Namespace) -> int:
-    from rac.engine.pipeline import grid_dir_for, grid_summary_rows, run_loaded, write_grid_summary
+    from rac.app import run_loaded
     from rac.engine.run import StageFailed
     from rac.recipe.grid import expand_grid, is_grid_file
+    from rac.report.grid import grid_dir_for, grid_summary_rows, write_grid_summary
 
     path = Path(args.recipe)
     environment = not args.dry_run
@@ -353,8 +354,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def _cache_names() -> tuple[str, ...]:
     """What `--stage` may name: the pipeline stages and the blob kinds (Hessians, probe references)."""
+    from rac.app import STAGE_ORDER
     from rac.engine.cache import BLOB_KINDS
-    from rac.stages import STAGE_ORDER
 
     return tuple(dict.fromkeys((*STAGE_ORDER, *BLOB_KINDS)))
 
@@ -407,15 +408,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _rollout_dir(target: str, cache: Any) -> Path:
-    import json
+    from rac.engine.rundir import RunDir
 
     path = Path(target)
-    if (path / "status.json").is_file():
-        status = json.loads((path / "status.json").read_text())
-        artifact = (status.get("rollout") or {}).get("artifact")
-        if not artifact:
-            raise UsageError(f"{path}: this run has no rollout stage")
-        return Path(artifact)
+    run = RunDir(path, cache)
+    if run.status_file.is_file():
+        artifact = run.artifact("rollout")
+        if artifact is None:
+            raise UsageError(f"{path}: this run has no rollout artifact (no rollout stage, or its cache entry is "
+                             f"gone from {cache.root})")
+        return artifact
     if (path / "rollouts.jsonl").is_file():
         return path
     matches = [info.path for info in cache.list("rollout") if info.fingerprint.startswith(target)]
@@ -438,7 +440,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not args.path.exists():
         raise FileNotFoundError(f"{args.path}: no such run or grid directory")
-    records = collect_runs(args.path)
+    cache = _cache(args)
+    records = collect_runs(args.path, cache)
     if not records:
         ui.error(f"{args.path}: no runs with metrics.json found")
         return EXIT_FAILED
@@ -449,6 +452,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         ui.verbatim(demo_table(records))
         return EXIT_OK
     ui.report_table(table_one(records, aggregate=aggregate))
-    for written in write_report(args.path, args.out or args.path / "report", aggregate=aggregate):
+    for written in write_report(args.path, args.out or args.path / "report", aggregate=aggregate, cache=cache):
         ui.message(f"wrote {written}")
     return EXIT_OK

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rac.engine.cache import Cache
 from rac.report import metric_keys as mk
 from rac.report.cells import FILL, Cell, arrange
 from rac.report.runs import ReportError, RunRecord, collect_runs, load_run
@@ -186,11 +187,13 @@ def to_csv(table: ReportTable) -> str:
     return buffer.getvalue()
 
 
-def write_report(path: Path | str, out_dir: Path | str, aggregate: Sequence[str] = ()) -> list[Path]:
-    """table.md, table.csv and the PNG plots for the runs under ``path``; returns the files written."""
+def write_report(path: Path | str, out_dir: Path | str, aggregate: Sequence[str] = (),
+                 cache: Cache | None = None) -> list[Path]:
+    """table.md, table.csv and the PNG plots for the runs under ``path`` (artifacts looked up in
+    ``cache``, default ``$RAC_CACHE`` or ``~/.cache/rac``); returns the files written."""
     from rac.report.plots import write_plots
 
-    records = collect_runs(path)
+    records = collect_runs(path, cache)
     table = table_one(records, aggregate=aggregate)  # raises before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

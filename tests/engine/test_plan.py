@@ -68,12 +68,12 @@ import shutil  # noqa: E402
 import pytest  # noqa: E402
 
 from rac import ui  # noqa: E402
+from rac.app import load_stages  # noqa: E402
 from rac.cli import main  # noqa: E402
 from rac.engine import inputs  # noqa: E402
 from rac.engine.plan import InputChange  # noqa: E402
 from rac.engine.run import execute_plan  # noqa: E402
 from rac.recipe.load import load_recipe  # noqa: E402
-from rac.stages import load_stages  # noqa: E402
 
 DEPENDENT = ("rollout", "hessian", "prune", "evaluate")
 
