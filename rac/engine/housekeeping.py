@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from filelock import Timeout
 
+from rac.engine.cache_entry import MANIFEST, ArtifactInfo
 from rac.engine.paths import UnsafePathError, safe_rmtree
 from rac.errors import UsageError
 
 if TYPE_CHECKING:
-    from rac.engine.cache import ArtifactInfo, Cache
+    from rac.engine.cache import Cache
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -60,8 +61,6 @@ def _folders(base: Path, name: str | None) -> list[Path]:
 
 def partial_entries(cache: Cache, folder: Path, key: str | None = None) -> list[ArtifactInfo]:
     """Temp entries (``.<key>.*.tmp``) of writers in one artifacts/<stage> or blobs/<kind> folder."""
-    from rac.engine.cache import ArtifactInfo
-
     kind = "artifact" if folder.parent.name == "artifacts" else "blob"
     out: list[ArtifactInfo] = []
     for path in sorted(folder.glob(".*.tmp")) if folder.is_dir() else []:
@@ -76,8 +75,6 @@ def partial_entries(cache: Cache, folder: Path, key: str | None = None) -> list[
 
 def artifact_entries(cache: Cache, stage: str | None = None) -> list[ArtifactInfo]:
     """Stage artifacts; ``valid`` means the manifest lists files (checksums are checked on lookup)."""
-    from rac.engine.cache import MANIFEST, ArtifactInfo
-
     infos: list[ArtifactInfo] = []
     for stage_dir in _folders(cache.root / "artifacts", stage):
         for path in sorted(stage_dir.glob("*")):
@@ -96,8 +93,6 @@ def artifact_entries(cache: Cache, stage: str | None = None) -> list[ArtifactInf
 
 def blob_entries(cache: Cache, kind: str | None = None) -> list[ArtifactInfo]:
     """Blobs (data + meta file pairs); a lone half of a pair is listed as invalid."""
-    from rac.engine.cache import ArtifactInfo
-
     infos: list[ArtifactInfo] = []
     for kind_dir in _folders(cache.root / "blobs", kind):
         keys = sorted({p.name.split(".")[0] for p in kind_dir.glob("*")

@@ -11,6 +11,7 @@ is read from ``status.json`` and the evaluate artifact it points to, so its meas
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,3 +126,12 @@ def collect_runs(path: Path | str, cache: Cache | None = None) -> list[RunRecord
     if not dirs:
         raise ReportError(f"{path}: no run directories (recipe.resolved.yaml + metrics.json or status.json) found")
     return [load_run(d, cache) for d in dirs]
+
+
+def primary_task(records: Sequence[RunRecord], types: tuple[str, ...] = ("math", "code")) -> str | None:
+    """The first task of the given types that any run measured."""
+    for record in records:
+        for name, metrics in record.evaluate.items():
+            if isinstance(metrics, dict) and metrics.get("type") in types and metrics.get("status") == "ok":
+                return name
+    return None

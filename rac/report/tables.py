@@ -21,7 +21,7 @@ from typing import Any
 from rac.engine.cache import Cache
 from rac.report import metric_keys as mk
 from rac.report.cells import FILL, Cell, arrange
-from rac.report.runs import ReportError, RunRecord, collect_runs, load_run
+from rac.report.runs import ReportError, RunRecord, collect_runs, load_run, primary_task
 
 __all__ = ["KIND_ORDER", "ReportError", "ReportTable", "RunRecord", "collect_runs", "load_run", "primary_task",
            "table_one", "to_csv", "to_markdown", "write_report"]
@@ -45,15 +45,6 @@ class ReportTable:
     lead: int = 2
     kinds: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
-
-
-def primary_task(records: Sequence[RunRecord], types: tuple[str, ...] = ("math", "code")) -> str | None:
-    """The first task of the given types that any run measured."""
-    for record in records:
-        for name, metrics in record.evaluate.items():
-            if isinstance(metrics, dict) and metrics.get("type") in types and metrics.get("status") == "ok":
-                return name
-    return None
 
 
 def _get(task: str | None, *path: str) -> Callable[[dict], float | None]:

@@ -144,7 +144,7 @@ class _EvaluatedModel:
 
 
 def _engine(ctx: StageContext, held: _EvaluatedModel, task: dict, workdir: Path):
-    from rac.engines.base import get_engine
+    from rac.engines.factory import get_engine
     from rac.engines.hf import HFEngine
 
     if task["engine"] == "hf":
@@ -306,7 +306,7 @@ def _throughput_variant(ctx: StageContext, dtype: str | None) -> tuple[Any, dict
 def _vllm_throughput(ctx: StageContext, task: dict, shape: dict, held: _EvaluatedModel, workdir: Path) -> dict:
     """Generation tokens/s of the dense and the compressed model served by vLLM (FP8 via compressed-tensors;
     vLLM has no 2:4 sparse kernels any more, so 2:4 weights run as dense GEMMs there)."""
-    from rac.engines.base import get_engine
+    from rac.engines.factory import get_engine
     from rac.eval.throughput import measure_generation
 
     assert ctx.settings.evaluate is not None

@@ -104,7 +104,8 @@ def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vll
     from rac.calibration.rollouts import read_rollouts
     from rac.engine.cache import Cache
     from rac.engine.stage import StageContext
-    from rac.engines.base import SamplingConfig, get_engine
+    from rac.engines.base import SamplingConfig
+    from rac.engines.factory import get_engine
     from rac.stages.rollout import STAGE
 
     spec = {"id": str(vllm_model_dir), "dtype": "float32"}
