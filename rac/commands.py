@@ -242,15 +242,15 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def scope_rows(recipe: dict, n_blocks: int | None = None) -> list[tuple[str, str]]:
     """Per block range: which modules each scope selects (depth from local information only)."""
-    from rac.engine.preview import scope_rows as rows
     from rac.models.facts import model_depth
+    from rac.workflow.preview import scope_rows as rows
 
     return rows(recipe, n_blocks or model_depth(recipe.get("model")))
 
 
 @_guard
 def cmd_plan(args: argparse.Namespace) -> int:
-    from rac.engine.preview import preview_recipe
+    from rac.workflow.preview import preview_recipe
 
     loaded = _target(args)
     ui.plan_preview(preview_recipe(loaded, _cache(args)))
@@ -318,7 +318,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     else:
         cells = expand_grid(recipe_path=path, axes=args.axis, overrides=args.overrides, environment=environment)
     if args.dry_run:
-        from rac.engine.preview import grid_preview
+        from rac.workflow.preview import grid_preview
 
         ui.grid_preview(grid_preview(cells, _grid_base(path, args.overrides), _cache(args)))
         return EXIT_OK
@@ -331,7 +331,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     cache = _cache(args)
     executor = getattr(args, "executor", "local")
     if getattr(args, "status", False):
-        from rac.engine.executors import grid_states
+        from rac.workflow.executors import grid_states
 
         ui.grid_status(grid_states(cells, grid_dir, cache))
         return EXIT_OK
@@ -361,10 +361,10 @@ def _cache_names() -> tuple[str, ...]:
 
 
 def _cluster_results(args: argparse.Namespace, cells: list, grid_dir: Path, cache: Any) -> list:
-    """Cells run as Ray tasks or submitit jobs (rac.engine.executors), as (cell, result, error) rows."""
-    from rac.engine.executors import ExecutorOptions, run_grid_cells
+    """Cells run as Ray tasks or submitit jobs (rac.workflow.executors), as (cell, result, error) rows."""
     from rac.engine.plan import Plan
     from rac.engine.run import RunResult
+    from rac.workflow.executors import ExecutorOptions, run_grid_cells
 
     bad = [item for item in args.slurm if "=" not in item or not item.split("=", 1)[0]]
     if bad:

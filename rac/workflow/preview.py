@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rac.engine.cache import Cache
-from rac.engine.estimate import StageEstimate, estimate_stages, fmt_bytes
 from rac.engine.plan import Plan, build_plan
+from rac.workflow.estimate import StageEstimate, estimate_stages, fmt_bytes
 
 UNRESOLVED = "<unresolved>"
 
