@@ -66,8 +66,8 @@ def run(
     stages are cache hits.
     """
     from rac.app import run_loaded
-    from rac.engine.cache import Cache
-    from rac.engine.rundir import RunDir
+    from rac.pipeline.cache import Cache
+    from rac.pipeline.rundir import RunDir
     from rac.recipe.validate import load_and_validate
 
     with tempfile.TemporaryDirectory(prefix="rac-api-") as tmp:

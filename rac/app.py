@@ -1,5 +1,5 @@
 """rac's wiring of the generic engine: which stages, how model identities and the device are resolved,
-which environment facts a run records. The one module above ``rac.engine`` that knows all of them.
+which environment facts a run records. The one module above ``rac.pipeline`` that knows all of them.
 
 ``rac.commands`` (the CLI), ``rac.api`` and the grid executors plan and run recipes through here; the
 engine itself (plan, cache, run) receives stages, identities and a :class:`Runtime` as arguments.
@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rac.engine.cache import Cache
-from rac.engine.plan import Plan, build_plan
-from rac.engine.run import RunResult, run_recipe
-from rac.engine.runtime import Runtime, base_environment
-from rac.engine.stage import ProgressReporter, Stage
+from rac.pipeline.cache import Cache
+from rac.pipeline.plan import Plan, build_plan
+from rac.pipeline.run import RunResult, run_recipe
+from rac.pipeline.runtime import Runtime, base_environment
+from rac.pipeline.stage import ProgressReporter, Stage
 
 # The pipeline, in order; each name is a module rac/stages/<name>.py that defines ``STAGE``.
 STAGE_ORDER: tuple[str, ...] = ("rollout", "hessian", "prune", "quantize", "evaluate", "export")

@@ -46,7 +46,7 @@ def _stage_name(text: str) -> str:
     """A pipeline stage name; a typo is an error with the closest name."""
 
     from rac.app import STAGE_ORDER
-    from rac.engine.cache import BLOB_KINDS
+    from rac.pipeline.cache import BLOB_KINDS
 
     names = tuple(dict.fromkeys((*STAGE_ORDER, *BLOB_KINDS)))
     if text in names:

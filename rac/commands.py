@@ -34,7 +34,7 @@ def _target(args: argparse.Namespace) -> Any:
 
 
 def _cache(args: argparse.Namespace):
-    from rac.engine.cache import Cache
+    from rac.pipeline.cache import Cache
 
     return Cache(getattr(args, "cache", None))
 
@@ -262,7 +262,7 @@ def _run_dir(args: argparse.Namespace, recipe: dict) -> Path | None:
     if args.run_dir is not None:
         return args.run_dir
     if args.output_dir is not None:
-        from rac.engine.run import default_run_dir
+        from rac.pipeline.run import default_run_dir
 
         return Path(args.output_dir) / default_run_dir(recipe, Path(args.recipe).stem).name  # same name as run
     return None
@@ -271,7 +271,7 @@ def _run_dir(args: argparse.Namespace, recipe: dict) -> Path | None:
 @_guard
 def cmd_run(args: argparse.Namespace) -> int:
     from rac.app import plan_recipe, run_loaded
-    from rac.engine.run import StageFailed
+    from rac.pipeline.run import StageFailed
 
     loaded = _load(args.recipe, args.overrides)
     cache = _cache(args)
@@ -307,7 +307,7 @@ def _grid_base(path: Path, overrides: list[str]) -> Any:
 @_guard
 def cmd_grid(args: argparse.Namespace) -> int:
     from rac.app import run_loaded
-    from rac.engine.run import StageFailed
+    from rac.pipeline.run import StageFailed
     from rac.recipe.grid import expand_grid, is_grid_file
     from rac.report.grid import grid_dir_for, grid_summary_rows, write_grid_summary
 
@@ -355,15 +355,15 @@ def cmd_grid(args: argparse.Namespace) -> int:
 def _cache_names() -> tuple[str, ...]:
     """What `--stage` may name: the pipeline stages and the blob kinds (Hessians, probe references)."""
     from rac.app import STAGE_ORDER
-    from rac.engine.cache import BLOB_KINDS
+    from rac.pipeline.cache import BLOB_KINDS
 
     return tuple(dict.fromkeys((*STAGE_ORDER, *BLOB_KINDS)))
 
 
 def _cluster_results(args: argparse.Namespace, cells: list, grid_dir: Path, cache: Any) -> list:
     """Cells run as Ray tasks or submitit jobs (rac.workflow.executors), as (cell, result, error) rows."""
-    from rac.engine.plan import Plan
-    from rac.engine.run import RunResult
+    from rac.pipeline.plan import Plan
+    from rac.pipeline.run import RunResult
     from rac.workflow.executors import ExecutorOptions, run_grid_cells
 
     bad = [item for item in args.slurm if "=" not in item or not item.split("=", 1)[0]]
@@ -382,7 +382,7 @@ def _cluster_results(args: argparse.Namespace, cells: list, grid_dir: Path, cach
 
 @_guard
 def cmd_cache(args: argparse.Namespace) -> int:
-    from rac.engine import housekeeping
+    from rac.pipeline import housekeeping
     from rac.suggest import did_you_mean
 
     cache = _cache(args)
@@ -408,7 +408,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _rollout_dir(target: str, cache: Any) -> Path:
-    from rac.engine.rundir import RunDir
+    from rac.pipeline.rundir import RunDir
 
     path = Path(target)
     run = RunDir(path, cache)

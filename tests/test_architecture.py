@@ -17,7 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RAC = REPO / "rac"
-GRAPH = "rac.engine"  # the generic stage graph: plan, cache, run
+GRAPH = "rac.pipeline"  # the generic stage graph: plan, cache, run
 
 # Layers above the generic engine or beside it that it must never import (rac.workflow: the `rac plan`
 # preview, the review, the grid executors, which run through rac.app).
@@ -129,15 +129,15 @@ def test_engine_plans_and_runs_standin_stages_without_torch(tmp_path):
     torch, transformers and vllm stay unloaded (device, identities and env facts are passed in)."""
     script = f"""
 import importlib, json, pkgutil, sys
-sys.path.insert(0, {str(REPO / "tests" / "engine")!r})
-import rac.engine
-for info in pkgutil.iter_modules(rac.engine.__path__):
-    importlib.import_module("rac.engine." + info.name)
+sys.path.insert(0, {str(REPO / "tests" / "pipeline")!r})
+import rac.pipeline
+for info in pkgutil.iter_modules(rac.pipeline.__path__):
+    importlib.import_module("rac.pipeline." + info.name)
 from pathlib import Path
 from standin import STAGES, loaded
-from rac.engine.cache import Cache
-from rac.engine.plan import build_plan
-from rac.engine.run import run_recipe
+from rac.pipeline.cache import Cache
+from rac.pipeline.plan import build_plan
+from rac.pipeline.run import run_recipe
 recipe = {{"gen": {{"n": 3}}, "scale": {{"factor": 2}}, "report": True, "counts": {str(tmp_path / "counts")!r}}}
 cache = Cache({str(tmp_path / "cache")!r})
 assert [p.name for p in build_plan(recipe, cache, "m", STAGES)] == ["gen", "scale", "report"]

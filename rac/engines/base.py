@@ -11,7 +11,7 @@ from rac.errors import RacError
 from rac.suggest import did_you_mean
 
 if TYPE_CHECKING:
-    from rac.engine.stage import ProgressReporter
+    from rac.pipeline.stage import ProgressReporter
 
 FinishReason = Literal["stop", "length"]
 

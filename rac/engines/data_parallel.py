@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from rac.engines.base import EngineError, Generation, SamplingConfig, eos_token_ids
 
 if TYPE_CHECKING:
-    from rac.engine.stage import ProgressReporter
+    from rac.pipeline.stage import ProgressReporter
 
 log = logging.getLogger(__name__)
 DEFAULT_CHUNK = 16

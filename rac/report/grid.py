@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rac.engine.cache import atomic_write_json, atomic_write_text
-from rac.engine.run import RunResult
 from rac.markdown import markdown_table
+from rac.pipeline.cache import atomic_write_json, atomic_write_text
+from rac.pipeline.run import RunResult
 
 
 def grid_summary_rows(results: Sequence[tuple[Any, RunResult | None, str | None]]) -> list[dict]:

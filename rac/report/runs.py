@@ -1,6 +1,6 @@
 """Run directories as records: where a run is, how it was made, what it measured, how it ended.
 
-A run directory (its layout: ``rac.engine.rundir.RunDir``) holds ``recipe.resolved.yaml``,
+A run directory (its layout: ``rac.pipeline.rundir.RunDir``) holds ``recipe.resolved.yaml``,
 ``status.json`` and ``metrics.json``; a grid directory holds run directories at any depth. Artifacts
 are found through the cache root the report was given (``rac report --cache``, else ``$RAC_CACHE``). A run whose later stage failed
 still counts: ``metrics.json`` then has ``status: failed`` and the completed stages' metrics. A run
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from rac.engine.cache import Cache
-from rac.engine.rundir import RESOLVED_RECIPE, RunDir
 from rac.errors import RacError
+from rac.pipeline.cache import Cache
+from rac.pipeline.rundir import RESOLVED_RECIPE, RunDir
 from rac.report.labels import compression_label, compression_value, model_label
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rac.engine.cache import Cache
+from rac.pipeline.cache import Cache
 from rac.report import metric_keys as mk
 from rac.report.cells import FILL, Cell, arrange
 from rac.report.runs import ReportError, RunRecord, collect_runs, load_run, primary_task

@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rac.engine.cache import atomic_write_json
-from rac.engine.stage import Stage, StageContext
 from rac.errors import RacError
 from rac.eval.context import context_report
 from rac.hashing import json_digest
+from rac.pipeline.cache import atomic_write_json
+from rac.pipeline.stage import Stage, StageContext
 
 if TYPE_CHECKING:
     from rac.eval.math import AnswerSpec
@@ -255,7 +255,7 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
 
 
 def _probe_key(ctx: StageContext, prompts: list[list[int]], t_max: int) -> str:
-    from rac.engine.inputs import module_code_digest
+    from rac.pipeline.inputs import module_code_digest
 
     return json_digest({"v": PROBE_VERSION, "code": module_code_digest("rac.eval.probe"), "model": ctx.model_identity,
                         "prompts": prompts, "t_max": t_max, "render": ctx.settings.calibration.render.as_dict(),

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rac.engine.stage import Stage, StageContext
+from rac.pipeline.stage import Stage, StageContext
 
 if TYPE_CHECKING:
     from rac.recipe.settings import RolloutSettings

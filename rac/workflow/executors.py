@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rac.engine.cache import Cache
-from rac.engine.gridstate import CellState, cell_state, shared_prefix_waves
-from rac.engine.rundir import RunDir
 from rac.errors import UsageError
+from rac.pipeline.cache import Cache
+from rac.pipeline.gridstate import CellState, cell_state, shared_prefix_waves
+from rac.pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray", "slurm", "submitit-local")
@@ -71,7 +71,7 @@ def run_cell_job(loaded: Any, cache_root: str, run_dir: str, stop_after: str | N
     ``cwd``: the submitting directory, so relative paths in the recipe mean the same on the worker.
     """
     from rac.app import run_loaded
-    from rac.engine.run import StageFailed
+    from rac.pipeline.run import StageFailed
 
     if cwd:
         os.chdir(cwd)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rac.engine.cache import Cache
-from rac.engine.plan import Plan, build_plan
+from rac.pipeline.cache import Cache
+from rac.pipeline.plan import Plan, build_plan
 from rac.workflow.estimate import StageEstimate, estimate_stages, fmt_bytes
 
 UNRESOLVED = "<unresolved>"

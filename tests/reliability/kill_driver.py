@@ -47,7 +47,7 @@ def _killing(stage, blobs: Path):
 
 def _child(recipe: str, run_dir: str, cache_dir: str, victim: str) -> None:
     from rac.app import load_stages, run_loaded
-    from rac.engine.cache import Cache
+    from rac.pipeline.cache import Cache
     from rac.recipe.validate import load_and_validate
 
     cache = Cache(cache_dir)
@@ -74,7 +74,7 @@ def _warm_imports() -> None:
 
 def main(recipe: str, run_dir: str, cache_dir: str, report: str, *victims: str) -> None:
     from rac.app import run_loaded
-    from rac.engine.cache import Cache
+    from rac.pipeline.cache import Cache
     from rac.recipe.validate import load_and_validate
 
     _warm_imports()

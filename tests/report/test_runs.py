@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from rac.cli import main
-from rac.engine.cache import Cache
+from rac.pipeline.cache import Cache
 from rac.report.runs import collect_runs
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from rac.engine.cache import Cache
-from rac.engine.stage import StageContext
 from rac.engines.base import Generation
+from rac.pipeline.cache import Cache
+from rac.pipeline.stage import StageContext
 from rac.stages.evaluate import STAGE, EvaluateError, run_generation_task, task_settings
 
 REPO = Path(__file__).resolve().parents[2]

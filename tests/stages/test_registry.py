@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rac.app import STAGE_ORDER, load_stages
-from rac.engine.cache import Cache
-from rac.engine.plan import build_plan
+from rac.pipeline.cache import Cache
+from rac.pipeline.plan import build_plan
 from rac.recipe import load_and_validate
 
 HEAD = "version: 1\nmodel: {id: smollm2-135m}\n"

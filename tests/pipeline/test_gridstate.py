@@ -6,10 +6,10 @@ import json
 
 from standin import STAGES, loaded
 
-from rac.engine.cache import Cache
-from rac.engine.gridstate import PrefixJob, cell_state, shared_prefix_waves
-from rac.engine.plan import build_plan
-from rac.engine.run import run_recipe
+from rac.pipeline.cache import Cache
+from rac.pipeline.gridstate import PrefixJob, cell_state, shared_prefix_waves
+from rac.pipeline.plan import build_plan
+from rac.pipeline.run import run_recipe
 from rac.workflow.executors import cell_resources
 
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from rac.engine.cache import Cache
-from rac.engine.rundir import RunDir
+from rac.pipeline.cache import Cache
+from rac.pipeline.rundir import RunDir
 
 
 def test_inputs_status_metrics_round_trip(tmp_path):

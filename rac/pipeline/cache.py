@@ -32,11 +32,11 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from rac.engine.cache_entry import MANIFEST, ArtifactInfo
-from rac.engine.housekeeping import artifact_entries, partial_entries, remove_entries
-from rac.engine.paths import UnsafePathError, is_within, safe_rmtree
 from rac.errors import RacError
 from rac.locations import default_cache_root
+from rac.pipeline.cache_entry import MANIFEST, ArtifactInfo
+from rac.pipeline.housekeeping import artifact_entries, partial_entries, remove_entries
+from rac.pipeline.paths import UnsafePathError, is_within, safe_rmtree
 
 log = logging.getLogger(__name__)
 __all__ = ["BLOB_KINDS", "MANIFEST", "ArtifactInfo", "Cache", "CacheWriteError", "atomic_write_json",

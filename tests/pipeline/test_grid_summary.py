@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 from standin import STAGES, loaded
 
-from rac.engine.cache import Cache
-from rac.engine.run import RunResult, StageFailed, run_recipe
-from rac.engine.stage import Stage
+from rac.pipeline.cache import Cache
+from rac.pipeline.run import RunResult, StageFailed, run_recipe
+from rac.pipeline.stage import Stage
 from rac.recipe.grid import GridCell
 from rac.report.grid import grid_summary_rows, write_grid_summary
 

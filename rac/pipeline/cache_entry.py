@@ -1,6 +1,6 @@
 """One entry of the artifact cache as housekeeping lists it, and the manifest file that seals an artifact.
 
-Below both ``rac.engine.cache`` (which writes entries) and ``rac.engine.housekeeping`` (which lists,
+Below both ``rac.pipeline.cache`` (which writes entries) and ``rac.pipeline.housekeeping`` (which lists,
 removes and evicts them), so neither imports the other's module to share these.
 """
 

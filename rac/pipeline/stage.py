@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from rac.engine.cache import Cache
+    from rac.pipeline.cache import Cache
     from rac.recipe.settings import RecipeSettings
 
 

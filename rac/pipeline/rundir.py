@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from rac.engine.cache import Cache, atomic_write_json, atomic_write_text
+from rac.pipeline.cache import Cache, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("rac.run")
 

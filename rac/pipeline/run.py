@@ -1,6 +1,6 @@
 """Execute a plan: run directories, per-stage status, resume, metrics.json.
 
-The run directory's layout is :class:`rac.engine.rundir.RunDir`'s. Stage artifacts live in the
+The run directory's layout is :class:`rac.pipeline.rundir.RunDir`'s. Stage artifacts live in the
 content-addressed cache, so rerunning an interrupted run skips every stage that completed and
 recomputes only the rest. What is rac-specific (the stages, the model identity, device resolution,
 the process group, env.json's facts) comes in as arguments and a :class:`Runtime`.
@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import rac
-from rac.engine.cache import Cache, atomic_write_json
-from rac.engine.plan import Plan, PlannedStage, build_plan
-from rac.engine.rundir import RunDir
-from rac.engine.runtime import OneProcess, Ranks, Runtime
-from rac.engine.stage import NullProgress, ProgressReporter, Stage, StageContext
 from rac.errors import UsageError
 from rac.hashing import recipe_hash
+from rac.pipeline.cache import Cache, atomic_write_json
+from rac.pipeline.plan import Plan, PlannedStage, build_plan
+from rac.pipeline.rundir import RunDir
+from rac.pipeline.runtime import OneProcess, Ranks, Runtime
+from rac.pipeline.stage import NullProgress, ProgressReporter, Stage, StageContext
 
 log = logging.getLogger("rac.run")
 SUMMARY_FILE = "_summary.json"

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from filelock import Timeout
 
-from rac.engine.cache_entry import MANIFEST, ArtifactInfo
-from rac.engine.paths import UnsafePathError, safe_rmtree
 from rac.errors import UsageError
+from rac.pipeline.cache_entry import MANIFEST, ArtifactInfo
+from rac.pipeline.paths import UnsafePathError, safe_rmtree
 
 if TYPE_CHECKING:
-    from rac.engine.cache import Cache
+    from rac.pipeline.cache import Cache
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
