@@ -1,10 +1,11 @@
 """The layering docs/architecture.md promises, checked on the source (AST) and in a fresh interpreter.
 
-How imports are counted: every ``import`` statement anywhere in a module, at module level or inside a
-function, is an edge. A lazy (function-level) import defers loading a heavy library; it does not make
-a dependency go away, so it cannot hide an import circle either. Imports under ``if TYPE_CHECKING:``
-are left out (they never run: annotations only). An import of a module's own parent package is left
-out too (Python always imports the package first).
+How imports are counted: every ``import`` statement anywhere in a module, at module level, inside a
+function or under ``if TYPE_CHECKING:``, is an edge. A lazy (function-level) import defers loading a
+heavy library; it does not make a dependency go away, so it cannot hide an import circle either (nor
+can an annotation-only import: two modules that need each other's types are one concept or need a
+protocol below both, as ``rac.pipeline.cache_entry.CacheStore``). Only an import of a module's own
+parent package is left out (Python always imports the package first).
 """
 
 from __future__ import annotations
@@ -50,20 +51,9 @@ def _imported(node: ast.AST) -> list[str]:
 
 
 def imports_of(name: str) -> set[str]:
-    """rac modules that ``name`` imports anywhere in its body (not under TYPE_CHECKING)."""
+    """rac modules that ``name`` imports anywhere in its body."""
     tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
-    found: set[str] = set()
-
-    def walk(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.orelse:
-                walk(child)
-            return
-        found.update(_imported(node))
-        for child in ast.iter_child_nodes(node):
-            walk(child)
-
-    walk(tree)
+    found = {module for node in ast.walk(tree) for module in _imported(node)}
     return {m for m in found if m in MODULES and m != name and not name.startswith(m + ".")}
 
 
