@@ -56,9 +56,9 @@ def make_recipe(args: argparse.Namespace, true_sequential: bool) -> dict:
 
 def run_rac(recipe: dict, work: Path) -> dict:
     """The hessian and prune stages with a fresh cache; returns timings and artifact dirs."""
-    from rac.engine.cache import Cache
-    from rac.engine.stage import StageContext
     from rac.models.load import resolve_model
+    from rac.pipeline.cache import Cache
+    from rac.pipeline.stage import StageContext
     from rac.stages import hessian, prune
 
     identity = resolve_model(recipe["model"]).identity

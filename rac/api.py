@@ -8,7 +8,6 @@ typed errors the CLI turns into messages: ``RecipeError`` for a bad recipe (file
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -53,16 +52,6 @@ def _recipe_file(recipe: Mapping[str, Any], folder: Path) -> Path:
     return path
 
 
-def _artifacts(run_dir: Path) -> dict[str, Path]:
-    status_file = run_dir / "status.json"
-    try:
-        status = json.loads(status_file.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {stage: Path(entry["artifact"]) for stage, entry in status.items()
-            if isinstance(entry, dict) and entry.get("artifact")}
-
-
 def run(
     recipe: PathLike | Mapping[str, Any],
     overrides: Sequence[str] = (),
@@ -76,12 +65,13 @@ def run(
     the run directory (default ``<run.output_dir>/<name>-<hash>``). Rerunning resumes: completed
     stages are cache hits.
     """
-    from rac.engine.cache import Cache
-    from rac.engine.pipeline import run_loaded
+    from rac.app import run_loaded
+    from rac.pipeline.cache import Cache
+    from rac.pipeline.rundir import RunDir
     from rac.recipe.validate import load_and_validate
 
     with tempfile.TemporaryDirectory(prefix="rac-api-") as tmp:
         path = _recipe_file(recipe, Path(tmp)) if isinstance(recipe, Mapping) else Path(recipe)
         loaded = load_and_validate(path, list(overrides), list(overlays))
         result = run_loaded(loaded, Cache(None if cache is None else Path(cache)), Path(run_dir) if run_dir else None)
-    return RunOutput(result.run_dir, result.metrics, _artifacts(result.run_dir))
+    return RunOutput(result.run_dir, result.metrics, RunDir(result.run_dir).artifacts())

@@ -45,8 +45,8 @@ def _verbose(parser: argparse.ArgumentParser) -> None:
 def _stage_name(text: str) -> str:
     """A pipeline stage name; a typo is an error with the closest name."""
 
-    from rac.engine.cache import BLOB_KINDS
-    from rac.stages import STAGE_ORDER
+    from rac.app import STAGE_ORDER
+    from rac.pipeline.cache import BLOB_KINDS
 
     names = tuple(dict.fromkeys((*STAGE_ORDER, *BLOB_KINDS)))
     if text in names:
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, help="a run directory or a grid directory")
     _verbose(p)
     p.add_argument("--out", type=Path, help="output directory (default: <path>/report)")
+    p.add_argument("--cache", type=Path, help=CACHE_HELP)
     p.add_argument("--aggregate", action="append", default=[], metavar="KEY",
                    help="average runs that differ only in KEY (mean ± SE), e.g. seed or run.seed; repeatable")
     p.add_argument("--format", choices=("table", "readme"), default="table",

@@ -34,7 +34,7 @@ def _target(args: argparse.Namespace) -> Any:
 
 
 def _cache(args: argparse.Namespace):
-    from rac.engine.cache import Cache
+    from rac.pipeline.cache import Cache
 
     return Cache(getattr(args, "cache", None))
 
@@ -242,15 +242,15 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def scope_rows(recipe: dict, n_blocks: int | None = None) -> list[tuple[str, str]]:
     """Per block range: which modules each scope selects (depth from local information only)."""
-    from rac.engine.preview import scope_rows as rows
     from rac.models.facts import model_depth
+    from rac.workflow.preview import scope_rows as rows
 
     return rows(recipe, n_blocks or model_depth(recipe.get("model")))
 
 
 @_guard
 def cmd_plan(args: argparse.Namespace) -> int:
-    from rac.engine.preview import preview_recipe
+    from rac.workflow.preview import preview_recipe
 
     loaded = _target(args)
     ui.plan_preview(preview_recipe(loaded, _cache(args)))
@@ -262,7 +262,7 @@ def _run_dir(args: argparse.Namespace, recipe: dict) -> Path | None:
     if args.run_dir is not None:
         return args.run_dir
     if args.output_dir is not None:
-        from rac.engine.run import default_run_dir
+        from rac.pipeline.run import default_run_dir
 
         return Path(args.output_dir) / default_run_dir(recipe, Path(args.recipe).stem).name  # same name as run
     return None
@@ -270,8 +270,8 @@ def _run_dir(args: argparse.Namespace, recipe: dict) -> Path | None:
 
 @_guard
 def cmd_run(args: argparse.Namespace) -> int:
-    from rac.engine.pipeline import plan_recipe, run_loaded
-    from rac.engine.run import StageFailed
+    from rac.app import plan_recipe, run_loaded
+    from rac.pipeline.run import StageFailed
 
     loaded = _load(args.recipe, args.overrides)
     cache = _cache(args)
@@ -306,9 +306,10 @@ def _grid_base(path: Path, overrides: list[str]) -> Any:
 
 @_guard
 def cmd_grid(args: argparse.Namespace) -> int:
-    from rac.engine.pipeline import grid_dir_for, grid_summary_rows, run_loaded, write_grid_summary
-    from rac.engine.run import StageFailed
+    from rac.app import run_loaded
+    from rac.pipeline.run import StageFailed
     from rac.recipe.grid import expand_grid, is_grid_file
+    from rac.report.grid import grid_dir_for, grid_summary_rows, write_grid_summary
 
     path = Path(args.recipe)
     environment = not args.dry_run
@@ -317,7 +318,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     else:
         cells = expand_grid(recipe_path=path, axes=args.axis, overrides=args.overrides, environment=environment)
     if args.dry_run:
-        from rac.engine.preview import grid_preview
+        from rac.workflow.preview import grid_preview
 
         ui.grid_preview(grid_preview(cells, _grid_base(path, args.overrides), _cache(args)))
         return EXIT_OK
@@ -330,7 +331,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     cache = _cache(args)
     executor = getattr(args, "executor", "local")
     if getattr(args, "status", False):
-        from rac.engine.executors import grid_states
+        from rac.workflow.executors import grid_states
 
         ui.grid_status(grid_states(cells, grid_dir, cache))
         return EXIT_OK
@@ -353,17 +354,17 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def _cache_names() -> tuple[str, ...]:
     """What `--stage` may name: the pipeline stages and the blob kinds (Hessians, probe references)."""
-    from rac.engine.cache import BLOB_KINDS
-    from rac.stages import STAGE_ORDER
+    from rac.app import STAGE_ORDER
+    from rac.pipeline.cache import BLOB_KINDS
 
     return tuple(dict.fromkeys((*STAGE_ORDER, *BLOB_KINDS)))
 
 
 def _cluster_results(args: argparse.Namespace, cells: list, grid_dir: Path, cache: Any) -> list:
-    """Cells run as Ray tasks or submitit jobs (rac.engine.executors), as (cell, result, error) rows."""
-    from rac.engine.executors import ExecutorOptions, run_grid_cells
-    from rac.engine.plan import Plan
-    from rac.engine.run import RunResult
+    """Cells run as Ray tasks or submitit jobs (rac.workflow.executors), as (cell, result, error) rows."""
+    from rac.pipeline.plan import Plan
+    from rac.pipeline.run import RunResult
+    from rac.workflow.executors import ExecutorOptions, run_grid_cells
 
     bad = [item for item in args.slurm if "=" not in item or not item.split("=", 1)[0]]
     if bad:
@@ -381,7 +382,7 @@ def _cluster_results(args: argparse.Namespace, cells: list, grid_dir: Path, cach
 
 @_guard
 def cmd_cache(args: argparse.Namespace) -> int:
-    from rac.engine import housekeeping
+    from rac.pipeline import housekeeping
     from rac.suggest import did_you_mean
 
     cache = _cache(args)
@@ -407,15 +408,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _rollout_dir(target: str, cache: Any) -> Path:
-    import json
+    from rac.pipeline.rundir import RunDir
 
     path = Path(target)
-    if (path / "status.json").is_file():
-        status = json.loads((path / "status.json").read_text())
-        artifact = (status.get("rollout") or {}).get("artifact")
-        if not artifact:
-            raise UsageError(f"{path}: this run has no rollout stage")
-        return Path(artifact)
+    run = RunDir(path, cache)
+    if run.status_file.is_file():
+        artifact = run.artifact("rollout")
+        if artifact is None:
+            raise UsageError(f"{path}: this run has no rollout artifact (no rollout stage, or its cache entry is "
+                             f"gone from {cache.root})")
+        return artifact
     if (path / "rollouts.jsonl").is_file():
         return path
     matches = [info.path for info in cache.list("rollout") if info.fingerprint.startswith(target)]
@@ -438,7 +440,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not args.path.exists():
         raise FileNotFoundError(f"{args.path}: no such run or grid directory")
-    records = collect_runs(args.path)
+    cache = _cache(args)
+    records = collect_runs(args.path, cache)
     if not records:
         ui.error(f"{args.path}: no runs with metrics.json found")
         return EXIT_FAILED
@@ -449,6 +452,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         ui.verbatim(demo_table(records))
         return EXIT_OK
     ui.report_table(table_one(records, aggregate=aggregate))
-    for written in write_report(args.path, args.out or args.path / "report", aggregate=aggregate):
+    for written in write_report(args.path, args.out or args.path / "report", aggregate=aggregate, cache=cache):
         ui.message(f"wrote {written}")
     return EXIT_OK

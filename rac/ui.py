@@ -324,7 +324,7 @@ def plan_notes(plan: Any) -> None:
 
 def plan_preview(preview: Any) -> None:
     """``rac plan``: notes (what is not resolvable here), model facts, stages, estimates, scopes."""
-    from rac.engine.estimate import fmt_bytes, fmt_count
+    from rac.workflow.estimate import fmt_bytes, fmt_count
 
     for note in preview.notes:
         err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

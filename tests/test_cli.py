@@ -72,7 +72,7 @@ def test_grid_dry_run_expands_and_validates(capsys):
 
 
 def test_cache_ls_and_rm(tmp_path, capsys):
-    from rac.engine.cache import Cache
+    from rac.pipeline.cache import Cache
 
     cache = Cache(tmp_path / "c")
     with cache.writing("prune", "abcdef0123") as out:
@@ -87,7 +87,7 @@ def test_cache_ls_and_rm(tmp_path, capsys):
 def test_cache_ls_rm_gc_cover_blobs_and_stale_entries(tmp_path, capsys):
     import torch
 
-    from rac.engine.cache import Cache
+    from rac.pipeline.cache import Cache
 
     root = tmp_path / "c"
     cache = Cache(root)

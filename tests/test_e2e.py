@@ -69,7 +69,7 @@ def test_run_resume_grid_report(tmp_path, tiny_dir, capsys):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "metrics.schema.json").read_text())
     Draft202012Validator(schema).validate(metrics)
-    from rac.engine.run import metrics_schema_errors
+    from rac.pipeline.run import metrics_schema_errors
 
     assert metrics_schema_errors(metrics) == []
     assert metrics_schema_errors({"stages": 3}) != []

@@ -22,11 +22,11 @@ SKIP = {  # lines not run at all, and why
     "rac rollouts show runs/<run>": "needs a finished run (tests/test_e2e.py runs `rollouts show` on one)",
     "rac report runs/<grid>": "needs a finished grid (tests/test_e2e.py and tests/report cover it)",
     "torchrun --nproc_per_node 8 -m rac.cli run recipes/7b_50pct.yaml --cache /shared/rac-cache":
-        "needs 8 GPUs (tests/engine/test_torchrun.py runs torchrun with 2 gloo ranks)",
+        "needs 8 GPUs (tests/pipeline/test_torchrun.py runs torchrun with 2 gloo ranks)",
     "rac grid recipes/grids/table1_math500.yaml --executor ray --address ray://head:10001 --cache /shared/rac-cache":
-        "needs a Ray cluster (tests/engine/test_executors.py runs a local one)",
+        "needs a Ray cluster (tests/pipeline/test_executors.py runs a local one)",
     "rac grid recipes/grids/table1_math500.yaml --executor slurm --slurm-partition gpu --slurm account=myproj":
-        "needs Slurm (tests/engine/test_executors.py runs submitit's local executor)",
+        "needs Slurm (tests/pipeline/test_executors.py runs submitit's local executor)",
 }
 DRY = {  # heavy line -> what runs in its place: the same recipe and arguments, resolved and checked only
     "rac run recipes/7b_50pct.yaml":

@@ -27,7 +27,7 @@ def test_json_digest_matches_the_formats_cache_keys_were_built_with():
 
 
 def test_one_recipe_hash_for_run_dirs_and_grid_cells():
-    from rac.engine import run
+    from rac.pipeline import run
     from rac.recipe import grid
 
     assert run.recipe_hash is grid.recipe_hash is recipe_hash

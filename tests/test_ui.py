@@ -30,7 +30,7 @@ def test_console_shows_tracebacks_only_when_verbose_and_run_log_always(rac_logge
     stream = io.StringIO()
     monkeypatch.setattr(ui.sys, "stderr", stream)
     ui.setup_logging(verbose=verbose)
-    run_log = logging.FileHandler(tmp_path / "run.log")  # as rac.engine.run adds it, after the console one
+    run_log = logging.FileHandler(tmp_path / "run.log")  # as rac.pipeline.run adds it, after the console one
     rac_logger.addHandler(run_log)
     try:
         _fail(rac_logger)

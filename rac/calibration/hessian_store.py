@@ -6,7 +6,7 @@ A Hessian of (block l, input group g) is keyed by
            replay batch size, storage format, l, g, upstream digest)
 
 * code digest = hash of the source of every rac module the prune stage imports, transitively
-  (``rac.engine.inputs.module_code_digest``): changing the Hessian, replay or pruning code invalidates
+  (``rac.pipeline.inputs.module_code_digest``): changing the Hessian, replay or pruning code invalidates
   the stored Hessians without anyone bumping ``HESSIAN_VERSION``;
 
 * calibration fingerprint = sha256 of ``calibration.safetensors`` (token ids, offsets, per-token
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 class BlobCache(Protocol):
-    """The part of ``rac.engine.cache.Cache`` the store uses."""
+    """The part of ``rac.pipeline.cache.Cache`` the store uses."""
 
     def put_blob(self, kind: str, key: str, tensors: dict, meta: dict | None = None) -> Path: ...
     def get_blob(self, kind: str, key: str) -> tuple[dict, dict] | None: ...
@@ -64,7 +64,7 @@ def _sha(*parts: Any) -> str:
 def calibration_fingerprint(folder: Path) -> str:
     """sha256 of the calibration tensors saved in a hessian artifact (or its temp dir)."""
     from rac.calibration.mix import CALIB_TENSORS
-    from rac.engine.cache import file_sha256
+    from rac.pipeline.cache import file_sha256
 
     return file_sha256(Path(folder) / CALIB_TENSORS)
 
@@ -101,7 +101,7 @@ def store_policy(prune: PruneSection) -> StorePolicy:
 def replay_base_key(settings: RecipeSettings, identity: str, calib_dir: Path) -> str:
     """The base key of every Hessian of one calibration replay of the recipe's model (``identity``:
     the engine's model identity; resolved from the recipe when empty)."""
-    from rac.engine.inputs import module_code_digest
+    from rac.pipeline.inputs import module_code_digest
 
     if settings.prune is None:
         raise ValueError("Hessians are only computed for a recipe with a prune section")

@@ -11,7 +11,7 @@ from rac.errors import RacError
 from rac.suggest import did_you_mean
 
 if TYPE_CHECKING:
-    from rac.engine.stage import ProgressReporter
+    from rac.pipeline.stage import ProgressReporter
 
 FinishReason = Literal["stop", "length"]
 
@@ -91,15 +91,10 @@ def check_engine_available(name: str) -> None:
         raise EngineError(f"engine {name!r} needs the python package {package!r}, which is not installed{extra}")
 
 
-def get_engine(name: str, model_spec: dict, device: str, dtype: str | None, options: dict | None = None) -> Engine:
-    """Build the engine ``name`` for the recipe ``model`` section; ``options`` are engine specific
-    (hf: batch_size; vllm: tensor_parallel_size, gpu_memory_utilization, ...); ``data_parallel_size`` > 1
-    runs that many replicas on Ray (:mod:`rac.engines.data_parallel`)."""
+def build_engine(name: str, model_spec: dict, device: str, dtype: str | None, options: dict | None = None) -> Engine:
+    """One replica of the engine ``name`` in this process (``rac.engines.factory.get_engine`` is the
+    entry point that also handles ``data_parallel_size``)."""
     check_engine_available(name)
-    if int((options or {}).get("data_parallel_size") or 1) > 1:  # N replicas on Ray, each one engine
-        from rac.engines.data_parallel import DataParallelEngine
-
-        return DataParallelEngine.from_options(name, model_spec, device, dtype, dict(options or {}))
     module_name, class_name, _ = ENGINES[name]
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls.from_spec(model_spec, device=device, dtype=dtype, options=dict(options or {}))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from rac.engines.base import EngineError, Generation, SamplingConfig, eos_token_ids
 
 if TYPE_CHECKING:
-    from rac.engine.stage import ProgressReporter
+    from rac.pipeline.stage import ProgressReporter
 
 log = logging.getLogger(__name__)
 DEFAULT_CHUNK = 16
@@ -55,9 +55,9 @@ class _Replica:
     """One engine replica inside a Ray actor (the class is wrapped by ``ray.remote`` at use)."""
 
     def __init__(self, name: str, model_spec: dict, device: str, dtype: str | None, options: dict) -> None:
-        from rac.engines.base import get_engine
+        from rac.engines.base import build_engine
 
-        self.engine = get_engine(name, model_spec, device, dtype, options)
+        self.engine = build_engine(name, model_spec, device, dtype, options)
 
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[list[Generation]]:
         return self.engine.generate(prompts, sampling)

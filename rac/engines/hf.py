@@ -27,7 +27,7 @@ from rac.engines.cpu_attention import cropped_static_attention
 from rac.engines.cpu_linear import fast_linear_weights
 
 if TYPE_CHECKING:
-    from rac.engine.stage import ProgressReporter
+    from rac.pipeline.stage import ProgressReporter
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from rac.engines.base import EngineError, Generation, SamplingConfig
 
 if TYPE_CHECKING:
-    from rac.engine.stage import ProgressReporter
     from rac.models.load import ModelRef
+    from rac.pipeline.stage import ProgressReporter
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ prelude; only when the recipe opts in). Verdicts come from the exit status and s
 
 from __future__ import annotations
 
+import functools
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 
 from rac.errors import RacError
-from rac.eval.sandbox_backends import BACKENDS, build, probe
+from rac.eval.sandbox_backends import BACKENDS, PROBE_CODE, build, home_entries
 from rac.eval.sandbox_io import collect
 from rac.eval.sandbox_launcher import MEMORY_EXIT
 
@@ -152,3 +153,16 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
     """Execute ``code`` as a script in the sandbox ``limits.mode`` selects and report how it ended."""
     limits = limits or SandboxLimits()
     return run_with(code, limits, select_backend(limits.mode))
+
+
+@functools.lru_cache(maxsize=None)
+def probe(backend: str) -> str:
+    """"" when ``backend`` really isolates on this machine, else why not (run once per process)."""
+    try:
+        result = run_with(PROBE_CODE.format(hidden=home_entries()), SandboxLimits(timeout_s=20), backend)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    if result.ok and result.stdout.startswith("rac-sandbox-ok"):
+        return ""
+    reason = (result.stderr.strip().splitlines() or [f"status {result.status}, exit {result.returncode}"])[-1]
+    return reason[:300]

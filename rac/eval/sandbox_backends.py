@@ -12,7 +12,6 @@ user namespace instead. Each backend is probed once per process by running a che
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import os
@@ -160,7 +159,7 @@ def build(backend: str, limits: dict, tmpfs_bytes: int, host_workdir: str) -> La
     return Launch([*argv, python, "-I", "-c", launcher_source(), json.dumps(spec)], dict(ENV))
 
 
-def _home_entries(limit: int = 20) -> list[str]:
+def home_entries(limit: int = 20) -> list[str]:
     """Some paths in the host's home that the sandbox must not see (not on the interpreter's path)."""
     home = os.path.expanduser("~")
     keep = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
@@ -170,18 +169,3 @@ def _home_entries(limit: int = 20) -> list[str]:
         return []
     paths = [os.path.join(home, name) for name in names]
     return [p for p in paths if not any(k == p or k.startswith(p + "/") for k in keep)]
-
-
-@functools.lru_cache(maxsize=None)
-def probe(backend: str) -> str:
-    """"" when ``backend`` really isolates on this machine, else why not (run once per process)."""
-    from rac.eval.sandbox import SandboxLimits, run_with
-
-    try:
-        result = run_with(PROBE_CODE.format(hidden=_home_entries()), SandboxLimits(timeout_s=20), backend)
-    except (OSError, ValueError) as exc:
-        return str(exc)
-    if result.ok and result.stdout.startswith("rac-sandbox-ok"):
-        return ""
-    reason = (result.stderr.strip().splitlines() or [f"status {result.status}, exit {result.returncode}"])[-1]
-    return reason[:300]

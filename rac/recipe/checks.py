@@ -184,8 +184,8 @@ def check_export(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue
 
 def check_export_path(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:
     """``export.path`` (``~`` expanded, resolved) must not be a folder whose replacement destroys data."""
-    from rac.engine.paths import export_path_problem, resolve_user_path
     from rac.locations import default_cache_root
+    from rac.pipeline.paths import export_path_problem, resolve_user_path
     from rac.recipe.load import looks_local
 
     export = loaded.data.get("export")

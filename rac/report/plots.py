@@ -20,8 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from rac.report.cells import FILL, Cell, Layout, arrange
 from rac.report.labels import compression_value
-from rac.report.runs import ReportError, RunRecord
-from rac.report.tables import primary_task
+from rac.report.runs import ReportError, RunRecord, primary_task
 
 COLORS = {"C4": "tab:gray", "prompt": "tab:orange", "RAC": "tab:blue"}
 

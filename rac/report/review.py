@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rac.engine.review import DECODE_TOK_S_7B, Cost, impact, rerun_cost, stage_names, stage_signature
 from rac.recipe.compare import Comparison
 from rac.recipe.diff import ABSENT, RecipeChange, diff_recipes
+from rac.workflow.review import DECODE_TOK_S_7B, Cost, impact, rerun_cost, stage_names, stage_signature
 
 
 @dataclass
@@ -195,5 +195,5 @@ def _markdown(entries: Sequence[ReviewEntry], title: str, errors: Sequence[str],
     lines += [f"- {note}" for note in notes]
     lines.append(f"<sub>Estimates: rollout tokens from `calibration.budget`; evaluation tokens are an upper bound "
                  f"(items x samples x max_new_tokens); GPU-hours assume {DECODE_TOK_S_7B:,.0f} generated tokens/s "
-                 "per GPU for a 7B model, scaled by model size (see rac/engine/review.py).</sub>")
+                 "per GPU for a 7B model, scaled by model size (see rac/workflow/review.py).</sub>")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """Run directories as records: where a run is, how it was made, what it measured, how it ended.
 
-A run directory (written by ``rac.engine.run``) holds ``recipe.resolved.yaml``, ``status.json`` and
-``metrics.json``; a grid directory holds run directories at any depth. A run whose later stage failed
+A run directory (its layout: ``rac.pipeline.rundir.RunDir``) holds ``recipe.resolved.yaml``,
+``status.json`` and ``metrics.json``; a grid directory holds run directories at any depth. Artifacts
+are found through the cache root the report was given (``rac report --cache``, else ``$RAC_CACHE``). A run whose later stage failed
 still counts: ``metrics.json`` then has ``status: failed`` and the completed stages' metrics. A run
 directory without ``metrics.json`` (a run killed mid-way, or written before rac kept partial metrics)
 is read from ``status.json`` and the evaluate artifact it points to, so its measured numbers show.
@@ -10,12 +11,15 @@ is read from ``status.json`` and the evaluate artifact it points to, so its meas
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from rac.errors import RacError
+from rac.pipeline.cache import Cache
+from rac.pipeline.rundir import RESOLVED_RECIPE, RunDir
 from rac.report.labels import compression_label, compression_value, model_label
 
 
@@ -31,6 +35,7 @@ class RunRecord:
     recipe: dict
     metrics: dict
     status: dict = field(default_factory=dict)
+    cache: Cache | None = None  # where its artifacts are looked up (None: $RAC_CACHE or ~/.cache/rac)
 
     @property
     def model(self) -> str:
@@ -61,16 +66,8 @@ class RunRecord:
         return None
 
     def artifact_dir(self, stage: str) -> Path | None:
-        """The stage's artifact dir (from status.json, else the cache by fingerprint)."""
-        artifact = (self.status.get(stage) or {}).get("artifact")
-        if artifact and Path(artifact).is_dir():
-            return Path(artifact)
-        fingerprint = ((self.metrics.get("stages") or {}).get(stage) or {}).get("fingerprint")
-        if fingerprint:
-            from rac.engine.cache import Cache
-
-            return Cache().lookup(stage, fingerprint)
-        return None
+        """The stage's artifact dir (from status.json, else ``self.cache`` by fingerprint)."""
+        return RunDir(self.path, self.cache).artifact(stage, self.metrics)
 
     def probe_arrays(self, task: str) -> dict | None:
         """The per-token probe arrays of ``task`` (None when the artifact is gone)."""
@@ -103,34 +100,38 @@ def _metrics_from_status(status: dict) -> dict:
     return metrics
 
 
-def load_run(path: Path) -> RunRecord:
-    """A run directory as a :class:`RunRecord`."""
+def load_run(path: Path, cache: Cache | None = None) -> RunRecord:
+    """A run directory as a :class:`RunRecord` (its artifacts looked up in ``cache``)."""
+    run = RunDir(path, cache)
     try:
-        recipe = yaml.safe_load((path / "recipe.resolved.yaml").read_text()) or {}
-        status = _read_json(path / "status.json") if (path / "status.json").is_file() else {}
-        metrics = (_read_json(path / "metrics.json") if (path / "metrics.json").is_file()
-                   else _metrics_from_status(status))
+        recipe = run.read_recipe()
+        status = run.read_status(strict=True)
+        metrics = run.read_metrics()
+        if metrics is None:
+            metrics = _metrics_from_status(status)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ReportError(f"{path}: unreadable run directory ({exc})") from exc
-    if not isinstance(recipe, dict):
-        raise ReportError(f"{path / 'recipe.resolved.yaml'}: not a recipe mapping")
-    return RunRecord(path, recipe, metrics, status)
+    return RunRecord(path, recipe, metrics, status, cache)
 
 
-def _is_run_dir(path: Path) -> bool:
-    return (path / "recipe.resolved.yaml").is_file() and any(
-        (path / name).is_file() for name in ("metrics.json", "status.json"))
-
-
-def collect_runs(path: Path | str) -> list[RunRecord]:
+def collect_runs(path: Path | str, cache: Cache | None = None) -> list[RunRecord]:
     """Every run under ``path`` (a run directory or a grid directory), in path order."""
     path = Path(path)
     if not path.exists():
         raise ReportError(f"{path}: no such run or grid directory")
-    if _is_run_dir(path):
+    if RunDir(path).is_run():
         dirs = [path]
     else:
-        dirs = sorted(p.parent for p in path.rglob("recipe.resolved.yaml") if _is_run_dir(p.parent))
+        dirs = sorted(p.parent for p in path.rglob(RESOLVED_RECIPE) if RunDir(p.parent).is_run())
     if not dirs:
         raise ReportError(f"{path}: no run directories (recipe.resolved.yaml + metrics.json or status.json) found")
-    return [load_run(d) for d in dirs]
+    return [load_run(d, cache) for d in dirs]
+
+
+def primary_task(records: Sequence[RunRecord], types: tuple[str, ...] = ("math", "code")) -> str | None:
+    """The first task of the given types that any run measured."""
+    for record in records:
+        for name, metrics in record.evaluate.items():
+            if isinstance(metrics, dict) and metrics.get("type") in types and metrics.get("status") == "ok":
+                return name
+    return None

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rac.pipeline.cache import Cache
 from rac.report import metric_keys as mk
 from rac.report.cells import FILL, Cell, arrange
-from rac.report.runs import ReportError, RunRecord, collect_runs, load_run
+from rac.report.runs import ReportError, RunRecord, collect_runs, load_run, primary_task
 
 __all__ = ["KIND_ORDER", "ReportError", "ReportTable", "RunRecord", "collect_runs", "load_run", "primary_task",
            "table_one", "to_csv", "to_markdown", "write_report"]
@@ -44,15 +45,6 @@ class ReportTable:
     lead: int = 2
     kinds: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
-
-
-def primary_task(records: Sequence[RunRecord], types: tuple[str, ...] = ("math", "code")) -> str | None:
-    """The first task of the given types that any run measured."""
-    for record in records:
-        for name, metrics in record.evaluate.items():
-            if isinstance(metrics, dict) and metrics.get("type") in types and metrics.get("status") == "ok":
-                return name
-    return None
 
 
 def _get(task: str | None, *path: str) -> Callable[[dict], float | None]:
@@ -186,11 +178,13 @@ def to_csv(table: ReportTable) -> str:
     return buffer.getvalue()
 
 
-def write_report(path: Path | str, out_dir: Path | str, aggregate: Sequence[str] = ()) -> list[Path]:
-    """table.md, table.csv and the PNG plots for the runs under ``path``; returns the files written."""
+def write_report(path: Path | str, out_dir: Path | str, aggregate: Sequence[str] = (),
+                 cache: Cache | None = None) -> list[Path]:
+    """table.md, table.csv and the PNG plots for the runs under ``path`` (artifacts looked up in
+    ``cache``, default ``$RAC_CACHE`` or ``~/.cache/rac``); returns the files written."""
     from rac.report.plots import write_plots
 
-    records = collect_runs(path)
+    records = collect_runs(path, cache)
     table = table_one(records, aggregate=aggregate)  # raises before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

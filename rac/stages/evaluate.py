@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rac.engine.cache import atomic_write_json
-from rac.engine.stage import Stage, StageContext
 from rac.errors import RacError
 from rac.eval.context import context_report
 from rac.hashing import json_digest
+from rac.pipeline.cache import atomic_write_json
+from rac.pipeline.stage import Stage, StageContext
 
 if TYPE_CHECKING:
     from rac.eval.math import AnswerSpec
@@ -144,7 +144,7 @@ class _EvaluatedModel:
 
 
 def _engine(ctx: StageContext, held: _EvaluatedModel, task: dict, workdir: Path):
-    from rac.engines.base import get_engine
+    from rac.engines.factory import get_engine
     from rac.engines.hf import HFEngine
 
     if task["engine"] == "hf":
@@ -255,7 +255,7 @@ def run_generation_task(ctx: StageContext, task: dict, engine: Any, tokenizer: A
 
 
 def _probe_key(ctx: StageContext, prompts: list[list[int]], t_max: int) -> str:
-    from rac.engine.inputs import module_code_digest
+    from rac.pipeline.inputs import module_code_digest
 
     return json_digest({"v": PROBE_VERSION, "code": module_code_digest("rac.eval.probe"), "model": ctx.model_identity,
                         "prompts": prompts, "t_max": t_max, "render": ctx.settings.calibration.render.as_dict(),
@@ -306,7 +306,7 @@ def _throughput_variant(ctx: StageContext, dtype: str | None) -> tuple[Any, dict
 def _vllm_throughput(ctx: StageContext, task: dict, shape: dict, held: _EvaluatedModel, workdir: Path) -> dict:
     """Generation tokens/s of the dense and the compressed model served by vLLM (FP8 via compressed-tensors;
     vLLM has no 2:4 sparse kernels any more, so 2:4 weights run as dense GEMMs there)."""
-    from rac.engines.base import get_engine
+    from rac.engines.factory import get_engine
     from rac.eval.throughput import measure_generation
 
     assert ctx.settings.evaluate is not None

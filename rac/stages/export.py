@@ -18,9 +18,9 @@ from pathlib import Path
 
 from torch import nn
 
-from rac.engine.stage import Stage, StageContext
 from rac.errors import RacError
 from rac.models.compressed import write_compressed_tensors
+from rac.pipeline.stage import Stage, StageContext
 
 FORMATS = ("hf", "compressed-tensors")
 MARKER = ".rac-export"  # marks a folder written by rac's export
@@ -66,7 +66,7 @@ def write_marker(folder: Path) -> None:
 def checked_target(value: str, ctx: StageContext) -> Path:
     """``export.path`` resolved (``~`` expanded); refused when it is /, a home directory, the working
     directory or an ancestor, the run or cache directory or an ancestor, or the model."""
-    from rac.engine.paths import export_path_problem, resolve_user_path
+    from rac.pipeline.paths import export_path_problem, resolve_user_path
     from rac.recipe.load import looks_local
 
     target = resolve_user_path(value)
@@ -92,7 +92,7 @@ def publish(out: Path, target: Path, overwrite: bool = False) -> None:
     """Copy ``out`` to ``target`` through a sibling temp folder and renames: on any failure (e.g. a
     full disk) the previous export stays intact and no partial folder is left. An existing folder
     is replaced only when rac wrote it (marker file), it is empty, or ``overwrite`` is set."""
-    from rac.engine.paths import safe_rmtree
+    from rac.pipeline.paths import safe_rmtree
 
     check_replaceable(target, overwrite)
     parent = target.parent

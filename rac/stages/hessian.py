@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rac.calibration.hessian_store import EMPTY_UPSTREAM, HessianStore, StorePolicy, hessian_key, replay_base_key
-from rac.engine.stage import Stage, StageContext
+from rac.pipeline.stage import Stage, StageContext
 
 
 def run(ctx: StageContext) -> dict:

@@ -35,9 +35,9 @@ from rac.calibration.hessian_store import (
     replay_base_key,
     store_policy,
 )
-from rac.engine.cache import atomic_write_json
-from rac.engine.stage import Stage, StageContext
 from rac.errors import RacError
+from rac.pipeline.cache import atomic_write_json
+from rac.pipeline.stage import Stage, StageContext
 from rac.stages.prune_group import PruneSettings, outside_block_results, prune_group, recon_errors
 
 

@@ -18,8 +18,8 @@ from torch import nn
 
 from rac.algorithms.fp8 import dequantize_fp8, quantize_weight_fp8
 from rac.algorithms.masks import check_nm, parse_pattern
-from rac.engine.stage import Stage, StageContext
 from rac.errors import RacError
+from rac.pipeline.stage import Stage, StageContext
 
 SCHEMES = ("fp8_w8a8",)
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rac.engine.stage import Stage, StageContext
+from rac.pipeline.stage import Stage, StageContext
 
 if TYPE_CHECKING:
     from rac.recipe.settings import RolloutSettings
@@ -104,7 +104,8 @@ def _verdict(text: str, answer: Any, finish: str, rollout_cfg: RolloutSettings) 
 def run(ctx: StageContext) -> dict:
     """Select prompts, generate, grade, and write rollouts.jsonl / tokens.safetensors / provenance.json."""
     from rac.calibration.rollouts import RolloutSet, summarize, write_rollouts
-    from rac.engines.base import SamplingConfig, get_engine
+    from rac.engines.base import SamplingConfig
+    from rac.engines.factory import get_engine
 
     settings = ctx.settings
     calib = settings.calibration

@@ -6,7 +6,8 @@ import importlib.util
 
 import pytest
 
-from rac.engines.base import EngineError, SamplingConfig, check_engine_available, eos_token_ids, get_engine
+from rac.engines.base import EngineError, SamplingConfig, check_engine_available, eos_token_ids
+from rac.engines.factory import get_engine
 
 
 def test_sampling_config_validates():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rac.engines.base import SamplingConfig, get_engine
+from rac.engines.base import SamplingConfig
+from rac.engines.factory import get_engine
 
 pytestmark = pytest.mark.slow
 

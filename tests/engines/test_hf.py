@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rac.engines.base import EngineError, SamplingConfig, get_engine
+from rac.engines.base import EngineError, SamplingConfig
+from rac.engines.factory import get_engine
 from rac.engines.hf import HFEngine
 
 

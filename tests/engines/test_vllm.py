@@ -102,9 +102,10 @@ def vllm_env(monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vllm_model_dir, tokenizer, vllm_env):
     from rac.calibration.rollouts import read_rollouts
-    from rac.engine.cache import Cache
-    from rac.engine.stage import StageContext
-    from rac.engines.base import SamplingConfig, get_engine
+    from rac.engines.base import SamplingConfig
+    from rac.engines.factory import get_engine
+    from rac.pipeline.cache import Cache
+    from rac.pipeline.stage import StageContext
     from rac.stages.rollout import STAGE
 
     spec = {"id": str(vllm_model_dir), "dtype": "float32"}

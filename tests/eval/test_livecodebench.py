@@ -116,14 +116,14 @@ def test_evaluate_stage_reads_the_livecodebench_task() -> None:
 
 
 def test_plan_knows_the_size_of_a_release() -> None:
-    from rac.engine.estimate import evaluate_tokens
-    from rac.engine.preview import dataset_sizes
     from rac.eval.livecodebench import release_problems
+    from rac.workflow.estimate import evaluate_tokens
+    from rac.workflow.preview import dataset_sizes
 
     assert (release_problems("release_v5"), release_problems("v6"), release_problems("release_v9")) == (880, 175, None)
     recipe = {"evaluate": {"max_new_tokens": 100, "samples": 16,
                            "tasks": [{"name": "lcb", "type": "code", "dataset": "livecodebench", "release": "release_v5"}]}}
     assert evaluate_tokens(recipe, dataset_sizes(recipe)) == (880 * 100 * 16, [])
-    from rac.engine.review import eval_tokens
+    from rac.workflow.review import eval_tokens
 
     assert eval_tokens(recipe) == 880 * 100 * 16  # the cost model of rac review / rac diff --git

@@ -145,8 +145,8 @@ def test_a_named_backend_is_used_or_refused(monkeypatch):
 
 
 def test_evaluate_refuses_code_tasks_before_loading_the_model(monkeypatch, tmp_path):
-    from rac.engine.cache import Cache
-    from rac.engine.stage import StageContext
+    from rac.pipeline.cache import Cache
+    from rac.pipeline.stage import StageContext
     from rac.stages.evaluate import STAGE
 
     _no_isolation(monkeypatch)

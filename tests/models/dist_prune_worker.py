@@ -7,9 +7,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from rac.engine.cache import Cache
-from rac.engine.stage import StageContext
 from rac.models.distributed import init_from_env, is_owner, rank, world_size
+from rac.pipeline.cache import Cache
+from rac.pipeline.stage import StageContext
 from rac.stages import hessian, prune
 
 

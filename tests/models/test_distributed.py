@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rac.engine.cache import Cache
-from rac.engine.stage import StageContext
 from rac.models import distributed
+from rac.pipeline.cache import Cache
+from rac.pipeline.stage import StageContext
 from rac.stages import hessian, prune
 
 RECIPE = {

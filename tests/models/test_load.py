@@ -215,7 +215,7 @@ def test_gguf_path_model_exports(tiny_gguf, tmp_path):
     """The issue's case: a .gguf path pruned and evaluated, but its export failed ("not serializable")."""
     from transformers import AutoModelForCausalLM
 
-    from rac.engine.stage import StageContext
+    from rac.pipeline.stage import StageContext
     from rac.stages import export
 
     file, reference = tiny_gguf

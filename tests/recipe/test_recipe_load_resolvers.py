@@ -23,7 +23,7 @@ def test_env_needs_opt_in_and_the_error_is_located(write, monkeypatch):
 
 
 def test_env_values_are_never_written_resolved_into_run_dirs(write, monkeypatch, tmp_path):
-    from rac.engine.run import write_run_inputs
+    from rac.pipeline.run import write_run_inputs
 
     monkeypatch.setenv("RAC_TEST_TOKEN", SECRET)
     monkeypatch.setenv("RAC_TEST_SEED", "7")

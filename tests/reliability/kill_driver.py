@@ -46,10 +46,9 @@ def _killing(stage, blobs: Path):
 
 
 def _child(recipe: str, run_dir: str, cache_dir: str, victim: str) -> None:
-    from rac.engine.cache import Cache
-    from rac.engine.pipeline import run_loaded
+    from rac.app import load_stages, run_loaded
+    from rac.pipeline.cache import Cache
     from rac.recipe.validate import load_and_validate
-    from rac.stages import load_stages
 
     cache = Cache(cache_dir)
     stages = [_killing(s, cache.root / "blobs") if s.name == victim else s for s in load_stages()]
@@ -60,7 +59,7 @@ def _warm_imports() -> None:
     """Import (only import: no torch ops before fork) what the stages use, once for every child."""
     import importlib
 
-    from rac.stages import load_stages
+    from rac.app import load_stages
 
     load_stages()
     for name in ("transformers.models.llama.modeling_llama", "transformers.models.auto.modeling_auto",
@@ -74,8 +73,8 @@ def _warm_imports() -> None:
 
 
 def main(recipe: str, run_dir: str, cache_dir: str, report: str, *victims: str) -> None:
-    from rac.engine.cache import Cache
-    from rac.engine.pipeline import run_loaded
+    from rac.app import run_loaded
+    from rac.pipeline.cache import Cache
     from rac.recipe.validate import load_and_validate
 
     _warm_imports()

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rac.engine.cache import Cache, CacheWriteError
-from rac.engine.stage import Stage
+from rac.pipeline.cache import Cache, CacheWriteError
+from rac.pipeline.stage import Stage
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "pipeline"))
 from standin import loaded  # noqa: E402
 
 FORK = multiprocessing.get_context("fork")
@@ -37,7 +37,7 @@ SLOW = (Stage("gen", needs=(), reads=("gen",), version="1", run=_slow_gen),)
 
 
 def _run_in_child(root: str, run_dir: str, recipe: dict, barrier, results) -> None:
-    from rac.engine.run import run_recipe
+    from rac.pipeline.run import run_recipe
 
     barrier.wait()
     try:
@@ -150,7 +150,7 @@ def test_disk_full_in_blob_writer_keeps_the_previous_blob(tmp_path, monkeypatch)
 
 
 def test_disk_full_in_run_state_writer_keeps_the_previous_state(tmp_path, monkeypatch):
-    from rac.engine.cache import atomic_write_json
+    from rac.pipeline.cache import atomic_write_json
 
     path = tmp_path / "status.json"
     atomic_write_json(path, {"gen": {"status": "done"}})

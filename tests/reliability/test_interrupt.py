@@ -61,12 +61,12 @@ def test_sigkill_in_each_stage_then_resume(tmp_path, tiny_model_dir):
 
 
 def test_corrupt_status_file_is_reset_with_a_warning(tmp_path, caplog):
-    sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "pipeline"))
     from standin import STAGES as STANDIN
     from standin import counts, loaded
 
-    from rac.engine.cache import Cache
-    from rac.engine.run import run_recipe
+    from rac.pipeline.cache import Cache
+    from rac.pipeline.run import run_recipe
 
     recipe = {"gen": {"n": 3}, "scale": {"factor": 2}, "counts": str(tmp_path / "counts"), "run": {"device": "cpu"}}
     cache, run_dir = Cache(tmp_path / "c"), tmp_path / "run"
@@ -83,7 +83,7 @@ def test_corrupt_status_file_is_reset_with_a_warning(tmp_path, caplog):
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden/../../x"])
 def test_run_name_cannot_leave_output_dir(tmp_path, name):
-    from rac.engine.run import default_run_dir
+    from rac.pipeline.run import default_run_dir
 
     with pytest.raises(ValueError, match="run.name"):
         default_run_dir({"run": {"name": name, "output_dir": str(tmp_path / "runs")}}, "r")

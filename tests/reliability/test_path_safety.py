@@ -56,7 +56,7 @@ def test_validate_refuses_run_names_leaving_output_dir(tmp_path, capsys, name):
 @pytest.fixture()
 def cache_with_siblings(tmp_path):
     """A cache root inside a ~/.cache-like folder next to other tools' caches."""
-    from rac.engine.cache import Cache
+    from rac.pipeline.cache import Cache
 
     dot_cache = tmp_path / "home" / ".cache"
     for sibling in ("huggingface", "pip"):
@@ -99,8 +99,8 @@ def test_cache_rm_unknown_stage_suggests_the_closest(cache_with_siblings, capsys
 # -- the export stage itself -------------------------------------------------------------------------
 
 def _export_ctx(tmp_path: Path, model_dir: Path, target: Path, overwrite: bool = False):
-    from rac.engine.cache import Cache
-    from rac.engine.stage import StageContext
+    from rac.pipeline.cache import Cache
+    from rac.pipeline.stage import StageContext
     from rac.recipe.validate import load_and_validate
 
     recipe = tmp_path / "export.yaml"

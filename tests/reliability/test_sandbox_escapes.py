@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from rac.eval.sandbox import SandboxLimits, run_with
-from rac.eval.sandbox_backends import BACKENDS, probe
+from rac.eval.sandbox import SandboxLimits, probe, run_with
+from rac.eval.sandbox_backends import BACKENDS
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = SandboxLimits(timeout_s=5.0, memory_mb=256)

@@ -2,7 +2,7 @@
 
 ``write_run`` writes ``recipe.resolved.yaml``, ``status.json`` and ``metrics.json`` (per-stage
 records, ``evaluate`` per-task metrics, ``status``/``failure`` for a failed later stage) exactly as
-``rac.engine.run`` does; the recipes are the paper's base recipe with the repository's overlays
+``rac.pipeline.run`` does; the recipes are the paper's base recipe with the repository's overlays
 applied, so the labels under test come from real recipe shapes.
 """
 

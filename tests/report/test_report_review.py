@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rac.engine.review import Cost
 from rac.recipe.diff import ABSENT, RecipeChange
 from rac.report import review
 from rac.report.review import CellEntry, ReviewEntry, review_markdown, value_text
+from rac.workflow.review import Cost
 
 
 def _grid(n: int, width: int) -> ReviewEntry:

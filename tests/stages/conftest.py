@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from rac.algorithms.masks import nm_mask
-from rac.engine.stage import StageContext
+from rac.pipeline.stage import StageContext
 
 MLP_IN = ("gate_proj", "up_proj")
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from rac.engine.cache import Cache
-from rac.engine.stage import StageContext
 from rac.engines.base import Generation
+from rac.pipeline.cache import Cache
+from rac.pipeline.stage import StageContext
 from rac.stages.evaluate import STAGE, EvaluateError, run_generation_task, task_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -242,7 +242,7 @@ def test_hf_model_is_freed_before_a_vllm_engine_starts(tmp_path, tiny_model_dir,
     import gc
     import weakref
 
-    import rac.engines.base as base
+    import rac.engines.factory as factory
     import rac.models.load as load
     from rac.engines.base import Generation
 
@@ -269,7 +269,7 @@ def test_hf_model_is_freed_before_a_vllm_engine_starts(tmp_path, tiny_model_dir,
         return StandIn()
 
     monkeypatch.setattr(load, "load_model", tracking_load)
-    monkeypatch.setattr(base, "get_engine", fake_get_engine)
+    monkeypatch.setattr(factory, "get_engine", fake_get_engine)
     recipe = _recipe(tiny_model_dir)
     recipe["evaluate"]["vllm"] = {"gpu_memory_utilization": 0.95, "max_model_len": 4096, "tensor_parallel_size": 2}
     recipe["evaluate"]["tasks"] = [{"name": "gsm8k", "type": "math", "dataset": "gsm8k_test", "engine": "vllm"},

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from rac.algorithms.fp8 import dequantize_fp8
-from rac.engine.stage import StageContext
+from rac.pipeline.stage import StageContext
 from rac.stages import export, quantize
 from rac.stages.export import ExportError
 

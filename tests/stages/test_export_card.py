@@ -10,9 +10,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from rac.engine.stage import StageContext
 from rac.models.model_card import SIDECAR, export_facts, model_card, recipe_digest, scope_summary
 from rac.models.shards import INDEX, save_sharded
+from rac.pipeline.stage import StageContext
 from rac.stages import export
 
 

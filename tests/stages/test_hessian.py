@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rac.calibration import hessian_store as hs
-from rac.engine.cache import Cache
-from rac.engine.stage import StageContext
+from rac.pipeline.cache import Cache
+from rac.pipeline.stage import StageContext
 from rac.recipe.settings import recipe_settings
 from rac.stages import hessian
 
@@ -140,7 +140,7 @@ def test_retention_policies_and_cap(tmp_path):
 
 def test_hessian_keys_follow_the_code_that_computes_them(monkeypatch, tmp_path):
     """Editing the Hessian / replay / pruning code changes every Hessian key (no version bump needed)."""
-    import rac.engine.inputs as inputs
+    import rac.pipeline.inputs as inputs
     from rac.calibration.mix import CALIB_TENSORS
 
     settings = recipe_settings({**RECIPE, "model": {"id": "m", "dtype": "float32"}})

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from rac.algorithms.masks import check_nm
-from rac.engine.cache import Cache
-from rac.engine.stage import StageContext
 from rac.models.load import apply_weights, load_model
+from rac.pipeline.cache import Cache
+from rac.pipeline.stage import StageContext
 from rac.stages import hessian, prune
 from rac.stages.prune_group import recon_errors
 

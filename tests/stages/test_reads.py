@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from rac.engine.cache import Cache
-from rac.engine.stage import StageContext
+from rac.app import STAGE_ORDER, load_stages
+from rac.pipeline.cache import Cache
+from rac.pipeline.stage import StageContext
 from rac.recipe.load import load_recipe
 from rac.recipe.settings import Section, recipe_settings
-from rac.stages import STAGE_ORDER, load_stages
 
 
 class RecordingSettings:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rac.engine.cache import Cache
-from rac.engine.plan import build_plan
+from rac.app import STAGE_ORDER, load_stages
+from rac.pipeline.cache import Cache
+from rac.pipeline.plan import build_plan
 from rac.recipe import load_and_validate
-from rac.stages import STAGE_ORDER, load_stages
 
 HEAD = "version: 1\nmodel: {id: smollm2-135m}\n"
 EVAL = "evaluate:\n  tasks: [{name: probe, type: probe, dataset: gsm8k_test, limit: 2}]\n"

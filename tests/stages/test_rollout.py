@@ -10,8 +10,8 @@ import pytest
 from rac.calibration.mix import build_calibration_set
 from rac.calibration.render import render_prompt
 from rac.calibration.rollouts import read_rollouts
-from rac.engine.cache import Cache
-from rac.engine.stage import StageContext
+from rac.pipeline.cache import Cache
+from rac.pipeline.stage import StageContext
 from rac.stages.rollout import STAGE, summarize_rollouts
 
 

@@ -6,15 +6,15 @@ import copy
 
 import pytest
 
-from rac.engine.estimate import (
+from rac.models.facts import LinearShape, ModelFacts
+from rac.recipe.schema import fill_defaults
+from rac.workflow.estimate import (
     HESSIAN_BYTES,
     estimate_stages,
     evaluate_tokens,
     fmt_bytes,
     rollout_prompts,
 )
-from rac.models.facts import LinearShape, ModelFacts
-from rac.recipe.schema import fill_defaults
 
 # DeepSeek-R1-Distill-Qwen-7B's shapes (hidden 3584, MLP 18944, 28 blocks, 4 KV heads of 128)
 H, MLP, N = 3584, 18944, 28

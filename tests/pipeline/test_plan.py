@@ -2,8 +2,8 @@ import copy
 
 from standin import STAGES
 
-from rac.engine.cache import Cache
-from rac.engine.plan import build_plan, invalidated_stages, read_key
+from rac.pipeline.cache import Cache
+from rac.pipeline.plan import build_plan, invalidated_stages, read_key
 
 
 def recipe(tmp_path, **changes):
@@ -68,12 +68,12 @@ import shutil  # noqa: E402
 import pytest  # noqa: E402
 
 from rac import ui  # noqa: E402
+from rac.app import load_stages  # noqa: E402
 from rac.cli import main  # noqa: E402
-from rac.engine import inputs  # noqa: E402
-from rac.engine.plan import InputChange  # noqa: E402
-from rac.engine.run import execute_plan  # noqa: E402
+from rac.pipeline import inputs  # noqa: E402
+from rac.pipeline.plan import InputChange  # noqa: E402
+from rac.pipeline.run import execute_plan  # noqa: E402
 from rac.recipe.load import load_recipe  # noqa: E402
-from rac.stages import load_stages  # noqa: E402
 
 DEPENDENT = ("rollout", "hessian", "prune", "evaluate")
 
@@ -184,7 +184,7 @@ def test_changing_hessian_code_changes_the_hessian_fingerprint(tmp_path, monkeyp
 
 
 def _diff(a, b):
-    from rac.engine.plan import diff_inputs
+    from rac.pipeline.plan import diff_inputs
 
     return diff_inputs(a, b)
 
@@ -229,7 +229,7 @@ def test_every_cached_stage_hashes_its_own_code(stage):
     module = f"rac.stages.{stage}"
     files = {f.name for f in inputs.code_files(module)}
     assert f"{stage}.py" in files
-    assert not any(f.parent.name == "engine" for f in inputs.code_files(module))
+    assert not any(f.parent.name == "pipeline" for f in inputs.code_files(module))
 
 
 def test_generation_engines_imported_by_name_are_part_of_the_rollout_code():

@@ -6,11 +6,11 @@ import json
 
 from standin import STAGES, loaded
 
-from rac.engine.cache import Cache
-from rac.engine.executors import cell_resources
-from rac.engine.gridstate import PrefixJob, cell_state, shared_prefix_waves
-from rac.engine.plan import build_plan
-from rac.engine.run import run_recipe
+from rac.pipeline.cache import Cache
+from rac.pipeline.gridstate import PrefixJob, cell_state, shared_prefix_waves
+from rac.pipeline.plan import build_plan
+from rac.pipeline.run import run_recipe
+from rac.workflow.executors import cell_resources
 
 
 def _recipe(tmp_path, n: int, factor: int, report: str | None = None) -> dict:

@@ -27,18 +27,20 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from rac.engine.paths import UnsafePathError, is_within, safe_rmtree
 from rac.errors import RacError
 from rac.locations import default_cache_root
+from rac.pipeline.cache_entry import MANIFEST, ArtifactInfo
+from rac.pipeline.housekeeping import artifact_entries, partial_entries, remove_entries
+from rac.pipeline.paths import UnsafePathError, is_within, safe_rmtree
 
 log = logging.getLogger(__name__)
-MANIFEST = "_manifest.json"
+__all__ = ["BLOB_KINDS", "MANIFEST", "ArtifactInfo", "Cache", "CacheWriteError", "atomic_write_json",
+           "atomic_write_text", "file_sha256"]
 # blob kinds written by stages: rac.stages.hessian.HESSIAN_KIND and the dense probe reference
 BLOB_KINDS: tuple[str, ...] = ("hessian", "probe_dense")
 
@@ -92,19 +94,6 @@ def _clear_errors(what: str, root: Path) -> Iterator[None]:
             raise
         raise CacheWriteError(exc.errno, f"no space left on device while writing {what} under {root}; nothing "
                                          "partial was kept. Free space, e.g. `rac cache gc --max-size 20G`") from exc
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    stage: str  # stage name (artifacts) or blob kind (blobs)
-    fingerprint: str  # fingerprint (artifacts) or key (blobs)
-    path: Path
-    size_bytes: int
-    created: float
-    valid: bool
-    kind: str = "artifact"  # artifact | blob | partial (a writer's temp entry)
-    last_used: float = 0.0
-    held: bool = False  # a lock holds the entry (a writer is at work)
 
 
 class Cache:
@@ -230,8 +219,6 @@ class Cache:
 
     def partial_entries(self, folder: Path, key: str | None = None) -> list[ArtifactInfo]:
         """Temp entries of writers in ``folder`` (an artifacts/<stage> or blobs/<kind> folder)."""
-        from rac.engine.housekeeping import partial_entries
-
         return partial_entries(self, folder, key)
 
     @contextmanager
@@ -284,15 +271,11 @@ class Cache:
 
     def list(self, stage: str | None = None) -> list[ArtifactInfo]:
         """Stage artifacts (of ``stage``, or all); see ``entries`` for blobs and temp entries too."""
-        from rac.engine.housekeeping import artifact_entries
-
         return artifact_entries(self, stage)
 
     def remove(self, stage: str | None = None, fingerprint_prefix: str | None = None) -> int:
         """Remove artifacts, blobs and stale temp entries of ``stage`` (stage or blob kind) whose key
         starts with ``fingerprint_prefix``; entries a writer holds are skipped. Returns the count."""
-        from rac.engine.housekeeping import remove_entries
-
         return remove_entries(self, stage, fingerprint_prefix)
 
     # -- blobs (e.g. per-block Hessians) ---------------------------------------------------------

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rac.engine.cache import Cache
-from rac.engine.gridstate import CellState, cell_state, shared_prefix_waves
 from rac.errors import UsageError
+from rac.pipeline.cache import Cache
+from rac.pipeline.gridstate import CellState, cell_state, shared_prefix_waves
+from rac.pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray", "slurm", "submitit-local")
@@ -69,9 +70,8 @@ def run_cell_job(loaded: Any, cache_root: str, run_dir: str, stop_after: str | N
 
     ``cwd``: the submitting directory, so relative paths in the recipe mean the same on the worker.
     """
-    from rac.engine.pipeline import model_identities, run_loaded
-    from rac.engine.run import StageFailed, run_recipe
-    from rac.stages import load_stages
+    from rac.app import run_loaded
+    from rac.pipeline.run import StageFailed
 
     if cwd:
         os.chdir(cwd)
@@ -79,12 +79,8 @@ def run_cell_job(loaded: Any, cache_root: str, run_dir: str, stop_after: str | N
     try:
         if stop_after is None:
             return {"metrics": run_loaded(loaded, cache, Path(run_dir)).metrics, "error": None}
-        stages = load_stages()
-        names = [s.name for s in stages]
-        identity, extra = model_identities(loaded.data)
-        result = run_recipe(loaded, stages[: names.index(stop_after) + 1], identity, cache, Path(run_dir),
-                            extra_identity=extra)
-        (Path(run_dir) / "metrics.json").unlink(missing_ok=True)  # a prefix is not a run for reports
+        result = run_loaded(loaded, cache, Path(run_dir), stop_after=stop_after)
+        RunDir(Path(run_dir)).metrics_file.unlink(missing_ok=True)  # a prefix is not a run for reports
         return {"metrics": result.metrics, "error": None}
     except StageFailed as exc:
         return {"metrics": None, "error": str(exc)}
@@ -144,7 +140,7 @@ def _run_jobs(jobs: Sequence[Job], cache: Cache, options: ExecutorOptions, grid_
 
 def grid_states(cells: Sequence[Any], grid_dir: Path, cache: Cache) -> list[CellState]:
     """Every cell's state from its run directory (``rac grid --status``)."""
-    from rac.engine.pipeline import plan_recipe
+    from rac.app import plan_recipe
 
     return [cell_state(cell.name, plan_recipe(cell.loaded.data, cache), grid_dir / cell.name) for cell in cells]
 
@@ -170,7 +166,7 @@ def run_grid_cells(cells: Sequence[Any], grid_dir: Path, cache: Cache, options: 
 
 def _fan_out(cells: Sequence[Any], grid_dir: Path, cache: Cache, options: ExecutorOptions,
              on_event: Callable[[str], None]) -> list[CellOutcome]:
-    from rac.engine.pipeline import plan_recipe
+    from rac.app import plan_recipe
 
     plans = [plan_recipe(cell.loaded.data, cache) for cell in cells]
     states = [cell_state(cell.name, plan, grid_dir / cell.name) for cell, plan in zip(cells, plans)]

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import pytest
 from standin import STAGES, loaded
 
-from rac.engine.cache import Cache
-from rac.engine.pipeline import grid_summary_rows, write_grid_summary
-from rac.engine.run import RunResult, StageFailed, run_recipe
-from rac.engine.stage import Stage
+from rac.pipeline.cache import Cache
+from rac.pipeline.run import RunResult, StageFailed, run_recipe
+from rac.pipeline.stage import Stage
 from rac.recipe.grid import GridCell
+from rac.report.grid import grid_summary_rows, write_grid_summary
 
 EVALUATE = {"gsm8k": {"type": "math", "status": "ok", "accuracy": 0.25, "accuracy_se": 0.0625,
                       "tokens_per_second": 41.5, "mean_length": 12.0, "truncated_fraction": 0.5, "seconds": 3.0},

@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-from rac.engine.cache import Cache
-from rac.engine.housekeeping import entries, gc, parse_size
+from rac.pipeline.cache import Cache
+from rac.pipeline.housekeeping import entries, gc, parse_size
 
 
 def test_parse_size():

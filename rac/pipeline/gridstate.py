@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rac.engine.plan import Plan
+from rac.pipeline.plan import Plan
 
 FAILED = ("failed", "interrupted")
 FINISHED = ("done", "cached")

@@ -1,72 +1,17 @@
-"""What the CLI verbs do, minus rendering: validate, plan, run, grid, diff."""
+"""A grid's summary: one flat row per cell (overrides, status, per-stage seconds, headline metrics),
+written as summary.csv, summary.md and grid.json in the grid directory."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rac.engine.cache import Cache, atomic_write_json, atomic_write_text
-from rac.engine.plan import Plan, build_plan, invalidated_stages
-from rac.engine.run import RunResult, run_recipe
-from rac.engine.stage import ProgressReporter, Stage
 from rac.markdown import markdown_table
-
-
-def model_identities(recipe: dict) -> tuple[str, dict[str, str]]:
-    """Identity of the target model, plus the off-policy rollout model's identity for the rollout stage."""
-    from rac.models.load import resolve_model
-
-    identity = resolve_model(recipe["model"]).identity
-    extra: dict[str, str] = {}
-    source = ((recipe.get("calibration") or {}).get("rollout") or {}).get("model")
-    if source:
-        extra["rollout"] = resolve_model(source).identity
-    return identity, extra
-
-
-def plan_recipe(recipe: dict, cache: Cache | None = None, stages: Sequence[Stage] | None = None) -> Plan:
-    from rac.stages import load_stages
-
-    identity, extra = model_identities(recipe)
-    return build_plan(recipe, cache or Cache(), identity, stages or load_stages(), extra)
-
-
-def run_loaded(loaded: Any, cache: Cache | None = None, run_dir: Path | None = None,
-               progress: ProgressReporter | None = None,
-               on_stage: Callable | None = None, stages: Sequence[Stage] | None = None) -> RunResult:
-    from rac.stages import load_stages
-
-    identity, extra = model_identities(loaded.data)
-    return run_recipe(loaded, stages or load_stages(), identity, cache, run_dir, progress, on_stage, extra)
-
-
-@dataclass
-class DiffResult:
-    changes: list
-    invalidated: list[str]
-
-
-def diff_loaded(a: Any, b: Any) -> DiffResult:
-    """Semantic difference of two resolved recipes and the stages whose artifacts it invalidates."""
-    from rac.recipe.diff import diff_recipes
-    from rac.stages import STAGE_ORDER, load_stages
-
-    changes = diff_recipes(a.data, b.data)
-    try:
-        stages = load_stages()
-    except ImportError:  # stage modules unavailable: every stage is suspect
-        return DiffResult(changes, list(STAGE_ORDER) if changes else [])
-    paths = [c.path for c in changes]
-    dirty = set(invalidated_stages(stages, a.data, paths)) | set(invalidated_stages(stages, b.data, paths))
-    # enabling/disabling a stage changes the plan itself
-    enabled_a = {s.name for s in stages if s.enabled(a.data)}
-    enabled_b = {s.name for s in stages if s.enabled(b.data)}
-    dirty |= enabled_a ^ enabled_b
-    return DiffResult(changes, [name for name in STAGE_ORDER if name in dirty])
+from rac.pipeline.cache import atomic_write_json, atomic_write_text
+from rac.pipeline.run import RunResult
 
 
 def grid_summary_rows(results: Sequence[tuple[Any, RunResult | None, str | None]]) -> list[dict]:

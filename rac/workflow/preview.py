@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rac.engine.cache import Cache
-from rac.engine.estimate import StageEstimate, estimate_stages, fmt_bytes
-from rac.engine.plan import Plan, build_plan
+from rac.pipeline.cache import Cache
+from rac.pipeline.plan import Plan, build_plan
+from rac.workflow.estimate import StageEstimate, estimate_stages, fmt_bytes
 
 UNRESOLVED = "<unresolved>"
 
@@ -118,7 +118,7 @@ def environment_notes(loaded: Any) -> list[str]:
 
 def preview_recipe(loaded: Any, cache: Cache | None = None, stages: Any = None) -> Preview:
     """Plan, scope table, model facts and per-stage estimates of a validated recipe."""
-    from rac.stages import load_stages
+    from rac.app import load_stages
 
     recipe = loaded.data
     notes = environment_notes(loaded)
@@ -190,9 +190,9 @@ def grid_preview(cells: list, base: Any, cache: Cache | None = None, stages: Any
 
     Model identities are resolved once per distinct model (hub ids offline: cache state unknown).
     """
+    from rac.app import load_stages
     from rac.models.facts import FactsUnavailable, plan_identity
     from rac.recipe.diff import diff_recipes
-    from rac.stages import load_stages
 
     cache = cache or Cache()
     stage_list = stages or load_stages()

@@ -44,7 +44,7 @@ class StageInfo:
 @lru_cache(maxsize=1)
 def stage_infos() -> tuple[StageInfo, ...]:
     """The stage contract (reads, needs, enabled) of every registered stage, in pipeline order."""
-    from rac.stages import load_stages
+    from rac.app import load_stages
 
     return tuple(StageInfo(s.name, tuple(s.reads), tuple(s.needs), s.enabled) for s in load_stages())
 

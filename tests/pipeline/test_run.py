@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from standin import STAGES, counts, loaded
 
-from rac.engine.cache import Cache
-from rac.engine.run import StageFailed, run_recipe
+from rac.pipeline.cache import Cache
+from rac.pipeline.run import StageFailed, run_recipe
 
 
 def make_recipe(tmp_path, factor=2):
@@ -68,7 +68,7 @@ def test_failing_stage_reports_and_leaves_no_partial_artifact(tmp_path):
         (ctx.out_dir / "half.bin").write_text("x")
         raise RuntimeError("kaput")
 
-    from rac.engine.stage import Stage
+    from rac.pipeline.stage import Stage
 
     stages = (STAGES[0], Stage("scale", needs=("gen",), reads=("scale.factor",), version="1", run=boom))
     cache = Cache(tmp_path / "cache")
@@ -88,8 +88,8 @@ def test_killed_run_resumes_from_completed_stages(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from rac.engine.cache import Cache
-        from rac.engine.run import run_recipe
+        from rac.pipeline.cache import Cache
+        from rac.pipeline.run import run_recipe
         from standin import STAGES, loaded
         r = {{"gen": {{"n": 4}}, "scale": {{"factor": 2}}, "report": {{"on": True}},
               "counts": {str(tmp_path / "counts")!r}, "run": {{"device": "cpu"}}}}
@@ -113,8 +113,8 @@ def test_killed_run_resumes_from_completed_stages(tmp_path):
 
 def test_failed_later_stage_keeps_metrics_of_completed_stages(tmp_path):
     """A failing last stage (e.g. export) still writes metrics.json with what the earlier stages measured."""
-    from rac.engine.run import metrics_schema_errors
-    from rac.engine.stage import Stage
+    from rac.pipeline.run import metrics_schema_errors
+    from rac.pipeline.stage import Stage
 
     def boom(ctx):
         raise OSError("disk full")
@@ -133,7 +133,7 @@ def test_failed_later_stage_keeps_metrics_of_completed_stages(tmp_path):
 
 
 def test_stages_after_a_failure_are_recorded_as_skipped(tmp_path):
-    from rac.engine.stage import Stage
+    from rac.pipeline.stage import Stage
 
     def boom(ctx):
         raise RuntimeError("kaput")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from rac.engine.cache import Cache
+    from rac.pipeline.cache import Cache
     from rac.recipe.settings import RecipeSettings
 
 
@@ -66,11 +66,10 @@ class StageContext:
     inputs: dict[str, Path]
     cache: Cache
     device: str
-    model_identity: str
+    model_identity: str  # the target model's identity (the application resolves it; rac: rac.app)
     run_dir: Path
     progress: ProgressReporter = field(default_factory=NullProgress)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rac.stage"))
-    extra: dict[str, Any] = field(default_factory=dict)
     _settings: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property

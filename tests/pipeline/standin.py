@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from types import SimpleNamespace
 
-from rac.engine.stage import Stage, StageContext
+from rac.pipeline.stage import Stage, StageContext
 
 
 def _counter(ctx: StageContext, name: str) -> None:

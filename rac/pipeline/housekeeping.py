@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from filelock import Timeout
 
-from rac.engine.paths import UnsafePathError, safe_rmtree
 from rac.errors import UsageError
-
-if TYPE_CHECKING:
-    from rac.engine.cache import ArtifactInfo, Cache
+from rac.pipeline.cache_entry import MANIFEST, ArtifactInfo, CacheStore
+from rac.pipeline.paths import UnsafePathError, safe_rmtree
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -58,10 +55,8 @@ def _folders(base: Path, name: str | None) -> list[Path]:
     return sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []
 
 
-def partial_entries(cache: Cache, folder: Path, key: str | None = None) -> list[ArtifactInfo]:
+def partial_entries(cache: CacheStore, folder: Path, key: str | None = None) -> list[ArtifactInfo]:
     """Temp entries (``.<key>.*.tmp``) of writers in one artifacts/<stage> or blobs/<kind> folder."""
-    from rac.engine.cache import ArtifactInfo
-
     kind = "artifact" if folder.parent.name == "artifacts" else "blob"
     out: list[ArtifactInfo] = []
     for path in sorted(folder.glob(".*.tmp")) if folder.is_dir() else []:
@@ -74,10 +69,8 @@ def partial_entries(cache: Cache, folder: Path, key: str | None = None) -> list[
     return out
 
 
-def artifact_entries(cache: Cache, stage: str | None = None) -> list[ArtifactInfo]:
+def artifact_entries(cache: CacheStore, stage: str | None = None) -> list[ArtifactInfo]:
     """Stage artifacts; ``valid`` means the manifest lists files (checksums are checked on lookup)."""
-    from rac.engine.cache import MANIFEST, ArtifactInfo
-
     infos: list[ArtifactInfo] = []
     for stage_dir in _folders(cache.root / "artifacts", stage):
         for path in sorted(stage_dir.glob("*")):
@@ -94,10 +87,8 @@ def artifact_entries(cache: Cache, stage: str | None = None) -> list[ArtifactInf
     return infos
 
 
-def blob_entries(cache: Cache, kind: str | None = None) -> list[ArtifactInfo]:
+def blob_entries(cache: CacheStore, kind: str | None = None) -> list[ArtifactInfo]:
     """Blobs (data + meta file pairs); a lone half of a pair is listed as invalid."""
-    from rac.engine.cache import ArtifactInfo
-
     infos: list[ArtifactInfo] = []
     for kind_dir in _folders(cache.root / "blobs", kind):
         keys = sorted({p.name.split(".")[0] for p in kind_dir.glob("*")
@@ -109,7 +100,7 @@ def blob_entries(cache: Cache, kind: str | None = None) -> list[ArtifactInfo]:
     return infos
 
 
-def entries(cache: Cache, name: str | None = None) -> list[ArtifactInfo]:
+def entries(cache: CacheStore, name: str | None = None) -> list[ArtifactInfo]:
     """Every entry of stage or blob kind ``name`` (or all): artifacts, blobs and temp entries."""
     out = artifact_entries(cache, name) + blob_entries(cache, name)
     for base in (cache.root / "artifacts", cache.root / "blobs"):
@@ -118,7 +109,7 @@ def entries(cache: Cache, name: str | None = None) -> list[ArtifactInfo]:
     return out
 
 
-def _remove_one(cache: Cache, info: ArtifactInfo) -> bool:
+def _remove_one(cache: CacheStore, info: ArtifactInfo) -> bool:
     """Delete one entry under its lock; False when a writer holds it."""
     if info.kind == "partial":
         if info.held:
@@ -142,7 +133,7 @@ def _remove_one(cache: Cache, info: ArtifactInfo) -> bool:
     return True
 
 
-def remove_entries(cache: Cache, name: str | None = None, prefix: str | None = None) -> int:
+def remove_entries(cache: CacheStore, name: str | None = None, prefix: str | None = None) -> int:
     """Remove the entries of ``name`` whose key starts with ``prefix``; returns how many."""
     removed = 0
     for info in entries(cache, name):
@@ -152,7 +143,7 @@ def remove_entries(cache: Cache, name: str | None = None, prefix: str | None = N
     return removed
 
 
-def gc(cache: Cache, max_bytes: int) -> tuple[int, int, int]:
+def gc(cache: CacheStore, max_bytes: int) -> tuple[int, int, int]:
     """Clean stale temp entries, then evict least recently used entries until the cache holds at most
     ``max_bytes``. Returns (entries removed, bytes freed, bytes kept)."""
     removed = freed = 0

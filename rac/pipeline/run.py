@@ -1,9 +1,9 @@
 """Execute a plan: run directories, per-stage status, resume, metrics.json.
 
-A run directory holds the recipe as given (every file of its ``base:`` chain), the resolved recipe,
-the overrides, ``env.json``, ``run.log``, ``status.json`` (per stage) and ``metrics.json``. Stage
-artifacts live in the content-addressed cache, so rerunning an interrupted run skips every stage
-that completed and recomputes only the rest.
+The run directory's layout is :class:`rac.pipeline.rundir.RunDir`'s. Stage artifacts live in the
+content-addressed cache, so rerunning an interrupted run skips every stage that completed and
+recomputes only the rest. What is rac-specific (the stages, the model identity, device resolution,
+the process group, env.json's facts) comes in as arguments and a :class:`Runtime`.
 """
 
 from __future__ import annotations
@@ -11,24 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import rac
-from rac.engine.cache import Cache, atomic_write_json, atomic_write_text
-from rac.engine.plan import Plan, PlannedStage, build_plan
-from rac.engine.stage import NullProgress, ProgressReporter, Stage, StageContext
 from rac.errors import UsageError
 from rac.hashing import recipe_hash
+from rac.pipeline.cache import Cache, atomic_write_json
+from rac.pipeline.plan import Plan, PlannedStage, build_plan
+from rac.pipeline.rundir import RunDir
+from rac.pipeline.runtime import OneProcess, Ranks, Runtime
+from rac.pipeline.stage import NullProgress, ProgressReporter, Stage, StageContext
 
 log = logging.getLogger("rac.run")
 SUMMARY_FILE = "_summary.json"
@@ -77,64 +74,13 @@ def default_run_dir(recipe: dict, name_hint: str) -> Path:
     return run_dir
 
 
-def _git_commit() -> str | None:
-    try:
-        root = Path(rac.__file__).resolve().parents[1]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment_info(device: str) -> dict:
-    import torch
-    import transformers
-
-    info: dict[str, Any] = {
-        "rac": rac.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "git_commit": _git_commit(),
-        "device": device,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["cuda"] = torch.version.cuda
-        info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        import vllm
-
-        info["vllm"] = getattr(vllm, "__version__", "unknown")
-    except Exception:
-        info["vllm"] = None
-    return info
-
-
-def _read_status(path: Path) -> dict:
-    """The previous status file; an unreadable or corrupt one is reset (with a warning), not fatal."""
-    if not path.exists():
-        return {}
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("%s is unreadable (%s); starting a fresh status (cached stages are still reused)", path, exc)
-        return {}
-    if not isinstance(previous, dict) or not all(isinstance(v, dict) for v in previous.values()):
-        log.warning("%s has an unexpected shape; starting a fresh status", path)
-        return {}
-    return previous
-
-
 class _Status:
     """Per-stage status file, rewritten atomically after every transition (by the writing rank only)."""
 
-    def __init__(self, path: Path, plan: Plan, write: bool = True) -> None:
-        self.path = path
+    def __init__(self, run: RunDir, plan: Plan, write: bool = True) -> None:
+        self.run = run
         self.write = write
-        previous = _read_status(path)
+        previous = run.read_status()
         self.data: dict[str, dict] = {}
         for planned in plan:
             old = previous.get(planned.name, {})
@@ -151,29 +97,19 @@ class _Status:
 
     def save(self) -> None:
         if self.write:
-            atomic_write_json(self.path, self.data)
+            self.run.write_status(self.data)
 
 
 def write_run_inputs(run_dir: Path, loaded: Any, recipe: dict) -> None:
     """Recipe as given (with its base chain), resolved recipe and overrides."""
-    given = run_dir / "recipe"
-    given.mkdir(parents=True, exist_ok=True)
-    for index, file in enumerate(getattr(loaded, "files", []) or []):
-        file = Path(file)
-        if file.is_file():
-            shutil.copyfile(file, given / f"{index:02d}-{file.name}")
-    redacted = loaded.redacted(recipe) if hasattr(loaded, "redacted") else recipe  # no ${oc.env:...} values
-    atomic_write_text(run_dir / "recipe.resolved.yaml", yaml.safe_dump(redacted, sort_keys=False))
-    atomic_write_json(run_dir / "overrides.json", list(getattr(loaded, "overrides", []) or []))
+    RunDir(run_dir).write_inputs(loaded, recipe)
 
 
-def _attach_log(run_dir: Path, owner: bool = True) -> logging.Handler:
+def _attach_log(run: RunDir, ranks: Ranks) -> logging.Handler:
     """run.log in the run dir (torchrun ranks other than 0: ranks/rank<N>.log)."""
-    if not owner:
-        from rac.models.distributed import rank
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / ("run.log" if owner else f"rank{rank()}.log"))
+    path = run.log_file if ranks.is_owner() else run.rank_log_file(ranks.rank())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("rac")
     root.addHandler(handler)
@@ -190,18 +126,19 @@ def execute_plan(
     device: str,
     progress: ProgressReporter | None = None,
     on_stage: Callable[[str, str, PlannedStage], None] | None = None,
-    extra: dict | None = None,
+    ranks: Ranks | None = None,
 ) -> dict[str, dict]:
     """Run every stage the cache lacks, in order; returns per-stage records for metrics.json.
 
-    Under torchrun (``rac.models.distributed``) every rank walks the same plan: ``distributed``
-    stages run on every rank (rank 0 seals the artifact), the others on rank 0 alone, and all
-    ranks agree after each stage before reading its artifact; only rank 0 writes the run dir."""
-    from rac.models import distributed as dist
-
+    Stages see ``plan.model_identity`` as ``ctx.model_identity``. In a process group (``ranks``, e.g.
+    torchrun's) every rank walks the same plan: ``distributed`` stages run on every rank (rank 0
+    seals the artifact), the others on rank 0 alone, and all ranks agree after each stage before
+    reading its artifact; only rank 0 writes the run dir."""
+    dist = ranks or OneProcess()
     progress = progress or NullProgress()
     many, owner = dist.active(), dist.is_owner()
-    status = _Status(run_dir / "status.json", plan, write=owner)
+    run = RunDir(run_dir, cache)
+    status = _Status(run, plan, write=owner)
     records: dict[str, dict] = {}
     artifacts: dict[str, Path] = {}
     for planned in plan:
@@ -229,11 +166,11 @@ def execute_plan(
         try:
             if many and stage.distributed:
                 final: Path | None = _run_distributed(planned, recipe, cache, run_dir, device, inputs, progress,
-                                                      extra or {})
+                                                      plan.model_identity, dist)
             elif many and not owner:
                 final = None  # rank 0 runs it; this rank reads its artifact after the agreement below
             else:
-                final = _run_one(planned, recipe, cache, run_dir, device, inputs, progress, extra or {})
+                final = _run_one(planned, recipe, cache, run_dir, device, inputs, progress, plan.model_identity)
         except BaseException as exc:
             if many and not stage.distributed:
                 dist.agree(False)  # the other ranks wait for this stage: tell them it failed
@@ -255,7 +192,7 @@ def execute_plan(
                                   records)
             if final is None:
                 final = cache.lookup(stage.name, planned.fingerprint) if stage.cached else \
-                    run_dir / "artifacts" / stage.name
+                    run.local_artifact(stage.name)
         if final is None:
             raise StageFailed(stage.name, run_dir, RuntimeError("rank 0's artifact is not in the cache"), records)
         seconds = time.perf_counter() - start
@@ -271,19 +208,19 @@ def execute_plan(
 
 
 def _context(stage: Stage, out_dir: Path, recipe: dict, cache: Cache, run_dir: Path, device: str,
-             inputs: dict[str, Path], progress: ProgressReporter, extra: dict) -> StageContext:
-    """What a stage run sees: its output folder, its inputs, the cache, device and progress."""
+             inputs: dict[str, Path], progress: ProgressReporter, model_identity: str) -> StageContext:
+    """What a stage run sees: its output folder, its inputs, the cache, device, model identity, progress."""
     return StageContext(recipe=recipe, out_dir=out_dir, inputs=inputs, cache=cache, device=device,
-                        model_identity=str(extra.get("model_identity", "")), run_dir=run_dir,
-                        progress=progress, log=logging.getLogger(f"rac.stages.{stage.name}"), extra=extra)
+                        model_identity=model_identity, run_dir=run_dir,
+                        progress=progress, log=logging.getLogger(f"rac.stages.{stage.name}"))
 
 
 def _run_one(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, device: str,
-             inputs: dict[str, Path], progress: ProgressReporter, extra: dict) -> Path:
+             inputs: dict[str, Path], progress: ProgressReporter, model_identity: str) -> Path:
     stage = planned.stage
 
     def context(out_dir: Path) -> StageContext:
-        return _context(stage, out_dir, recipe, cache, run_dir, device, inputs, progress, extra)
+        return _context(stage, out_dir, recipe, cache, run_dir, device, inputs, progress, model_identity)
 
     start = time.perf_counter()
     if stage.cached:
@@ -297,8 +234,8 @@ def _run_one(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, d
                 atomic_write_json(tmp / SUMMARY_FILE,
                                   {"summary": summary or {}, "_seconds": time.perf_counter() - start})
         return cache.artifact_path(stage.name, planned.fingerprint)
-    final = run_dir / "artifacts" / stage.name
-    tmp = run_dir / "artifacts" / f".{stage.name}.tmp"
+    final = RunDir(run_dir).local_artifact(stage.name)
+    tmp = final.parent / f".{stage.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -314,18 +251,17 @@ def _run_one(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, d
 
 
 def _run_distributed(planned: PlannedStage, recipe: dict, cache: Cache, run_dir: Path, device: str,
-                     inputs: dict[str, Path], progress: ProgressReporter, extra: dict) -> Path:
-    """A data-parallel stage on every torchrun rank: rank 0 computes into the cache under the lock, the
+                     inputs: dict[str, Path], progress: ProgressReporter, model_identity: str,
+                     dist: Ranks) -> Path:
+    """A data-parallel stage on every rank: rank 0 computes into the cache under the lock, the
     others into a scratch folder (their collectives pair with rank 0's); a concurrent run's artifact,
     found by rank 0 under the lock, is reused by all."""
     import tempfile
 
-    from rac.models import distributed as dist
-
     stage = planned.stage
 
     def context(out_dir: Path) -> StageContext:
-        return _context(stage, out_dir, recipe, cache, run_dir, device, inputs, progress, extra)
+        return _context(stage, out_dir, recipe, cache, run_dir, device, inputs, progress, model_identity)
 
     start = time.perf_counter()
     if not dist.is_owner():
@@ -359,7 +295,7 @@ def _write_metrics(run_dir: Path, recipe: dict, loaded: Any, name_hint: str, dev
     if failure:
         metrics["failure"] = failure
     if write:
-        atomic_write_json(run_dir / "metrics.json", metrics, sort_keys=False)  # stages in pipeline order
+        RunDir(run_dir).write_metrics(metrics)
     for problem in metrics_schema_errors(metrics):
         log.warning("metrics.json does not match schemas/metrics.schema.json: %s", problem)
     return metrics
@@ -382,28 +318,30 @@ def run_recipe(
     progress: ProgressReporter | None = None,
     on_stage: Callable[[str, str, PlannedStage], None] | None = None,
     extra_identity: dict[str, str] | None = None,
+    runtime: Runtime | None = None,
 ) -> RunResult:
-    """Plan and execute a loaded recipe; rerunning with the same recipe resumes in the same run dir."""
+    """Plan and execute a loaded recipe; rerunning with the same recipe resumes in the same run dir.
+
+    ``runtime`` resolves the device, names the process group and the env.json facts (default: one
+    process on the CPU; ``rac.app`` passes rac's)."""
     recipe: dict = loaded.data
+    runtime = runtime or Runtime()
     cache = cache or Cache()
     name_hint = Path(getattr(loaded, "path", "recipe") or "recipe").stem
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe, name_hint)
     run_dir.mkdir(parents=True, exist_ok=True)
-    from rac.models.distributed import init_from_env, is_owner
-    from rac.models.load import resolve_device  # a CUDA request without CUDA fails here, before any work
-
-    device = init_from_env(resolve_device((recipe.get("run") or {}).get("device")))  # joins torchrun's group
-    owner = is_owner()
-    handler = _attach_log(run_dir if owner else run_dir / "ranks", owner)
+    run = RunDir(run_dir, cache)
+    device = runtime.device((recipe.get("run") or {}).get("device"))  # before any work; may join a group
+    owner = runtime.ranks.is_owner()
+    handler = _attach_log(run, runtime.ranks)
     try:
         if owner:
-            write_run_inputs(run_dir, loaded, recipe)
-            atomic_write_json(run_dir / "env.json", environment_info(device))
+            run.write_inputs(loaded, recipe)
+            run.write_env(runtime.environment(device))
         plan = build_plan(recipe, cache, model_identity, stages, extra_identity, persist_hashes=owner)
         started = time.time()
         try:
-            records = execute_plan(plan, recipe, cache, run_dir, device, progress, on_stage,
-                                   extra={"model_identity": model_identity})
+            records = execute_plan(plan, recipe, cache, run_dir, device, progress, on_stage, runtime.ranks)
         except StageFailed as exc:  # what the completed stages measured is kept, next to the failure
             metrics = _write_metrics(run_dir, recipe, loaded, name_hint, device, started, exc.records,
                                      failure={"stage": exc.stage, "error": f"{type(exc.cause).__name__}: {exc.cause}"},

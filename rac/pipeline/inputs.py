@@ -2,7 +2,7 @@
 
 * Code: the source of the stage's module and every rac module it imports, transitively (imports
   inside functions and modules named by string, like the engine registry's ``"rac.engines.hf"``,
-  included, read with ``ast``; ``rac.engine`` / ``rac.ui`` / CLI orchestration excluded), so
+  included, read with ``ast``; ``rac.pipeline`` / ``rac.ui`` / CLI orchestration excluded), so
   editing the Hessian or generation code changes the fingerprints of the stages that run it.
 * Data: local files by sha256 (directories file by file), bundled data sets by their file's hash,
   hub data sets (``hf:``) by revision: the pinned ``revision`` or the current commit resolved
@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import rac
-from rac.engine.cache import atomic_write_json, file_sha256
 from rac.hashing import json_digest
+from rac.pipeline.cache import atomic_write_json, file_sha256
 
 log = logging.getLogger(__name__)
 RAC_ROOT = Path(rac.__file__).resolve().parent
-EXCLUDED_MODULES = ("rac.engine", "rac.ui", "rac.cli", "rac.commands")
+EXCLUDED_MODULES = ("rac.pipeline", "rac.ui", "rac.cli", "rac.commands")
 HASHES_FILE = "file-hashes.json"
 UNRESOLVED = "unresolved"
 _DOTTED = re.compile(r"^rac(\.[A-Za-z_][A-Za-z0-9_]*)+$")

@@ -1,6 +1,6 @@
 import torch
 
-from rac.engine.cache import Cache
+from rac.pipeline.cache import Cache
 
 
 def test_artifact_roundtrip_and_listing(tmp_path):
@@ -74,7 +74,7 @@ def test_late_writer_keeps_the_valid_entry(tmp_path):
 
 
 def test_corrupt_entry_is_replaced_by_rename_not_deleted_in_place(tmp_path, monkeypatch):
-    import rac.engine.cache as cache_mod
+    import rac.pipeline.cache as cache_mod
 
     cache = Cache(tmp_path)
     with cache.writing("s", "fp") as out:
@@ -91,7 +91,7 @@ def test_corrupt_entry_is_replaced_by_rename_not_deleted_in_place(tmp_path, monk
 
 
 def test_stale_temp_entries_are_listed_and_cleaned_unless_locked(tmp_path):
-    from rac.engine.housekeeping import entries
+    from rac.pipeline.housekeeping import entries
 
     cache = Cache(tmp_path)
     stage_dir = tmp_path / "artifacts" / "s"
@@ -115,7 +115,7 @@ def test_stale_temp_entries_are_listed_and_cleaned_unless_locked(tmp_path):
 def test_remove_covers_blobs_and_refuses_paths(tmp_path):
     import pytest
 
-    from rac.engine.paths import UnsafePathError
+    from rac.pipeline.paths import UnsafePathError
 
     cache = Cache(tmp_path / "c")
     cache.put_blob("hessian", "aa11", {"h": torch.ones(2)})

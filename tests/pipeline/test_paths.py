@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from rac.engine.paths import UnsafePathError, export_path_problem, is_within, resolve_user_path, safe_rmtree
+from rac.pipeline.paths import UnsafePathError, export_path_problem, is_within, resolve_user_path, safe_rmtree
 
 
 def test_resolve_user_path_expands_home_and_resolves(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 A stage's fingerprint hashes its inputs: exactly what it reads from the recipe, the content of the
 data sources among those reads, the source of the code it runs, the fingerprints of the stages it
 needs, the model identity, its manual version salt and, for timing stages, the device kind (see
-``rac.engine.inputs``). It changes exactly when one of those changes, so a grid cell that differs
+``rac.pipeline.inputs``). It changes exactly when one of those changes, so a grid cell that differs
 only in (say) sparsity shares its rollout artifact. The inputs are stored in each artifact's
 manifest, and a miss is explained by diffing them against the stage's most recent cached entry.
 """
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rac.engine import inputs as fp_inputs
-from rac.engine.cache import MANIFEST, Cache
-from rac.engine.stage import Stage
 from rac.hashing import canonical_json, json_digest
+from rac.pipeline import inputs as fp_inputs
+from rac.pipeline.cache import MANIFEST, Cache
+from rac.pipeline.stage import Stage
 
 MISSING = "<unset>"
 

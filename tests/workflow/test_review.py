@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rac.engine.review import (
+from rac.recipe.diff import diff_recipes
+from rac.workflow.review import (
     DECODE_TOK_S_7B,
     StageInfo,
     eval_tokens,
@@ -14,7 +15,6 @@ from rac.engine.review import (
     rerun_cost,
     rollout_tokens,
 )
-from rac.recipe.diff import diff_recipes
 
 STAGES = (
     StageInfo("rollout", ("model", "calibration"), (), lambda r: r["calibration"]["kind"] == "rac"),
