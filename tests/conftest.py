@@ -114,7 +114,7 @@ BASE_RECIPE: dict = {
     "version": 1,
     "model": {"dtype": "float32"},  # tests name the model: recipe(**{"model.id": path})
     "calibration": {"kind": "prompt", "sources": [{"dataset": "gsm8k_train", "field": "question"}],
-                    "budget": {"prompts": 4}, "max_prompt_tokens": 512, "seed": 0},
+                    "budget": {"tokens": None, "prompts": 4}, "max_prompt_tokens": 512, "seed": 0},
     "run": {"device": "cpu", "seed": 0},
 }
 
