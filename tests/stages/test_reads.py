@@ -16,7 +16,7 @@ import pytest
 
 from rac.engine.cache import Cache
 from rac.engine.stage import StageContext
-from rac.recipe.load import load_recipe
+from rac.recipe import load_and_validate
 from rac.recipe.settings import Section, recipe_settings
 from rac.stages import STAGE_ORDER, load_stages
 
@@ -100,7 +100,7 @@ evaluate:
 export: {{format: compressed-tensors}}
 run: {{device: cpu, seed: 1}}
 """)
-    return load_recipe(recipe).data
+    return load_and_validate(recipe, environment=False).data
 
 
 @pytest.mark.slow
