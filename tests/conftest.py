@@ -165,6 +165,27 @@ def recipe(tmp_path) -> Callable[..., dict]:
 
 
 @pytest.fixture()
+def rac_recipe_file(tmp_path) -> Callable[..., Path]:
+    """``rac_recipe_file(model, tokens, t_max, **sections)``: ``tmp_path/tiny.yaml`` for CLI / engine runs.
+
+    RAC calibration on GSM8K-train (``tokens`` budget, HF rollouts of ``t_max`` tokens), run on the CPU
+    into ``tmp_path/runs``; ``sections`` (prune, evaluate, name, ...) are added as given. Not loaded here:
+    the command under test reads it.
+    """
+    def write(model: Path, tokens: int, t_max: int, **sections: Any) -> Path:
+        data = {"version": 1, **({"name": sections.pop("name")} if "name" in sections else {}),
+                "model": {"id": model},
+                "calibration": {"kind": "rac", "sources": [{"dataset": "gsm8k_train"}], "budget": {"tokens": tokens},
+                                "rollout": {"engine": "hf", "t_max": t_max, "batch_size": 8}},
+                **sections, "run": {"output_dir": tmp_path / "runs", "device": "cpu"}}
+        path = tmp_path / "tiny.yaml"
+        path.write_text(yaml.safe_dump(_plain(data), sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture()
 def stage_ctx(tmp_path) -> Callable[..., StageContext]:
     """``stage_ctx(recipe, name=None, inputs=None, cache=None, ...)``: the StageContext a stage gets.
 
