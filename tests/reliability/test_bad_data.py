@@ -21,7 +21,7 @@ def _rows(n: int) -> bytes:
 
 
 def _parquet(path: Path) -> None:
-    import pyarrow as pa
+    pa = pytest.importorskip("pyarrow", reason="needs the data extra: pip install 'rac[data]'")
     import pyarrow.parquet as pq
 
     pq.write_table(pa.Table.from_pylist([{"q": "x", "a": "1"}] * 200), path)
