@@ -173,7 +173,7 @@ def _engine(ctx: StageContext, held: _EvaluatedModel, task: dict, workdir: Path)
     assert ctx.settings.evaluate is not None
     options = {"batch_size": int(task["batch_size"]), "seed": ctx.settings.run.seed,
                **ctx.settings.evaluate.vllm.as_dict()}
-    return get_engine(task["engine"], spec, ctx.device, spec.get("dtype"), options)
+    return get_engine(task["engine"], spec, ctx.device, spec["dtype"], options)
 
 
 def _dense_copy_with(ctx: StageContext, *stages: str, dtype: str | None = None, device: str | None = None):
@@ -326,7 +326,7 @@ def _vllm_throughput(ctx: StageContext, task: dict, shape: dict, held: _Evaluate
             spec = ctx.settings.model.as_dict()
             options = {"batch_size": shape["batch_size"], "seed": ctx.settings.run.seed,
                        **ctx.settings.evaluate.vllm.as_dict()}
-            engine = get_engine("vllm", spec, ctx.device, spec.get("dtype"), options)
+            engine = get_engine("vllm", spec, ctx.device, spec["dtype"], options)
         else:
             engine = _engine(ctx, held, {**task, "engine": "vllm", "batch_size": shape["batch_size"]}, workdir)
         try:
@@ -423,8 +423,8 @@ def run(ctx: StageContext) -> dict:
                 save_file({k: v.contiguous() for k, v in arrays.items()}, str(out / "probe" / f"{task['name']}.safetensors"))
                 metrics["arrays"] = f"probe/{task['name']}.safetensors"
             elif task["type"] == "lm_eval":
-                metrics = run_lm_eval(held.get(), held.tokenizer, task["task"], limit=task.get("limit"),
-                                      batch_size=int(task["batch_size"]), num_fewshot=task.get("num_fewshot"))
+                metrics = run_lm_eval(held.get(), held.tokenizer, task["task"], limit=task["limit"],
+                                      batch_size=int(task["batch_size"]), num_fewshot=task["num_fewshot"])
             elif task["type"] == "throughput":
                 metrics = run_throughput_task(ctx, task, held, Path(workdir))
             else:
