@@ -1,11 +1,21 @@
-"""Shared fixtures: a real small tokenizer and tiny random Qwen2 / Llama models (2 layers)."""
+"""Shared fixtures: a real small tokenizer, tiny random Qwen2 / Llama models (2 layers, or any depth
+through ``save_tiny``), and recipes / stage contexts built the way the engine builds them."""
 
 from __future__ import annotations
 
+import copy
+import itertools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
+
+from rac.pipeline.cache import Cache
+from rac.pipeline.stage import ProgressReporter, StageContext
+from rac.recipe import load_and_validate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +28,7 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(str(FIXTURES / "smollm2_tokenizer"))
 
 
-def _tiny(arch: str, tokenizer, seed: int = 0):
+def _tiny(arch: str, tokenizer, seed: int = 0, layers: int = 2):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -27,7 +37,7 @@ def _tiny(arch: str, tokenizer, seed: int = 0):
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=1024,
@@ -61,14 +71,23 @@ def tiny_model(request, tokenizer):
     return _tiny(request.param, tokenizer), tokenizer
 
 
-@pytest.fixture()
-def tiny_model_dir(tmp_path, tiny_llama):
-    """A saved HF folder (safetensors + tokenizer) of the tiny Llama, for loaders and stages."""
-    model, tok = tiny_llama
-    path = tmp_path / "tiny-llama"
-    model.save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
+def _save_tiny(path: Path, tokenizer, arch: str = "llama", layers: int = 2) -> Path:
+    """Save a tiny random model (seed 0) and the tokenizer as an HF folder; returns ``path``."""
+    _tiny(arch, tokenizer, layers=layers).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def save_tiny(tokenizer) -> Callable[..., Path]:
+    """``save_tiny(path, arch="llama", layers=2)``: a saved tiny model folder of any depth."""
+    return lambda path, arch="llama", layers=2: _save_tiny(Path(path), tokenizer, arch, layers)
+
+
+@pytest.fixture()
+def tiny_model_dir(tmp_path, tokenizer):
+    """A saved HF folder (safetensors + tokenizer) of the tiny Llama, for loaders and stages."""
+    return _save_tiny(tmp_path / "tiny-llama", tokenizer)
 
 
 def _padded_batch(rows: list[list[int]], weight_of=lambda mask: mask.float()) -> dict:
@@ -86,6 +105,111 @@ def _padded_batch(rows: list[list[int]], weight_of=lambda mask: mask.float()) ->
 def padded_batch():
     """The batch builder above (fixtures are how test modules share helpers here)."""
     return _padded_batch
+
+
+# -- recipes through the real loader, stage contexts like the engine's ------------------------------
+DROP: Any = object()  # recipe(**{"prune": DROP}) leaves a key of the base recipe out
+
+BASE_RECIPE: dict = {
+    "version": 1,
+    "model": {"dtype": "float32"},  # tests name the model: recipe(**{"model.id": path})
+    "calibration": {"kind": "prompt", "sources": [{"dataset": "gsm8k_train", "field": "question"}],
+                    "budget": {"tokens": None, "prompts": 4}, "max_prompt_tokens": 512, "seed": 0},
+    "run": {"device": "cpu", "seed": 0},
+}
+
+
+def _plain(value: Any) -> Any:
+    """YAML-ready data: paths as strings, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def recipe_data(overrides: dict[str, Any], base: dict | None = None) -> dict:
+    """``base`` (default BASE_RECIPE) with dotted-key ``overrides`` applied in order (``DROP`` deletes)."""
+    data = copy.deepcopy(BASE_RECIPE if base is None else base)
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is DROP:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = _plain(value)
+    return data
+
+
+@pytest.fixture()
+def recipe(tmp_path) -> Callable[..., dict]:
+    """``recipe(**overrides)``: the schema-filled, validated recipe dict the engine would run.
+
+    Overrides are dotted keys on BASE_RECIPE (``recipe(**{"prune.sparsity": 0.7})``; a whole section:
+    ``recipe(prune={...})``). The recipe is written to a YAML file under ``tmp_path`` and read by
+    ``load_and_validate`` (machine checks such as installed engines left out), so a bad one fails with
+    the loader's error naming the file, line and key.
+    """
+    counter = itertools.count(1)
+
+    def build(**overrides: Any) -> dict:
+        path = tmp_path / f"recipe-{next(counter)}.yaml"
+        path.write_text(yaml.safe_dump(recipe_data(overrides), sort_keys=False))
+        return load_and_validate(path, environment=False).data
+
+    return build
+
+
+@pytest.fixture()
+def rac_recipe_file(tmp_path) -> Callable[..., Path]:
+    """``rac_recipe_file(model, tokens, t_max, **sections)``: ``tmp_path/tiny.yaml`` for CLI / engine runs.
+
+    RAC calibration on GSM8K-train (``tokens`` budget, HF rollouts of ``t_max`` tokens), run on the CPU
+    into ``tmp_path/runs``; ``sections`` (prune, evaluate, name, ...) are added as given. Not loaded here:
+    the command under test reads it.
+    """
+    def write(model: Path, tokens: int, t_max: int, **sections: Any) -> Path:
+        data = {"version": 1, **({"name": sections.pop("name")} if "name" in sections else {}),
+                "model": {"id": model},
+                "calibration": {"kind": "rac", "sources": [{"dataset": "gsm8k_train"}], "budget": {"tokens": tokens},
+                                "rollout": {"engine": "hf", "t_max": t_max, "batch_size": 8}},
+                **sections, "run": {"output_dir": tmp_path / "runs", "device": "cpu"}}
+        path = tmp_path / "tiny.yaml"
+        path.write_text(yaml.safe_dump(_plain(data), sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture()
+def stage_ctx(tmp_path) -> Callable[..., StageContext]:
+    """``stage_ctx(recipe, name=None, inputs=None, cache=None, ...)``: the StageContext a stage gets.
+
+    Each call gets a fresh output folder ``tmp_path/<name>`` (default ``out1``, ``out2``, ...); the
+    cache defaults to one per test under ``tmp_path/cache``. The typed settings are built at once,
+    as the engine's plan does, so a recipe the settings reject fails here.
+    """
+    counter = itertools.count(1)
+    shared: dict[str, Cache] = {}
+
+    def build(recipe: dict, name: str | None = None, inputs: dict[str, Path] | None = None,
+              cache: Cache | None = None, model_identity: str = "", run_dir: Path | None = None,
+              progress: ProgressReporter | None = None) -> StageContext:
+        out = tmp_path / (name or f"out{next(counter)}")
+        out.mkdir(parents=True)
+        if cache is None:
+            cache = shared.setdefault("cache", Cache(tmp_path / "cache"))
+        extra = {"progress": progress} if progress is not None else {}
+        ctx = StageContext(recipe=recipe, out_dir=out, inputs=dict(inputs or {}), cache=cache, device="cpu",
+                           model_identity=model_identity, run_dir=run_dir or tmp_path, **extra)
+        ctx.settings  # noqa: B018 - the engine's plan builds them before any stage runs
+        return ctx
+
+    return build
 
 
 @pytest.fixture(autouse=True)

@@ -108,11 +108,10 @@ def test_report_on_missing_dir_is_a_clean_error(tmp_path, capsys):
     assert "no such run or grid directory" in capsys.readouterr().err
 
 
-def test_run_on_cuda_without_cuda_fails_cleanly_before_work(tmp_path, tiny_model_dir, capsys):
+def test_run_on_cuda_without_cuda_fails_cleanly_before_work(tmp_path, tiny_model_dir, capsys, monkeypatch):
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a CUDA machine
     recipe = write(tmp_path / "r.yaml", f"version: 1\nmodel: {{id: {tiny_model_dir}}}\ncalibration: {{kind: prompt}}\n"
                                         f"prune: {{sparsity: 0.5}}\nrun: {{device: cuda, output_dir: {tmp_path}}}\n")
     assert main(["run", str(recipe), "--run-dir", str(tmp_path / "run")]) == 2

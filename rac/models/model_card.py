@@ -63,26 +63,28 @@ def _numeric_metrics(evaluation: dict | None) -> dict[str, dict[str, float]]:
 
 def export_facts(recipe: dict, report: list[dict] | None, numel: dict[str, int], evaluation: dict | None,
                  export_format: str) -> dict:
-    """The machine-readable description of an exported model (also the sidecar's content)."""
-    model = recipe.get("model") or {}
-    calibration = recipe.get("calibration") or {}
-    rollout = calibration.get("rollout") or {}
-    quantize = recipe.get("quantize") or None
+    """The machine-readable description of an exported model (also the sidecar's content).
+
+    ``recipe`` is schema-filled (what stages read): every key below is present; optional sections
+    (prune, quantize) are absent or null."""
+    model, calibration = recipe["model"], recipe["calibration"]
+    rollout = calibration["rollout"] if calibration["kind"] == "rac" else None
+    quantize = recipe.get("quantize")
     return {
         "rac_version": rac.__version__,
-        "base_model": str(model.get("id")),
-        "base_model_revision": model.get("revision"),
+        "base_model": str(model["id"]),
+        "base_model_revision": model["revision"],
         "format": export_format,
         "recipe_sha256": recipe_digest(recipe),
         "calibration": {
-            "kind": calibration.get("kind"),
-            "sources": [s.get("path") or s.get("dataset") for s in calibration.get("sources") or []],
-            "budget": calibration.get("budget"),
-            "t_max": rollout.get("t_max") if calibration.get("kind") == "rac" else None,
-            "rollout_model": (rollout.get("model") or {}).get("id") if calibration.get("kind") == "rac" else None,
+            "kind": calibration["kind"],
+            "sources": [s["path"] or s["dataset"] for s in calibration["sources"]],
+            "budget": calibration["budget"],
+            "t_max": rollout["t_max"] if rollout else None,
+            "rollout_model": rollout["model"]["id"] if rollout and rollout["model"] else None,
         },
         "pruning": scope_summary(report or [], numel) if recipe.get("prune") else [],
-        "quantization": ({"scheme": quantize.get("scheme"), "ignore": quantize.get("ignore")} if quantize else None),
+        "quantization": {"scheme": quantize["scheme"], "ignore": quantize["ignore"]} if quantize else None,
         "metrics": _numeric_metrics(evaluation),
         "recipe": recipe,
     }

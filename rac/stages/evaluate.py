@@ -35,6 +35,7 @@ class EvaluateError(RacError, ValueError):
     """An evaluate task is misconfigured (unknown type, missing data field, ...)."""
 
 
+EVAL_SPLIT = "test"  # evaluation problems come from a data set's test split (no task type has a split key)
 INHERITED_KEYS = ("max_new_tokens", "temperature", "top_p", "samples", "limit", "batch_size", "engine")
 
 
@@ -57,10 +58,10 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
         from rac.eval.livecodebench import LiveCodeBenchError, load_livecodebench
 
         try:
-            records = load_livecodebench(task.get("release") or "release_v5", task.get("revision"), task.get("path"))
+            records = load_livecodebench(task["release"], task.get("revision"), task.get("path"))
         except LiveCodeBenchError as exc:
             raise EvaluateError(f"evaluate.tasks[{task['name']}]: {exc}") from None
-        start, limit = int(task.get("offset") or 0), task.get("limit")
+        start, limit = _offset(task), task["limit"]
         problems = records[start:start + limit if limit else None]
         ids = [p["task_id"] for p in problems]
         if not problems or len(set(ids)) != len(ids):
@@ -68,7 +69,7 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
                 f"offset {start} is past the end of the release ({len(records)} problems)" if not problems else
                 f"question ids appear twice: {sorted({i for i in ids if ids.count(i) > 1})[:5]}"))
         return problems, "problem", None
-    source = {"dataset": task.get("dataset"), "path": task.get("path"), "split": task.get("split") or "test",
+    source = {"dataset": task.get("dataset"), "path": task.get("path"), "split": EVAL_SPLIT,
               "field": task.get("field"), "answer_field": task.get("answer_field"), "revision": task.get("revision")}
     if not source["dataset"] and not source["path"]:
         raise EvaluateError(f"evaluate.tasks[{task['name']}]: needs `dataset` or `path`")
@@ -76,8 +77,7 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
     field, answer_field = source_fields(source)
     if task["type"] == "math" and (not field or not answer_field):
         raise EvaluateError(f"evaluate.tasks[{task['name']}]: a math task needs `field` and `answer_field`")
-    start = int(task.get("offset") or 0)
-    limit = task.get("limit")
+    start, limit = _offset(task), task["limit"]
     problems = records[start:start + limit if limit else None]
     if not problems:
         raise EvaluateError(f"evaluate.tasks[{task['name']}]: offset {start} is past the end of {records.where} "
@@ -92,6 +92,11 @@ def load_problems(task: dict) -> tuple[list[dict], str, str | None]:
                 "samples by id, so every problem needs its own task_id / unique_id / id")
         first[pid] = index
     return problems, field or "", answer_field
+
+
+def _offset(task: dict) -> int:
+    """Where a task's problems start: probe tasks have an ``offset`` (schema default 0), others none."""
+    return int(task["offset"]) if task["type"] == "probe" else 0
 
 
 def check_problems(tasks: list[dict]) -> None:
@@ -168,7 +173,7 @@ def _engine(ctx: StageContext, held: _EvaluatedModel, task: dict, workdir: Path)
     assert ctx.settings.evaluate is not None
     options = {"batch_size": int(task["batch_size"]), "seed": ctx.settings.run.seed,
                **ctx.settings.evaluate.vllm.as_dict()}
-    return get_engine(task["engine"], spec, ctx.device, spec.get("dtype"), options)
+    return get_engine(task["engine"], spec, ctx.device, spec["dtype"], options)
 
 
 def _dense_copy_with(ctx: StageContext, *stages: str, dtype: str | None = None, device: str | None = None):
@@ -202,12 +207,12 @@ def answer_spec(ctx: StageContext, task: dict, tokenizer: Any, first_problem: st
     vocabulary = set(tokenizer.get_vocab()) | {m for m in REASONING_END_MARKERS if m in template}
     render_cfg = ctx.settings.calibration.render.as_dict()
     prompt = render_text(tokenizer, first_problem, render_cfg) if first_problem is not None else ""
-    after = (task.get("answer") or {}).get("after")
+    after = task["answer"]["after"]  # math tasks only; the schema fills the answer section
     markers = {m for m in (*REASONING_END_MARKERS, after) if isinstance(m, str) and m != "auto"}
     stripped = {m for m in markers  # what the engines' decode(skip_special_tokens=True) removes
                 if m not in tokenizer.decode(tokenizer.encode(m, add_special_tokens=False), skip_special_tokens=True)}
     try:
-        return resolve_spec(task.get("answer"), task.get("dataset"), vocabulary=vocabulary, stripped=stripped,
+        return resolve_spec(task["answer"], task.get("dataset"), vocabulary=vocabulary, stripped=stripped,
                             prompt=prompt)
     except AnswerSpecError as exc:
         raise EvaluateError(f"evaluate.tasks[{task['name']}].{exc}") from exc
@@ -321,7 +326,7 @@ def _vllm_throughput(ctx: StageContext, task: dict, shape: dict, held: _Evaluate
             spec = ctx.settings.model.as_dict()
             options = {"batch_size": shape["batch_size"], "seed": ctx.settings.run.seed,
                        **ctx.settings.evaluate.vllm.as_dict()}
-            engine = get_engine("vllm", spec, ctx.device, spec.get("dtype"), options)
+            engine = get_engine("vllm", spec, ctx.device, spec["dtype"], options)
         else:
             engine = _engine(ctx, held, {**task, "engine": "vllm", "batch_size": shape["batch_size"]}, workdir)
         try:
@@ -344,7 +349,7 @@ def run_throughput_task(ctx: StageContext, task: dict, held: _EvaluatedModel | N
     dtype = "bfloat16" if ctx.device.startswith("cuda") else None
     shape = {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
     repeats = int(task["repeats"])
-    backend = task.get("backend") or "torch"
+    backend = task["backend"]
     if backend == "vllm":
         if held is None or workdir is None:
             raise EvaluateError(f"evaluate.tasks[{task['name']}]: backend vllm needs the evaluated model and a workdir")
@@ -418,8 +423,8 @@ def run(ctx: StageContext) -> dict:
                 save_file({k: v.contiguous() for k, v in arrays.items()}, str(out / "probe" / f"{task['name']}.safetensors"))
                 metrics["arrays"] = f"probe/{task['name']}.safetensors"
             elif task["type"] == "lm_eval":
-                metrics = run_lm_eval(held.get(), held.tokenizer, task["task"], limit=task.get("limit"),
-                                      batch_size=int(task["batch_size"]), num_fewshot=task.get("num_fewshot"))
+                metrics = run_lm_eval(held.get(), held.tokenizer, task["task"], limit=task["limit"],
+                                      batch_size=int(task["batch_size"]), num_fewshot=task["num_fewshot"])
             elif task["type"] == "throughput":
                 metrics = run_throughput_task(ctx, task, held, Path(workdir))
             else:

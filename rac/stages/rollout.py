@@ -116,7 +116,7 @@ def run(ctx: StageContext) -> dict:
     options = {"batch_size": cfg.batch_size, **cfg.vllm.as_dict()}
     sampling = SamplingConfig(max_new_tokens=cfg.t_max, temperature=float(cfg.temperature), top_p=float(cfg.top_p),
                               top_k=cfg.top_k, seed=cfg.seed, n=cfg.samples_per_prompt)
-    engine = get_engine(engine_name, source_model, ctx.device, source_model.get("dtype"), options)
+    engine = get_engine(engine_name, source_model, ctx.device, source_model["dtype"], options)
     try:
         states = _source_state(ctx, engine.tokenizer)
         records: list[dict] = []
@@ -145,7 +145,7 @@ def run(ctx: StageContext) -> dict:
                                     "dropped": dropped, "round": round_index})
                     completions.append(list(gen.completion_ids))
                 prompt_ids.append(list(ids))
-        provenance = {"model": {k: source_model.get(k) for k in ("id", "revision", "gguf_file", "dtype")},
+        provenance = {"model": {k: source_model[k] for k in ("id", "revision", "gguf_file", "dtype")},
                       "model_identity": ctx.model_identity if on_policy else _identity(source_model),
                       "on_policy": on_policy, "engine": engine_name, "engine_version": engine.version(),
                       "sampling": sampling.to_dict(), "seed": sampling.seed, "device": ctx.device,

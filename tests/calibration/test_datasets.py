@@ -18,6 +18,7 @@ from rac.calibration.datasets import (
     source_fields,
 )
 
+NEEDS_DATA = "needs the data extra: pip install 'rac[data]'"
 EXPECTED_ROWS = {"gsm8k_train": 2000, "gsm8k_test": 1319, "math_train": 2000, "math500": 500, "c4": 300,
                  "humaneval": 164, "leetcode": 200}
 
@@ -50,7 +51,7 @@ def test_local_files_in_every_format(tmp_path, suffix):
     rows = [{"q": "What is 1+1?", "a": "#### 2"}, {"q": "What is 2+2?", "a": "#### 4"}]
     path = tmp_path / f"data{suffix}"
     if suffix == ".parquet":
-        import pyarrow as pa
+        pa = pytest.importorskip("pyarrow", reason=NEEDS_DATA)
         import pyarrow.parquet as pq
 
         pq.write_table(pa.Table.from_pylist(rows), path)
@@ -78,10 +79,11 @@ def test_bad_local_sources_raise_clear_errors(tmp_path):
 
 
 def test_hub_source_fails_clearly_when_offline():
-    with pytest.raises(DatasetError, match="cannot load hub dataset 'hf:surely/absent-dataset-xyz'"):
-        load_records({"path": "hf:surely/absent-dataset-xyz", "split": "train", "field": "q"})
     with pytest.raises(DatasetError, match="hf:<name>"):
         load_records({"path": "hf:", "field": "q"})
+    pytest.importorskip("datasets", reason=NEEDS_DATA)
+    with pytest.raises(DatasetError, match="cannot load hub dataset 'hf:surely/absent-dataset-xyz'"):
+        load_records({"path": "hf:surely/absent-dataset-xyz", "split": "train", "field": "q"})
 
 
 def test_source_fields_fall_back_to_builtin_defaults():
@@ -145,7 +147,7 @@ def test_truncated_gzip_is_an_error_naming_the_file(tmp_path):
 
 
 def test_corrupt_parquet_is_an_error_naming_the_file(tmp_path):
-    import pyarrow as pa
+    pa = pytest.importorskip("pyarrow", reason=NEEDS_DATA)
     import pyarrow.parquet as pq
 
     path = tmp_path / "d.parquet"

@@ -100,12 +100,11 @@ def vllm_env(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
-def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vllm_model_dir, tokenizer, vllm_env):
+def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vllm_model_dir, tokenizer, vllm_env,
+                                                                     recipe, stage_ctx):
     from rac.calibration.rollouts import read_rollouts
-    from rac.engines.base import SamplingConfig
-    from rac.engines.factory import get_engine
+    from rac.engines.base import SamplingConfig, get_engine
     from rac.pipeline.cache import Cache
-    from rac.pipeline.stage import StageContext
     from rac.stages.rollout import STAGE
 
     spec = {"id": str(vllm_model_dir), "dtype": "float32"}
@@ -134,18 +133,13 @@ def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vll
     assert [r[0].completion_ids for r in greedy] == [r[0].completion_ids for r in hf_greedy]
 
     def rollout(engine_name, name):
-        recipe = {"model": {**spec, "revision": None, "gguf_file": None, "trust_remote_code": False},
-                  "calibration": {"kind": "rac", "sources": [{"dataset": "gsm8k_train", "weight": 1.0}],
-                                  "budget": {"tokens": None, "prompts": 3}, "max_prompt_tokens": 256,
-                                  "render": {"chat_template": True}, "seed": 0,
-                                  "rollout": {"engine": engine_name, "t_max": 6, "samples_per_prompt": 1,
-                                              "temperature": 0.0, "top_p": 1.0, "top_k": 0, "seed": 0,
-                                              "batch_size": 4, "vllm": {"gpu_memory_utilization": 0.3,
-                                                                        "enforce_eager": True, "max_model_len": 512}}}}
-        out = tmp_path / name
-        out.mkdir()
-        ctx = StageContext(recipe=recipe, out_dir=out, inputs={}, cache=Cache(tmp_path / "c"), device="cpu",
-                           model_identity="tiny", run_dir=tmp_path, log=logging.getLogger("t"))
+        data = recipe(**{"model": spec, "calibration": {
+            "kind": "rac", "sources": [{"dataset": "gsm8k_train"}], "budget": {"tokens": None, "prompts": 3},
+            "max_prompt_tokens": 256,
+            "seed": 0, "rollout": {"engine": engine_name, "t_max": 6, "temperature": 0.0, "top_p": 1.0, "batch_size": 4,
+                                   "vllm": {"gpu_memory_utilization": 0.3, "enforce_eager": True, "max_model_len": 512}}}})
+        ctx = stage_ctx(data, name, cache=Cache(tmp_path / "c"), model_identity="tiny")
+        out = ctx.out_dir
         STAGE.run(ctx)
         return read_rollouts(out)
 

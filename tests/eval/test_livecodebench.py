@@ -104,13 +104,17 @@ def test_bad_rows_say_what_is_missing(tmp_path: Path) -> None:
         load_livecodebench(path=str(tmp_path / "missing.jsonl"))
 
 
-def test_evaluate_stage_reads_the_livecodebench_task() -> None:
-    from rac.stages.evaluate import EvaluateError, load_problems
+def test_evaluate_stage_reads_the_livecodebench_task(recipe) -> None:
+    from rac.recipe.settings import recipe_settings
+    from rac.stages.evaluate import EvaluateError, load_problems, task_settings
 
-    task = {"name": "lcb", "type": "code", "dataset": "livecodebench", "release": "release_v5",
-            "path": str(SAMPLE), "limit": 2, "offset": 1}
+    evaluate = recipe_settings(recipe(**{"model.id": "m", "evaluate.tasks": [
+        {"name": "lcb", "type": "code", "dataset": "livecodebench", "path": SAMPLE, "limit": 2}]})).evaluate
+    assert evaluate is not None
+    task = task_settings(evaluate, evaluate.tasks[0])
+    assert task["release"] == "release_v5"  # the schema default
     problems, field, answer_field = load_problems(task)
-    assert [p["task_id"] for p in problems] == ["1990A", "3900"] and (field, answer_field) == ("problem", None)
+    assert [p["task_id"] for p in problems] == ["abc900_a", "1990A"] and (field, answer_field) == ("problem", None)
     with pytest.raises(EvaluateError, match=r"evaluate.tasks\[lcb\]: LiveCodeBench file not found"):
         load_problems({**task, "path": str(SAMPLE) + ".missing"})
 

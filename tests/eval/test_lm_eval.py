@@ -1,4 +1,4 @@
-"""lm-eval wrapper: metric parsing and the offline skip (no hub access in tests)."""
+"""lm-eval wrapper: metric parsing, the offline skip (no hub access in tests) and a missing eval extra."""
 
 from __future__ import annotations
 
@@ -27,8 +27,20 @@ def test_offline_detection_follows_the_cause_chain():
     assert not wrapper._is_offline_failure(ZeroDivisionError("bug"))
 
 
+NEEDS_EVAL = "needs the eval extra: pip install 'rac[eval]'"
+
+
+def test_missing_harness_is_a_skipped_task_naming_the_extra(monkeypatch, tiny_llama):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # as on a machine without the eval extra
+    result = wrapper.run_lm_eval(*tiny_llama, "arc_easy", limit=2)
+    assert result["status"] == "skipped" and "lm-eval is not installed" in result["reason"]
+    assert "rac[eval]" in result["reason"]
+
+
 def test_offline_task_is_skipped_with_reason(monkeypatch, tiny_llama):
-    import lm_eval
+    lm_eval = pytest.importorskip("lm_eval", reason=NEEDS_EVAL)
     import lm_eval.models.huggingface as hf
 
     model, tok = tiny_llama
@@ -45,6 +57,7 @@ def test_offline_task_is_skipped_with_reason(monkeypatch, tiny_llama):
 
 
 def test_unknown_task_is_a_clear_error(monkeypatch, tiny_llama):
+    pytest.importorskip("lm_eval", reason=NEEDS_EVAL)
     monkeypatch.setattr(wrapper, "known_task", lambda task: False)
     with pytest.raises(wrapper.LMEvalTaskError, match="no_such_task"):
         wrapper.run_lm_eval(*tiny_llama, "no_such_task")
@@ -52,6 +65,7 @@ def test_unknown_task_is_a_clear_error(monkeypatch, tiny_llama):
 
 @pytest.mark.slow
 def test_real_harness_offline_skip(tiny_llama, monkeypatch):
+    pytest.importorskip("lm_eval", reason=NEEDS_EVAL)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     result = wrapper.run_lm_eval(*tiny_llama, "arc_easy", limit=2)
     if result["status"] == "ok":  # the task data is in the local HF cache: real scores for 2 questions

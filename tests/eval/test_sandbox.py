@@ -144,15 +144,16 @@ def test_a_named_backend_is_used_or_refused(monkeypatch):
         select_backend("docker")
 
 
-def test_evaluate_refuses_code_tasks_before_loading_the_model(monkeypatch, tmp_path):
-    from rac.pipeline.cache import Cache
-    from rac.pipeline.stage import StageContext
+def test_evaluate_refuses_code_tasks_before_loading_the_model(monkeypatch, recipe, stage_ctx):
+    import rac.models.load
     from rac.stages.evaluate import STAGE
 
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the sandbox was checked")
+
+    monkeypatch.setattr(rac.models.load, "load_model", refuse)
     _no_isolation(monkeypatch)
-    recipe = {"model": {"id": str(tmp_path / "no-such-model")},
-              "evaluate": {"tasks": [{"name": "he", "type": "code", "dataset": "humaneval"}]}}
-    ctx = StageContext(recipe=recipe, out_dir=tmp_path, inputs={}, cache=Cache(tmp_path / "cache"), device="cpu",
-                       model_identity="x", run_dir=tmp_path / "run")
+    data = recipe(**{"model.id": "org/no-such-model",
+                     "evaluate.tasks": [{"name": "he", "type": "code", "dataset": "humaneval"}]})
     with pytest.raises(SandboxUnavailableError):
-        STAGE.run(ctx)
+        STAGE.run(stage_ctx(data, model_identity="x"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -16,20 +15,11 @@ from safetensors.torch import load_file
 
 from rac.models import distributed
 from rac.pipeline.cache import Cache
-from rac.pipeline.stage import StageContext
 from rac.stages import hessian, prune
 
-RECIPE = {
-    "model": {"id": None, "dtype": "float32"},
-    "calibration": {"kind": "prompt", "sources": [{"dataset": "gsm8k_train", "field": "question"}],
-                    "budget": {"tokens": None, "prompts": 8}, "max_prompt_tokens": 512,
-                    "render": {"chat_template": True, "system_prompt": None, "prefix": ""},
-                    "weights": {"prompt": 1.0, "decode": 1.0}, "seed": 0},
-    "prune": {"method": "sparsegpt", "sparsity": 0.5, "pattern": None, "block_size": 128, "dampening": 0.01,
-              "mask_selection": "per_block", "sequential": True, "batch_size": 2,
-              "scopes": [{"name": "mlp24", "modules": ["mlp"], "blocks": "all", "pattern": "2:4"},
-                         {"name": "attn", "modules": ["attn"], "blocks": "all"}]},
-}
+PRUNE = {"method": "sparsegpt", "sparsity": 0.5, "batch_size": 2,
+         "scopes": [{"name": "mlp24", "modules": ["mlp"], "blocks": "all", "pattern": "2:4"},
+                    {"name": "attn", "modules": ["attn"], "blocks": "all"}]}
 
 
 def test_single_process_is_a_no_op():
@@ -41,25 +31,21 @@ def test_single_process_is_a_no_op():
     assert distributed.init_from_env("cpu") == "cpu"
 
 
-def _single(recipe: dict, tmp: Path) -> dict[str, torch.Tensor]:
+def _single(recipe: dict, tmp: Path, stage_ctx) -> dict[str, torch.Tensor]:
     cache, outs = Cache(tmp / "single-cache"), {}
     for name in ("hessian", "prune"):
-        folder = tmp / "single" / name
-        folder.mkdir(parents=True)
-        ctx = StageContext(recipe=recipe, out_dir=folder, inputs=dict(outs), cache=cache, device="cpu",
-                           model_identity="tiny", run_dir=tmp)
+        ctx = stage_ctx(recipe, f"single/{name}", inputs=outs, cache=cache, model_identity="tiny")
         (hessian if name == "hessian" else prune).run(ctx)
-        outs[name] = folder
+        outs[name] = ctx.out_dir
     return load_file(str(outs["prune"] / "weights.safetensors"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("true_sequential", [True, False])
-def test_two_gloo_ranks_prune_like_one_process(tiny_model_dir, tmp_path, true_sequential):
-    recipe = copy.deepcopy(RECIPE)
-    recipe["model"]["id"] = str(tiny_model_dir)
-    recipe["prune"]["true_sequential"] = true_sequential
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+def test_two_gloo_ranks_prune_like_one_process(tiny_model_dir, tmp_path, recipe, stage_ctx, true_sequential):
+    data = recipe(**{"model.id": tiny_model_dir, "calibration.budget.prompts": 8, "prune": PRUNE,
+                     "prune.true_sequential": true_sequential})
+    (tmp_path / "recipe.json").write_text(json.dumps(data))  # the schema-filled recipe each rank reads
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     out = tmp_path / "dist"
@@ -70,7 +56,7 @@ def test_two_gloo_ranks_prune_like_one_process(tiny_model_dir, tmp_path, true_se
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = load_file(str(out / "weights.safetensors"))
     assert all(torch.equal(two[k], v) for k, v in load_file(str(out / "weights_rank1.safetensors")).items())
-    one = _single(recipe, tmp_path)
+    one = _single(data, tmp_path, stage_ctx)
     assert set(one) == set(two) and len(one) == 14
     for name in one:
         assert torch.equal(one[name] == 0, two[name] == 0), name  # the same masks

@@ -99,9 +99,14 @@ def test_builtin_alias_missing_package(monkeypatch):
         resolve_model({"id": "smollm2-135m"})
 
 
-def test_resolve_device():
+def test_resolve_device(monkeypatch):
     assert resolve_device("cpu") == "cpu"
-    assert resolve_device("auto") in ("cpu", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(ModelLoadError, match="run.device='cuda:1' but CUDA is not available"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
     with pytest.raises(ModelLoadError, match="run.device"):
         resolve_device("tpu")
 
@@ -211,21 +216,16 @@ def test_gguf_path_converts_once_into_a_plain_checkpoint(tiny_gguf, tmp_path, mo
     assert calls == []  # converted once
 
 
-def test_gguf_path_model_exports(tiny_gguf, tmp_path):
+def test_gguf_path_model_exports(tiny_gguf, recipe, stage_ctx):
     """The issue's case: a .gguf path pruned and evaluated, but its export failed ("not serializable")."""
     from transformers import AutoModelForCausalLM
 
-    from rac.pipeline.stage import StageContext
     from rac.stages import export
 
     file, reference = tiny_gguf
-    out = tmp_path / "export-out"
-    out.mkdir()
-    recipe = {"model": {"id": str(file), "dtype": "float32"}, "export": {"format": "hf", "path": None}}
-    ctx = StageContext(recipe=recipe, out_dir=out, inputs={}, cache=None, device="cpu", model_identity="x",
-                       run_dir=tmp_path)
+    ctx = stage_ctx(recipe(**{"model.id": file, "export.format": "hf"}), model_identity="x")
     export.STAGE.run(ctx)
-    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    reloaded = AutoModelForCausalLM.from_pretrained(ctx.out_dir)
     ids = torch.tensor([[1, 5, 7, 9, 200]])
     with torch.no_grad():
         assert torch.allclose(reloaded(ids).logits, reference(ids).logits, atol=1e-5)

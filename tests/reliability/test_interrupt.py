@@ -14,31 +14,19 @@ import pytest
 STAGES = ["rollout", "hessian", "prune", "quantize", "evaluate", "export"]
 
 
-def _recipe(tmp_path: Path, model: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(f"""
-version: 1
-model: {{id: {model}}}
-calibration:
-  kind: rac
-  sources: [{{dataset: gsm8k_train}}]
-  budget: {{tokens: 160}}
-  rollout: {{engine: hf, t_max: 6, batch_size: 8}}
-prune: {{method: sparsegpt, sparsity: 0.5}}
-quantize: {{scheme: fp8_w8a8}}
-evaluate:
-  max_new_tokens: 4
-  tasks:
-    - {{name: probe, type: probe, dataset: gsm8k_test, limit: 2, t_max: 4}}
-export: {{format: compressed-tensors, path: {tmp_path / "exported"}}}
-run: {{output_dir: {tmp_path / "runs"}, device: cpu}}
-""")
-    return path
+@pytest.fixture()
+def every_stage_recipe(rac_recipe_file, tiny_model_dir, tmp_path) -> Path:
+    """A recipe that runs all six stages on the tiny model (a 2-problem probe, FP8 compressed-tensors export)."""
+    return rac_recipe_file(tiny_model_dir, 160, 6, prune={"method": "sparsegpt", "sparsity": 0.5},
+                           quantize={"scheme": "fp8_w8a8"},
+                           evaluate={"max_new_tokens": 4, "tasks": [
+                               {"name": "probe", "type": "probe", "dataset": "gsm8k_test", "limit": 2, "t_max": 4}]},
+                           export={"format": "compressed-tensors", "path": tmp_path / "exported"})
 
 
 @pytest.mark.slow
-def test_sigkill_in_each_stage_then_resume(tmp_path, tiny_model_dir):
-    recipe, run_dir, cache, report = _recipe(tmp_path, tiny_model_dir), tmp_path / "run", tmp_path / "c", tmp_path / "r"
+def test_sigkill_in_each_stage_then_resume(tmp_path, every_stage_recipe):
+    recipe, run_dir, cache, report = every_stage_recipe, tmp_path / "run", tmp_path / "c", tmp_path / "r"
     driver = Path(__file__).with_name("kill_driver.py")
     done = subprocess.run([sys.executable, str(driver), str(recipe), str(run_dir), str(cache), str(report), *STAGES],
                           capture_output=True, text=True, timeout=900)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rac.report.plots import error_ratio_matrix
-from rac.report.tables import ReportError, collect_runs, write_report
+pytest.importorskip("matplotlib", reason="needs the eval extra: pip install 'rac[eval]' (matplotlib)")
+
+from rac.report.plots import error_ratio_matrix  # noqa: E402
+from rac.report.tables import ReportError, collect_runs, write_report  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

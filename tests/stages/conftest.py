@@ -31,20 +31,13 @@ def _make_prune_artifact(model_dir: Path, out: Path, pattern: str = "2:4", lie: 
     return out
 
 
-def _quantize_ctx(model_dir: Path, tmp: Path, inputs: dict, quant: dict | None = None) -> StageContext:
-    """A quantize-stage context on ``model_dir`` writing to ``tmp/quantize-out``."""
-    out = tmp / "quantize-out"
-    out.mkdir()
-    recipe = {"model": {"id": str(model_dir), "dtype": "float32"}, "quantize": quant or {"scheme": "fp8_w8a8"}}
-    return StageContext(recipe=recipe, out_dir=out, inputs=inputs, cache=None, device="cpu",
-                        model_identity="x", run_dir=tmp)
-
-
 @pytest.fixture
 def make_prune_artifact() -> Callable[..., Path]:
     return _make_prune_artifact
 
 
 @pytest.fixture
-def ctx_for() -> Callable[..., StageContext]:
-    return _quantize_ctx
+def quantize_ctx(recipe, stage_ctx, tiny_model_dir) -> Callable[..., StageContext]:
+    """``quantize_ctx(inputs)``: a quantize-stage context (FP8 W8A8) on the tiny Llama, in ``quantize-out``."""
+    return lambda inputs: stage_ctx(recipe(**{"model.id": tiny_model_dir, "quantize.scheme": "fp8_w8a8"}),
+                                    "quantize-out", inputs=inputs, model_identity="x")

@@ -11,35 +11,34 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rac.engines.base import Generation
-from rac.pipeline.cache import Cache
-from rac.pipeline.stage import StageContext
+from rac.recipe import RecipeError
+from rac.recipe.settings import EvaluateSettings
 from rac.stages.evaluate import STAGE, EvaluateError, run_generation_task, task_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _recipe(model_dir: Path) -> dict:
-    return {
-        "model": {"id": str(model_dir), "gguf_file": None, "revision": None, "dtype": "float32",
-                  "trust_remote_code": False},
-        "calibration": {"render": {"chat_template": True, "system_prompt": None, "prefix": ""}},
-        "evaluate": {"engine": "hf", "max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "samples": 1,
-                     "limit": 2, "batch_size": 2, "tasks": [
-                         {"name": "gsm8k", "type": "math", "dataset": "gsm8k_test"},
-                         {"name": "humaneval", "type": "code", "dataset": "humaneval", "limit": 1,
-                          "timeout_s": 5, "memory_mb": 512},
-                         {"name": "probe", "type": "probe", "dataset": "gsm8k_test", "limit": 2, "t_max": 3},
-                         {"name": "throughput", "type": "throughput", "batch_size": 1, "prompt_len": 8,
-                          "decode_len": 2, "repeats": 1}]},
-        "run": {"seed": 0},
-    }
+EVALUATE = {"engine": "hf", "max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "samples": 1, "limit": 2,
+            "batch_size": 2, "tasks": [
+                {"name": "gsm8k", "type": "math", "dataset": "gsm8k_test"},
+                {"name": "humaneval", "type": "code", "dataset": "humaneval", "limit": 1, "timeout_s": 5,
+                 "memory_mb": 512},
+                {"name": "probe", "type": "probe", "dataset": "gsm8k_test", "limit": 2, "t_max": 3},
+                {"name": "throughput", "type": "throughput", "batch_size": 1, "prompt_len": 8, "decode_len": 2,
+                 "repeats": 1}]}
 
 
-def _ctx(tmp_path: Path, recipe: dict, cache: Cache, inputs: dict, name: str) -> StageContext:
-    out = tmp_path / name
-    out.mkdir()
-    return StageContext(recipe=recipe, out_dir=out, inputs=inputs, cache=cache, device="cpu",
-                        model_identity="tiny-llama-test", run_dir=tmp_path / f"run-{name}")
+@pytest.fixture()
+def eval_recipe(recipe, tiny_model_dir):
+    """``eval_recipe(**overrides)``: the four task types on the tiny Llama, greedy 4-token answers."""
+    return lambda **overrides: recipe(**{"model.id": tiny_model_dir, "evaluate": EVALUATE, **overrides})
+
+
+@pytest.fixture()
+def eval_ctx(stage_ctx, tmp_path):
+    """``eval_ctx(recipe, name, inputs={})``: an evaluate-stage context in its own run folder."""
+    return lambda recipe, name, inputs=None: stage_ctx(recipe, name, inputs=inputs, model_identity="tiny-llama-test",
+                                                       run_dir=tmp_path / f"run-{name}")
 
 
 def _metrics_document(summary: dict) -> dict:
@@ -50,9 +49,9 @@ def _metrics_document(summary: dict) -> dict:
             "evaluate": summary}
 
 
-def test_evaluate_stage_dense_and_pruned(tmp_path, tiny_model_dir):
-    recipe, cache = _recipe(tiny_model_dir), Cache(tmp_path / "cache")
-    dense = STAGE.run(_ctx(tmp_path, recipe, cache, {}, "dense"))
+def test_evaluate_stage_dense_and_pruned(tmp_path, tiny_model_dir, eval_recipe, eval_ctx):
+    recipe = eval_recipe()
+    dense = STAGE.run(eval_ctx(recipe, "dense"))
     assert set(dense) == {"gsm8k", "humaneval", "probe", "throughput"}
     assert dense["gsm8k"]["n_problems"] == 2 and dense["gsm8k"]["max_new_tokens"] == 4
     assert dense["humaneval"]["n_problems"] == 1 and dense["humaneval"]["accuracy"] == 0.0
@@ -71,7 +70,7 @@ def test_evaluate_stage_dense_and_pruned(tmp_path, tiny_model_dir):
     prune_dir.mkdir()
     weight = load_file(str(tiny_model_dir / "model.safetensors"))["model.layers.0.mlp.down_proj.weight"]
     save_file({"model.layers.0.mlp.down_proj.weight": weight * 0.5}, str(prune_dir / "weights.safetensors"))
-    pruned = STAGE.run(_ctx(tmp_path, recipe, cache, {"prune": prune_dir}, "pruned"))
+    pruned = STAGE.run(eval_ctx(recipe, "pruned", {"prune": prune_dir}))
     assert pruned["probe"]["dense_cache_hit"] and pruned["probe"]["decode_error"] > 0
     arrays = load_file(str(tmp_path / "pruned" / pruned["probe"]["arrays"]))
     assert torch.all(arrays["abs_error"] > 0)
@@ -90,28 +89,38 @@ def test_evaluate_stage_dense_and_pruned(tmp_path, tiny_model_dir):
         jsonschema.validate(broken, schema, cls=jsonschema.Draft202012Validator)
 
 
-def _evaluate_settings(**keys):
+@pytest.fixture()
+def evaluate_settings(recipe):
+    """``evaluate_settings(*tasks, **keys)``: the typed evaluate section of a loaded recipe."""
     from rac.recipe.settings import recipe_settings
 
-    return recipe_settings({"model": {"id": "m"}, "evaluate": {"tasks": [], **keys}}).evaluate
+    def build(*tasks: dict, **keys) -> EvaluateSettings:
+        evaluate = recipe_settings(recipe(**{"model.id": "m", "evaluate": {"tasks": list(tasks), **keys}})).evaluate
+        assert evaluate is not None
+        return evaluate
+
+    return build
 
 
-def test_task_settings_inherit_evaluate_keys():
-    task = task_settings(_evaluate_settings(max_new_tokens=128, samples=4), {"name": "m", "type": "math", "samples": None})
+def test_task_settings_inherit_evaluate_keys(evaluate_settings):
+    settings = evaluate_settings({"name": "m", "type": "math", "dataset": "gsm8k_test", "samples": None},
+                                 max_new_tokens=128, samples=4)
+    task = task_settings(settings, settings.tasks[0])
     assert task["max_new_tokens"] == 128 and task["samples"] == 4 and task["engine"] == "hf"
-    assert task_settings(_evaluate_settings(samples=4), {"name": "m", "type": "math", "samples": 2})["samples"] == 2
+    settings = evaluate_settings({"name": "m", "type": "math", "dataset": "gsm8k_test", "samples": 2}, samples=4)
+    assert task_settings(settings, settings.tasks[0])["samples"] == 2
 
 
-def test_duplicate_task_names_rejected(tmp_path, tiny_model_dir):
-    recipe = _recipe(tiny_model_dir)
-    recipe["evaluate"]["tasks"] = [{"name": "a", "type": "math", "dataset": "gsm8k_test"}] * 2
-    with pytest.raises(EvaluateError, match="unique"):
-        STAGE.run(_ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "dup"))
+def test_duplicate_task_names_rejected(eval_recipe):
+    with pytest.raises(RecipeError, match=r"recipe-1\.yaml:\d+:\d+: \$\.evaluate\.tasks\[1\]\.name: duplicate "
+                                          r"task name 'a' \(also tasks\[0\]\)"):
+        eval_recipe(**{"evaluate.tasks": [{"name": "a", "type": "math", "dataset": "gsm8k_test"}] * 2})
 
 
-def test_stage_contract():
+def test_stage_contract(recipe):
     assert STAGE.name == "evaluate" and STAGE.needs == ("prune", "quantize")
-    assert not STAGE.enabled({"evaluate": None}) and STAGE.enabled({"evaluate": {"tasks": [{"name": "x"}]}})
+    assert not STAGE.enabled(recipe(**{"model.id": "m"}))
+    assert STAGE.enabled(recipe(**{"model.id": "m", "evaluate.tasks": [{"name": "x", "type": "probe"}]}))
 
 
 class _ScriptedEngine:
@@ -127,12 +136,18 @@ class _ScriptedEngine:
         return [[Generation(list(p), [1] * 7, text, finish)] for p, (text, finish) in zip(prompts, self.completions)]
 
 
-def _math_task(**answer) -> dict:
-    task = {"name": "gsm8k", "type": "math", "dataset": "gsm8k_test", "limit": 2, "answer": answer}
-    return task_settings(_evaluate_settings(max_new_tokens=7, temperature=0.0), task)
+@pytest.fixture()
+def math_task(evaluate_settings):
+    """``math_task(**answer)``: a 2-problem GSM8K task (7-token greedy answers) as the stage reads it."""
+    def build(**answer) -> dict:
+        task = {"name": "gsm8k", "type": "math", "dataset": "gsm8k_test", "limit": 2, "answer": answer}
+        settings = evaluate_settings(task, max_new_tokens=7, temperature=0.0)
+        return task_settings(settings, settings.tasks[0])
+
+    return build
 
 
-def test_truncated_reasoning_trace_is_wrong_and_reported_separately(tmp_path, tokenizer):
+def test_truncated_reasoning_trace_is_wrong_and_reported_separately(recipe, eval_ctx, math_task, tokenizer):
     from rac.calibration.datasets import load_records
     from rac.eval.math import reference_answer
 
@@ -141,9 +156,8 @@ def test_truncated_reasoning_trace_is_wrong_and_reported_separately(tmp_path, to
         (f"<think>\nFirst 2 + 2 = 4, then {answers[0]}", "length"),  # cut mid-thought; last number = answer
         (f"<think>\nso {answers[1]}.\n</think>\n#### {answers[1]}", "stop"),
     ])
-    recipe = {"model": {"id": "x"}, "calibration": {"render": {"chat_template": True}}, "run": {"seed": 0}}
-    ctx = _ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "scripted")
-    metrics, records = run_generation_task(ctx, _math_task(after="</think>"), engine, tokenizer)
+    ctx = eval_ctx(recipe(**{"model.id": "x"}), "scripted")
+    metrics, records = run_generation_task(ctx, math_task(after="</think>"), engine, tokenizer)
     assert [r["correct"] for r in records] == [False, True]
     assert [r["status"] for r in records] == ["no_marker", "graded"]
     assert metrics["accuracy"] == 0.5 and metrics["truncated"] == 1 and metrics["truncated_fraction"] == 0.5
@@ -154,35 +168,33 @@ def test_truncated_reasoning_trace_is_wrong_and_reported_separately(tmp_path, to
     assert metrics["length"]["budget_hit_rate"] == 0.5 and metrics["length"]["budget"] == 7
 
     # `after: auto` on a tokenizer without `</think>` (SmolLM2) searches the whole text: still no last number
-    metrics, records = run_generation_task(ctx, _math_task(), engine, tokenizer)
+    metrics, records = run_generation_task(ctx, math_task(), engine, tokenizer)
     assert metrics["answer"]["after"] is None and [r["correct"] for r in records] == [False, True]
 
 
-def test_answer_marker_the_engine_strips_is_an_error_before_generating(tmp_path, tokenizer):
+def test_answer_marker_the_engine_strips_is_an_error_before_generating(recipe, eval_ctx, math_task, tokenizer):
     engine = _ScriptedEngine([])
-    recipe = {"model": {"id": "x"}, "calibration": {"render": {"chat_template": True}}, "run": {"seed": 0}}
-    ctx = _ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "special")
+    ctx = eval_ctx(recipe(**{"model.id": "x"}), "special")
     with pytest.raises(EvaluateError, match=r"evaluate.tasks\[gsm8k\].answer.after: '<\|im_end\|>' is a special"):
-        run_generation_task(ctx, _math_task(after="<|im_end|>"), engine, tokenizer)
+        run_generation_task(ctx, math_task(after="<|im_end|>"), engine, tokenizer)
     assert engine.calls == 0
 
 
-def test_auto_marker_follows_the_tokenizer(tmp_path):
+def test_auto_marker_follows_the_tokenizer(recipe, eval_ctx, math_task):
     """`after: auto` is `</think>` for a tokenizer that has it as a (kept) token; a special one is an error."""
     from transformers import AutoTokenizer
 
     from rac.stages.evaluate import answer_spec
 
-    recipe = {"model": {"id": "x"}, "calibration": {"render": {"chat_template": True}}}
-    ctx = _ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "auto")
+    ctx = eval_ctx(recipe(**{"model.id": "x"}), "auto")
     folder = REPO / "tests" / "fixtures" / "smollm2_tokenizer"
     reasoning = AutoTokenizer.from_pretrained(str(folder))
     reasoning.add_tokens(["<think>", "</think>"])  # like DeepSeek-R1 / Qwen3: added, not special
-    assert answer_spec(ctx, _math_task(), reasoning, "What is 2 + 2?").after == "</think>"
+    assert answer_spec(ctx, math_task(), reasoning, "What is 2 + 2?").after == "</think>"
     stripping = AutoTokenizer.from_pretrained(str(folder))
     stripping.add_special_tokens({"additional_special_tokens": ["</think>"]})
     with pytest.raises(EvaluateError, match="special token"):
-        answer_spec(ctx, _math_task(), stripping, "What is 2 + 2?")
+        answer_spec(ctx, math_task(), stripping, "What is 2 + 2?")
 
 
 # -- problem slices: empty slices and duplicate ids fail before the model is loaded -----------------
@@ -197,46 +209,43 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(rac.models.load, "load_model", refuse)
 
 
-@pytest.mark.parametrize("task_type", ["math", "probe"])
-def test_offset_past_the_end_is_an_error_before_loading(tmp_path, tiny_model_dir, no_model_load, task_type):
-    recipe = _recipe(tiny_model_dir)
-    recipe["evaluate"]["tasks"] = [{"name": "late", "type": task_type, "dataset": "gsm8k_test", "offset": 5000}]
+def test_offset_past_the_end_is_an_error_before_loading(eval_recipe, eval_ctx, no_model_load):
+    recipe = eval_recipe(**{"evaluate.tasks": [{"name": "late", "type": "probe", "dataset": "gsm8k_test",
+                                                "offset": 5000}]})
     with pytest.raises(EvaluateError, match=r"evaluate.tasks\[late\]: offset 5000 is past the end of .*gsm8k_test"
                                             r".*\(1319 records\)"):
-        STAGE.run(_ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "late"))
+        STAGE.run(eval_ctx(recipe, "late"))
 
 
-def test_duplicate_problem_ids_are_an_error_naming_both_lines(tmp_path, tiny_model_dir, no_model_load):
+def test_duplicate_problem_ids_are_an_error_naming_both_lines(tmp_path, eval_recipe, eval_ctx, no_model_load):
     data = tmp_path / "problems.jsonl"
     rows = [{"id": "p1", "q": "1+1?", "a": "2"}, {"id": "p2", "q": "2+2?", "a": "4"}, {"id": "p1", "q": "3+3?", "a": "6"}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = _recipe(tiny_model_dir)
-    recipe["evaluate"]["tasks"] = [{"name": "dups", "type": "math", "path": str(data), "field": "q",
-                                    "answer_field": "a", "limit": None}]
-    recipe["evaluate"]["limit"] = None
+    recipe = eval_recipe(**{"evaluate.limit": None, "evaluate.tasks": [
+        {"name": "dups", "type": "math", "path": data, "field": "q", "answer_field": "a", "limit": None}]})
     with pytest.raises(EvaluateError, match=r"problem id 'p1' appears twice \(.*problems\.jsonl:1 and "
                                             r".*problems\.jsonl:3\)"):
-        STAGE.run(_ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "dups"))
+        STAGE.run(eval_ctx(recipe, "dups"))
 
 
-def test_prompts_longer_than_the_context_are_counted_and_warned(tmp_path, tiny_model_dir, caplog):
+def test_prompts_longer_than_the_context_are_counted_and_warned(tmp_path, tiny_model_dir, eval_recipe, eval_ctx,
+                                                                caplog):
     config = json.loads((tiny_model_dir / "config.json").read_text())
     config["max_position_embeddings"] = 48
     (tiny_model_dir / "config.json").write_text(json.dumps(config))
     data = tmp_path / "problems.jsonl"
     rows = [{"q": "1+1?", "a": "2"}, {"q": " ".join(["word"] * 60), "a": "4"}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = _recipe(tiny_model_dir)
-    recipe["evaluate"]["tasks"] = [{"name": "ctx", "type": "math", "path": str(data), "field": "q",
-                                    "answer_field": "a", "max_new_tokens": 2}]
+    recipe = eval_recipe(**{"evaluate.tasks": [{"name": "ctx", "type": "math", "path": data, "field": "q",
+                                                "answer_field": "a", "max_new_tokens": 2}]})
     with caplog.at_level("WARNING"):
-        metrics = STAGE.run(_ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "ctx"))["ctx"]
+        metrics = STAGE.run(eval_ctx(recipe, "ctx"))["ctx"]
     assert metrics["context_length"] == 48 and metrics["n_problems"] == 2
     assert metrics["prompts_over_context"] == 1 and metrics["prompts_over_context_with_answer"] == 1
     assert "1 of 2 prompts are as long as the model's context (48 tokens)" in caplog.text
 
 
-def test_hf_model_is_freed_before_a_vllm_engine_starts(tmp_path, tiny_model_dir, monkeypatch):
+def test_hf_model_is_freed_before_a_vllm_engine_starts(eval_recipe, eval_ctx, monkeypatch):
     """No live HF copy of the evaluated model when vLLM starts (it sizes its KV cache from free memory);
     later tasks that need the HF model load it again. A stand-in plays vLLM."""
     import gc
@@ -270,11 +279,12 @@ def test_hf_model_is_freed_before_a_vllm_engine_starts(tmp_path, tiny_model_dir,
 
     monkeypatch.setattr(load, "load_model", tracking_load)
     monkeypatch.setattr(factory, "get_engine", fake_get_engine)
-    recipe = _recipe(tiny_model_dir)
-    recipe["evaluate"]["vllm"] = {"gpu_memory_utilization": 0.95, "max_model_len": 4096, "tensor_parallel_size": 2}
-    recipe["evaluate"]["tasks"] = [{"name": "gsm8k", "type": "math", "dataset": "gsm8k_test", "engine": "vllm"},
-                                   {"name": "probe", "type": "probe", "dataset": "gsm8k_test", "limit": 2, "t_max": 3}]
-    metrics = STAGE.run(_ctx(tmp_path, recipe, Cache(tmp_path / "c"), {}, "vllm"))
+    recipe = eval_recipe(**{
+        "evaluate.engine": "vllm",  # the probe and throughput tasks run on the HF model whatever the engine
+        "evaluate.vllm": {"gpu_memory_utilization": 0.95, "max_model_len": 4096, "tensor_parallel_size": 2},
+        "evaluate.tasks": [{"name": "gsm8k", "type": "math", "dataset": "gsm8k_test"},
+                           {"name": "probe", "type": "probe", "dataset": "gsm8k_test", "limit": 2, "t_max": 3}]})
+    metrics = STAGE.run(eval_ctx(recipe, "vllm"))
     (start,) = started
     assert start["name"] == "vllm" and start["alive"] == 0  # every HF copy was released before vLLM started
     assert start["gpu_memory_utilization"] == 0.95 and start["max_model_len"] == 4096

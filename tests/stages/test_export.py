@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -11,23 +11,23 @@ from safetensors.torch import load_file
 
 from rac.algorithms.fp8 import dequantize_fp8
 from rac.pipeline.stage import StageContext
+from rac.recipe import RecipeError
 from rac.stages import export, quantize
 from rac.stages.export import ExportError
 
 
-def export_ctx(model_dir: Path, tmp: Path, inputs: dict, fmt: str) -> StageContext:
-    out = tmp / "export-out"
-    out.mkdir(parents=True)
-    recipe = {"model": {"id": str(model_dir), "dtype": "float32"}, "export": {"format": fmt, "path": None}}
-    return StageContext(recipe=recipe, out_dir=out, inputs=inputs, cache=None, device="cpu",
-                        model_identity="x", run_dir=tmp)
+@pytest.fixture()
+def export_ctx(recipe, stage_ctx, tiny_model_dir) -> Callable[..., StageContext]:
+    """``export_ctx(inputs, fmt, **overrides)``: an export-stage context on the tiny Llama."""
+    return lambda inputs, fmt, **overrides: stage_ctx(
+        recipe(**{"model.id": tiny_model_dir, "export.format": fmt, **overrides}), inputs=inputs, model_identity="x")
 
 
-def test_hf_export_reloads_identical(tiny_model_dir, tmp_path, make_prune_artifact):
+def test_hf_export_reloads_identical(tiny_model_dir, tmp_path, make_prune_artifact, export_ctx):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     prune = make_prune_artifact(tiny_model_dir, tmp_path / "prune")
-    ctx = export_ctx(tiny_model_dir, tmp_path, {"prune": prune}, "hf")
+    ctx = export_ctx({"prune": prune}, "hf")
     summary = export.STAGE.run(ctx)
     assert summary["format"] == "hf"
     for f in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
@@ -42,15 +42,15 @@ def test_hf_export_reloads_identical(tiny_model_dir, tmp_path, make_prune_artifa
     assert torch.equal(state["model.layers.0.self_attn.q_proj.weight"], original["model.layers.0.self_attn.q_proj.weight"])
 
 
-def test_fp8_compressed_tensors_roundtrip(tiny_model_dir, tmp_path, make_prune_artifact, ctx_for):
+def test_fp8_compressed_tensors_roundtrip(tiny_model_dir, tmp_path, make_prune_artifact, quantize_ctx, export_ctx):
     pytest.importorskip("compressed_tensors", reason="needs the export extra: pip install 'rac[export]'")
     from transformers import AutoModelForCausalLM
     from transformers.utils.quantization_config import CompressedTensorsConfig
 
     prune = make_prune_artifact(tiny_model_dir, tmp_path / "prune")
-    qctx = ctx_for(tiny_model_dir, tmp_path, {"prune": prune})
+    qctx = quantize_ctx({"prune": prune})
     quantize.STAGE.run(qctx)
-    ctx = export_ctx(tiny_model_dir, tmp_path, {"prune": prune, "quantize": qctx.out_dir}, "compressed-tensors")
+    ctx = export_ctx({"prune": prune, "quantize": qctx.out_dir}, "compressed-tensors", **{"quantize.scheme": "fp8_w8a8"})
     summary = export.STAGE.run(ctx)
     assert summary["quantized_modules"] == 14
     config = json.loads((ctx.out_dir / "config.json").read_text())
@@ -77,8 +77,8 @@ def test_fp8_compressed_tensors_roundtrip(tiny_model_dir, tmp_path, make_prune_a
     assert torch.isfinite(logits).all()
 
 
-def test_export_format_errors(tiny_model_dir, tmp_path):
+def test_export_format_errors(tmp_path, recipe, export_ctx):
     with pytest.raises(ExportError, match="compressed-tensors"):
-        export.STAGE.run(export_ctx(tiny_model_dir, tmp_path, {"quantize": tmp_path}, "hf"))
-    with pytest.raises(ExportError, match="unknown format"):
-        export.STAGE.run(export_ctx(tiny_model_dir, tmp_path / "second", {}, "gguf"))
+        export.STAGE.run(export_ctx({"quantize": tmp_path}, "hf"))
+    with pytest.raises(RecipeError, match=r"recipe-\d+\.yaml:\d+:\d+: \$\.export\.format: 'gguf' is not one of"):
+        recipe(**{"model.id": "m", "export.format": "gguf"})

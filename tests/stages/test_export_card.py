@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,23 +37,24 @@ def _prune_artifact(model_dir: Path, out: Path) -> Path:
     return out
 
 
-def _ctx(model_id: str, tmp: Path, inputs: dict, export_cfg: dict) -> StageContext:
-    out = tmp / "export-out"
-    out.mkdir(parents=True)
-    recipe = {"model": {"id": model_id, "dtype": "float32", "revision": None},
-              "calibration": {"kind": "rac", "sources": [{"dataset": "gsm8k_train", "path": None}],
-                              "budget": {"tokens": 4096}, "rollout": {"t_max": 256, "model": None}},
-              "prune": {"method": "sparsegpt", "sparsity": 0.5},
-              "export": {"format": "hf", "path": None, "max_shard_size": "5GB", "model_card": True, **export_cfg}}
-    return StageContext(recipe=recipe, out_dir=out, inputs=inputs, cache=None, device="cpu",
-                        model_identity="x", run_dir=tmp)
+@pytest.fixture()
+def card_ctx(recipe, stage_ctx, tiny_model_dir) -> Callable[..., StageContext]:
+    """``card_ctx(inputs, **export)``: an export context (HF format, model card) of a RAC-calibrated 50% prune."""
+    def build(inputs: dict, **export_cfg) -> StageContext:
+        data = recipe(**{"model.id": tiny_model_dir, "calibration": {
+            "kind": "rac", "sources": [{"dataset": "gsm8k_train"}], "budget": {"tokens": 4096},
+            "rollout": {"t_max": 256}}, "prune": {"method": "sparsegpt", "sparsity": 0.5},
+            "export": {"format": "hf", "max_shard_size": "5GB", "model_card": True, **export_cfg}})
+        return stage_ctx(data, "export-out", inputs=inputs, model_identity="x")
+
+    return build
 
 
-def test_hf_export_is_sharded_with_an_index_and_reloads(tiny_model_dir, tmp_path):
+def test_hf_export_is_sharded_with_an_index_and_reloads(tiny_model_dir, tmp_path, card_ctx):
     from transformers import AutoModelForCausalLM
 
     prune = _prune_artifact(tiny_model_dir, tmp_path / "prune")
-    ctx = _ctx(str(tiny_model_dir), tmp_path, {"prune": prune}, {"max_shard_size": "100KB"})
+    ctx = card_ctx({"prune": prune}, max_shard_size="100KB")
     summary = export.STAGE.run(ctx)
     assert len(summary["files"]) > 1 and (ctx.out_dir / INDEX).is_file()
     index = json.loads((ctx.out_dir / INDEX).read_text())
@@ -74,13 +76,13 @@ def test_save_sharded_splits_and_indexes(tmp_path):
     assert save_sharded(state, one, max_shard_size="5GB") == ["model.safetensors"] and not (one / INDEX).exists()
 
 
-def test_model_card_and_sidecar(tiny_model_dir, tmp_path):
+def test_model_card_and_sidecar(tiny_model_dir, tmp_path, card_ctx):
     prune = _prune_artifact(tiny_model_dir, tmp_path / "prune")
     evaluate = tmp_path / "evaluate"
     evaluate.mkdir()
     (evaluate / "metrics.json").write_text(json.dumps({"gsm8k": {"type": "math", "accuracy": 0.25,
                                                                  "accuracy_se": 0.1, "status": "ok"}}))
-    ctx = _ctx(str(tiny_model_dir), tmp_path, {"prune": prune, "evaluate": evaluate}, {})
+    ctx = card_ctx({"prune": prune, "evaluate": evaluate})
     export.STAGE.run(ctx)
     facts = json.loads((ctx.out_dir / SIDECAR).read_text())
     assert facts["recipe_sha256"] == recipe_digest(facts["recipe"]) and facts["recipe"]["prune"]["sparsity"] == 0.5
@@ -93,14 +95,15 @@ def test_model_card_and_sidecar(tiny_model_dir, tmp_path):
     assert "| attn-q | sparsegpt | 0.5 | 0-1 | 2 | 0.5 |" in card and "| gsm8k | accuracy | 0.25 |" in card
 
 
-def test_card_front_matter_for_a_hub_model_with_fp8():
-    recipe = {"model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "revision": "abc123"},
-              "calibration": {"kind": "rac", "sources": [{"path": "hf:open-r1/OpenR1-Math-220k"}],
-                              "rollout": {"t_max": 8192, "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"}}},
-              "prune": {"method": "sparsegpt"}, "quantize": {"scheme": "fp8_w8a8", "ignore": ["lm_head"]}}
+def test_card_front_matter_for_a_hub_model_with_fp8(recipe):
+    data = recipe(**{"model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "revision": "abc123"},
+                     "calibration": {"kind": "rac", "sources": [{"path": "hf:open-r1/OpenR1-Math-220k", "field": "problem"}],
+                                     "rollout": {"t_max": 8192,
+                                                 "model": {"id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"}}},
+                     "prune": {"method": "sparsegpt"}, "quantize": {"scheme": "fp8_w8a8", "ignore": ["lm_head"]}})
     report = [{"block": b, "name": f"model.layers.{b}.mlp.up_proj", "scope": "mlp24", "method": "sparsegpt",
                "sparsity": None, "pattern": "2:4", "achieved": 0.5} for b in range(3)]
-    facts = export_facts(recipe, report, {}, None, "compressed-tensors")
+    facts = export_facts(data, report, {}, None, "compressed-tensors")
     card = model_card(facts)
     front = yaml.safe_load(card.split("---")[1])
     assert front["base_model"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"

@@ -2,48 +2,33 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 from rac.calibration import hessian_store as hs
 from rac.pipeline.cache import Cache
-from rac.pipeline.stage import StageContext
+from rac.recipe import RecipeError
 from rac.recipe.settings import recipe_settings
 from rac.stages import hessian
 
-RECIPE = {
-    "model": {"id": None, "dtype": "float32"},
-    "calibration": {"kind": "prompt", "sources": [{"dataset": "gsm8k_train", "field": "question"}],
-                    "budget": {"tokens": None, "prompts": 5}, "max_prompt_tokens": 512,
-                    "render": {"chat_template": True, "system_prompt": None, "prefix": ""},
-                    "weights": {"prompt": 1.0, "decode": 1.0}, "seed": 0},
-    "prune": {"method": "sparsegpt", "sparsity": 0.5, "sequential": True, "batch_size": 2},
-}
+PRUNE = {"method": "sparsegpt", "sparsity": 0.5, "sequential": True, "batch_size": 2}
 
 
 @pytest.fixture()
-def recipe(tiny_model_dir):
-    data = copy.deepcopy(RECIPE)
-    data["model"]["id"] = str(tiny_model_dir)
-    return data
-
-
-def _ctx(recipe, tmp_path, name, cache):
-    out = tmp_path / name
-    out.mkdir()
-    return StageContext(recipe=recipe, out_dir=out, inputs={}, cache=cache, device="cpu", model_identity="",
-                        run_dir=tmp_path)
+def tiny_recipe(recipe, tiny_model_dir):
+    """``tiny_recipe(**overrides)``: 5 GSM8K prompts, SparseGPT 50% on the tiny Llama."""
+    return lambda **overrides: recipe(**{"model.id": tiny_model_dir, "calibration.budget.prompts": 5,
+                                         "prune": PRUNE, **overrides})
 
 
 def _blobs(cache: Cache) -> list:
     return sorted((cache.root / "blobs" / hs.HESSIAN_KIND).glob("*.safetensors"))
 
 
-def test_true_sequential_stores_only_block0_attn_in(recipe, tmp_path):
+def test_true_sequential_stores_only_block0_attn_in(tiny_recipe, stage_ctx, tmp_path):
+    recipe = tiny_recipe()
     cache = Cache(tmp_path / "c")  # the default order: later groups depend on pruning inside block 0
-    summary = hessian.run(_ctx(recipe, tmp_path, "h", cache))
+    summary = hessian.run(stage_ctx(recipe, "h", cache=cache))
     assert summary["exact_blocks"] == 1 and summary["hessians_computed"] == 1
     base = hs.replay_base_key(recipe_settings(recipe), "", tmp_path / "h")
     assert len(_blobs(cache)) == 1
@@ -51,10 +36,10 @@ def test_true_sequential_stores_only_block0_attn_in(recipe, tmp_path):
     assert hs.HessianStore(cache).load(key, "attn_in") is not None
 
 
-def test_one_pass_sequential_mode_stores_block0_only(recipe, tmp_path):
-    recipe["prune"]["true_sequential"] = False
+def test_one_pass_sequential_mode_stores_block0_only(tiny_recipe, stage_ctx, tmp_path):
+    recipe = tiny_recipe(**{"prune.true_sequential": False})
     cache = Cache(tmp_path / "c")
-    summary = hessian.run(_ctx(recipe, tmp_path, "h", cache))
+    summary = hessian.run(stage_ctx(recipe, "h", cache=cache))
     assert (tmp_path / "h" / "calibration.safetensors").is_file() and (tmp_path / "h" / "calibration.json").is_file()
     assert summary["sequences"] == 5 and summary["exact_blocks"] == 1 and summary["hessians_computed"] == 4
     blobs = _blobs(cache)
@@ -63,18 +48,17 @@ def test_one_pass_sequential_mode_stores_block0_only(recipe, tmp_path):
     H, total = hs.HessianStore(cache).load(hs.hessian_key(base, 0, "attn_in", hs.EMPTY_UPSTREAM), "attn_in")
     assert H.shape == (64, 64) and H.dtype == torch.float32 and torch.allclose(H, H.T, atol=1e-4)
     assert total == pytest.approx(summary["tokens"])  # prompt weight 1.0 on every real token
-    again = hessian.run(_ctx(recipe, tmp_path, "h2", cache))
+    again = hessian.run(stage_ctx(recipe, "h2", cache=cache))
     assert again["hessians_cached"] == 4 and again["hessians_computed"] == 0
 
 
-def test_dense_mode_stores_every_block(recipe, tmp_path):
-    recipe["prune"]["sequential"] = False
+def test_dense_mode_stores_every_block(tiny_recipe, stage_ctx, tmp_path):
     cache = Cache(tmp_path / "c")
-    summary = hessian.run(_ctx(recipe, tmp_path, "h", cache))
+    summary = hessian.run(stage_ctx(tiny_recipe(**{"prune.sequential": False}), "h", cache=cache))
     assert summary["exact_blocks"] == 2 and len(_blobs(cache)) == 8
 
 
-def test_keys_depend_on_upstream_calibration_and_storage():
+def test_keys_depend_on_upstream_calibration_and_storage(recipe):
     base = hs.base_key("calib-a", "model", "float32", 2)
     assert base != hs.base_key("calib-b", "model", "float32", 2)
     assert base != hs.base_key("calib-a", "model", "float32", 2, "bfloat16-upper")
@@ -83,7 +67,8 @@ def test_keys_depend_on_upstream_calibration_and_storage():
     chain.add({"block": 0, "module": "q_proj", "method": "sparsegpt", "sparsity": 0.5})
     assert hs.hessian_key(base, 1, "attn_in", chain.digest) != dense
     assert hs.hessian_key(base, 1, "attn_out", hs.EMPTY_UPSTREAM) != dense
-    assert hessian.STAGE.enabled({"prune": {"sparsity": 0.5}}) and not hessian.STAGE.enabled({})
+    assert hessian.STAGE.enabled(recipe(**{"model.id": "m", "prune": PRUNE}))
+    assert not hessian.STAGE.enabled(recipe(**{"model.id": "m"}))
 
 
 def test_background_writer_stores_and_reports_failures(tmp_path):
@@ -138,12 +123,12 @@ def test_retention_policies_and_cap(tmp_path):
         hs.StorePolicy(keep="some")
 
 
-def test_hessian_keys_follow_the_code_that_computes_them(monkeypatch, tmp_path):
+def test_hessian_keys_follow_the_code_that_computes_them(recipe, monkeypatch, tmp_path):
     """Editing the Hessian / replay / pruning code changes every Hessian key (no version bump needed)."""
     import rac.pipeline.inputs as inputs
     from rac.calibration.mix import CALIB_TENSORS
 
-    settings = recipe_settings({**RECIPE, "model": {"id": "m", "dtype": "float32"}})
+    settings = recipe_settings(recipe(**{"model.id": "m", "prune": PRUNE}))
     files = inputs.code_files("rac.stages.prune")
     names = {f.relative_to(inputs.RAC_ROOT).as_posix() for f in files}
     assert {"algorithms/hessian.py", "models/capture.py", "calibration/hessian_store.py",
@@ -154,11 +139,8 @@ def test_hessian_keys_follow_the_code_that_computes_them(monkeypatch, tmp_path):
     assert hs.replay_base_key(settings, "model", tmp_path) != base
 
 
-def test_position_weights_without_decode_tokens_fail_before_any_hessian(recipe, tmp_path):
-    from rac.calibration.datasets import DatasetError
-
-    recipe["calibration"]["weights"]["position"] = {"kind": "tail"}
-    cache = Cache(tmp_path / "c")
-    with pytest.raises(DatasetError, match="calibration.weights.position.kind 'tail'"):
-        hessian.run(_ctx(recipe, tmp_path, "h", cache))
-    assert _blobs(cache) == []
+def test_position_weights_without_decode_tokens_fail_before_any_hessian(tiny_recipe):
+    """The loader rejects the recipe (file:line:col of the key) before the stage could compute anything."""
+    with pytest.raises(RecipeError, match=r"recipe-1\.yaml:\d+:\d+: \$\.calibration\.weights\.position\.kind: "
+                                          r"position weights \(tail\) act on decode tokens"):
+        tiny_recipe(**{"calibration.weights.position": {"kind": "tail"}})

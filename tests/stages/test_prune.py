@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -12,72 +11,48 @@ from safetensors.torch import load_file
 from rac.algorithms.masks import check_nm
 from rac.models.load import apply_weights, load_model
 from rac.pipeline.cache import Cache
-from rac.pipeline.stage import StageContext
+from rac.recipe import RecipeError
 from rac.stages import hessian, prune
 from rac.stages.prune_group import recon_errors
 
-RECIPE = {
-    "model": {"id": None, "dtype": "float32"},
-    "calibration": {"kind": "prompt", "sources": [{"dataset": "gsm8k_train", "field": "question"}],
-                    "budget": {"tokens": None, "prompts": 4}, "max_prompt_tokens": 512,
-                    "render": {"chat_template": True, "system_prompt": None, "prefix": ""},
-                    "weights": {"prompt": 1.0, "decode": 1.0}, "seed": 0},
-    "prune": {"method": "sparsegpt", "sparsity": 0.5, "pattern": None, "block_size": 128, "dampening": 0.01,
-              "mask_selection": "per_block", "sequential": True, "batch_size": 2},
-}
-
-
-def _save_tiny(path, arch, tokenizer, layers):
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    kw = {"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": layers,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True,
-              "pad_token_id": tokenizer.pad_token_id}
-    model = LlamaForCausalLM(LlamaConfig(**kw)) if arch == "llama" else Qwen2ForCausalLM(Qwen2Config(**kw))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+PRUNE = {"method": "sparsegpt", "sparsity": 0.5, "pattern": None, "block_size": 128, "dampening": 0.01,
+         "mask_selection": "per_block", "sequential": True, "batch_size": 2}
 
 
 class Runner:
-    """Runs hessian + prune with one cache, like the engine does (one artifact dir per call)."""
+    """Runs hessian + prune with one cache, like the engine does (one artifact dir per call).
 
-    def __init__(self, tmp_path, model_id):
-        self.tmp, self.cache, self.n = tmp_path, Cache(tmp_path / "cache"), 0
+    ``settings``: dotted recipe keys every run uses (tests add to it); ``run(**prune)`` adds prune keys.
+    """
+
+    def __init__(self, tmp_path, model_id, recipe, stage_ctx):
+        self.tmp, self.cache = tmp_path, Cache(tmp_path / "cache")
         self.hessian_dirs: dict = {}  # the engine reuses the hessian artifact when its reads match
-        self.recipe = copy.deepcopy(RECIPE)
-        self.recipe["model"]["id"] = model_id
-
-    def ctx(self, recipe, inputs):
-        self.n += 1
-        out = self.tmp / f"out{self.n}"
-        out.mkdir()
-        return StageContext(recipe=recipe, out_dir=out, inputs=inputs, cache=self.cache, device="cpu",
-                            model_identity="", run_dir=self.tmp)
+        self.settings: dict = {"model.id": model_id, "prune": PRUNE}
+        self._recipe, self._ctx = recipe, stage_ctx
+        self.recipe = recipe(**self.settings)
 
     def run(self, **prune_overrides):
-        recipe = copy.deepcopy(self.recipe)
-        recipe["prune"].update(prune_overrides)
-        reads = (recipe["prune"]["sequential"], recipe["prune"].get("true_sequential", True), recipe["prune"]["batch_size"])
+        recipe = self._recipe(**self.settings, **{f"prune.{k}": v for k, v in prune_overrides.items()})
+        reads = (recipe["prune"]["sequential"], recipe["prune"]["true_sequential"], recipe["prune"]["batch_size"])
         if reads not in self.hessian_dirs:
-            h = self.ctx(recipe, {})
+            h = self._ctx(recipe, cache=self.cache)
             hessian.run(h)
             self.hessian_dirs[reads] = h.out_dir
-        p = self.ctx(recipe, {"hessian": self.hessian_dirs[reads]})
+        p = self._ctx(recipe, inputs={"hessian": self.hessian_dirs[reads]}, cache=self.cache)
         summary = prune.run(p)
         report = json.loads((p.out_dir / "report.json").read_text())["modules"]
         return summary, load_file(str(p.out_dir / "weights.safetensors")), report, p.out_dir
 
 
 @pytest.fixture(params=["llama", "qwen2"])
-def three_blocks(request, tmp_path, tokenizer):
-    return Runner(tmp_path, _save_tiny(tmp_path / "m3", request.param, tokenizer, 3))
+def three_blocks(request, tmp_path, save_tiny, recipe, stage_ctx):
+    return Runner(tmp_path, save_tiny(tmp_path / "m3", request.param, layers=3), recipe, stage_ctx)
 
 
 @pytest.fixture()
-def two_blocks(tmp_path, tiny_model_dir):
-    return Runner(tmp_path, str(tiny_model_dir))
+def two_blocks(tmp_path, tiny_model_dir, recipe, stage_ctx):
+    return Runner(tmp_path, tiny_model_dir, recipe, stage_ctx)
 
 
 def test_scopes_prune_only_what_they_select(three_blocks):
@@ -130,7 +105,7 @@ def test_one_pass_order_replays_each_block_twice_and_the_default_once(two_blocks
 def test_staged_true_sequential_equals_plain_replays(two_blocks, monkeypatch):
     from rac.models import staged
 
-    two_blocks.recipe["prune"]["keep_hessians"] = "all"  # the second half checks the stored Hessians' keys
+    two_blocks.settings["prune.keep_hessians"] = "all"  # the second half checks the stored Hessians' keys
     fast, w_fast, report_fast, _ = two_blocks.run(true_sequential=True)
     two_blocks.cache = Cache(two_blocks.tmp / "cache2")  # no Hessian reuse between the two
     two_blocks.hessian_dirs.clear()
@@ -151,7 +126,7 @@ def test_staged_true_sequential_equals_plain_replays(two_blocks, monkeypatch):
 
 @pytest.mark.parametrize("true_sequential", [False, True])
 def test_hessians_are_reused_exactly_when_valid(two_blocks, true_sequential):
-    two_blocks.recipe["prune"]["keep_hessians"] = "all"
+    two_blocks.settings["prune.keep_hessians"] = "all"
     first, w1, _report1, _ = two_blocks.run(true_sequential=true_sequential)
     exact = 1 if true_sequential else 4  # block 0 Hessians from the hessian stage that stay valid
     assert first["hessian_misses"] == 8 - exact and first["hessian_hits"] == exact
@@ -196,7 +171,8 @@ def test_methods_and_outside_modules(two_blocks):
 
 
 def test_true_sequential_must_be_boolean(two_blocks):
-    with pytest.raises(ValueError, match="prune.true_sequential"):
+    with pytest.raises(RecipeError, match=r"recipe-\d+\.yaml:\d+:\d+: \$\.prune\.true_sequential: expected "
+                                          r"boolean, got string 'yes'"):
         two_blocks.run(true_sequential="yes")
 
 
@@ -250,7 +226,7 @@ def test_keep_hessians_reusable_keeps_only_block0_across_a_sparsity_grid(two_blo
 
 @pytest.mark.parametrize("storage", ["float32-upper", "bfloat16-upper"])
 def test_packed_hessian_storage_gives_the_same_weights_on_a_hit(two_blocks, storage):
-    two_blocks.recipe["prune"].update(keep_hessians="all", hessian_storage=storage)
+    two_blocks.settings.update({"prune.keep_hessians": "all", "prune.hessian_storage": storage})
     first, w1, _, _ = two_blocks.run()
     again, w2, _, _ = two_blocks.run()
     assert again["hessian_misses"] == 0 and first["hessian_misses"] > 0

@@ -10,19 +10,14 @@ from safetensors.torch import load_file
 
 from rac.algorithms.masks import check_nm
 from rac.models.fp8_linear import Fp8Linear
+from rac.recipe import RecipeError
 from rac.stages import quantize
 from rac.stages.quantize import QuantizeError, pruned_patterns, target_modules
 
-MLP_IN = ("gate_proj", "up_proj")
 
-
-
-
-
-
-def test_quantize_stage_keeps_sparsity(tiny_model_dir, tmp_path, make_prune_artifact, ctx_for):
+def test_quantize_stage_keeps_sparsity(tiny_model_dir, tmp_path, make_prune_artifact, quantize_ctx):
     prune = make_prune_artifact(tiny_model_dir, tmp_path / "prune")
-    ctx = ctx_for(tiny_model_dir, tmp_path, {"prune": prune})
+    ctx = quantize_ctx({"prune": prune})
     summary = quantize.STAGE.run(ctx)
     assert summary["modules"] == 14 and summary["nm_checked"] == 4 and summary["max_rel_error"] < 0.05
     tensors = load_file(str(ctx.out_dir / "weights.safetensors"))
@@ -47,10 +42,10 @@ def test_quantize_stage_keeps_sparsity(tiny_model_dir, tmp_path, make_prune_arti
     assert torch.isfinite(logits).all() and logits.shape == dense_logits.shape
 
 
-def test_quantize_detects_broken_pattern(tiny_model_dir, tmp_path, make_prune_artifact, ctx_for):
+def test_quantize_detects_broken_pattern(tiny_model_dir, tmp_path, make_prune_artifact, quantize_ctx):
     prune = make_prune_artifact(tiny_model_dir, tmp_path / "prune", lie=True)  # report says 2:4, weights dense
     with pytest.raises(QuantizeError, match="N:M pattern 2:4"):
-        quantize.STAGE.run(ctx_for(tiny_model_dir, tmp_path, {"prune": prune}))
+        quantize.STAGE.run(quantize_ctx({"prune": prune}))
 
 
 def test_targets_and_ignore(tiny_llama, tmp_path):
@@ -66,7 +61,8 @@ def test_targets_and_ignore(tiny_llama, tmp_path):
         pruned_patterns(tmp_path)
 
 
-def test_bad_scheme(tiny_model_dir, tmp_path, ctx_for):
-    with pytest.raises(QuantizeError, match="quantize.scheme"):
-        quantize.STAGE.run(ctx_for(tiny_model_dir, tmp_path, {}, {"scheme": "int4"}))
-    assert quantize.STAGE.enabled({"quantize": {"scheme": "fp8_w8a8"}}) and not quantize.STAGE.enabled({})
+def test_bad_scheme(recipe):
+    with pytest.raises(RecipeError, match=r"recipe-1\.yaml:\d+:\d+: \$\.quantize\.scheme: 'int4' is not one of"):
+        recipe(**{"model.id": "m", "quantize.scheme": "int4"})
+    assert quantize.STAGE.enabled(recipe(**{"model.id": "m", "quantize.scheme": "fp8_w8a8"}))
+    assert not quantize.STAGE.enabled(recipe(**{"model.id": "m"}))

@@ -17,7 +17,7 @@ import pytest
 from rac.app import STAGE_ORDER, load_stages
 from rac.pipeline.cache import Cache
 from rac.pipeline.stage import StageContext
-from rac.recipe.load import load_recipe
+from rac.recipe import load_and_validate
 from rac.recipe.settings import Section, recipe_settings
 
 
@@ -100,7 +100,7 @@ evaluate:
 export: {{format: compressed-tensors}}
 run: {{device: cpu, seed: 1}}
 """)
-    return load_recipe(recipe).data
+    return load_and_validate(recipe, environment=False).data
 
 
 @pytest.mark.slow
@@ -125,9 +125,9 @@ def test_every_stage_reads_only_its_declared_keys(every_stage_recipe, tmp_path):
     assert not gaps, f"stages read recipe keys their fingerprint does not hash: {gaps}"
 
 
-def test_recorders_see_reads_through_settings_and_dicts():
+def test_recorders_see_reads_through_settings_and_dicts(recipe):
     seen: set[str] = set()
-    settings = RecordingSettings(recipe_settings({"model": {"id": "m"}, "evaluate": {"tasks": []}}), "", seen)
+    settings = RecordingSettings(recipe_settings(recipe(**{"model.id": "m", "evaluate.tasks": [{"name": "p", "type": "probe"}]})), "", seen)
     assert settings.run.seed == 0 and settings.calibration.render.as_dict()["prefix"] == ""
     assert settings.evaluate.limit is None
     recipe = RecordingRecipe({"run": {"seed": 0, "name": None}, "model": {"id": "m"}}, "", seen)

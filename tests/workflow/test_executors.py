@@ -13,24 +13,11 @@ from rac.cli import main
 pytestmark = pytest.mark.slow
 
 
-def _grid_recipe(tmp_path: Path, model: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(f"""
-version: 1
-name: tiny
-model: {{id: {model}}}
-calibration:
-  kind: rac
-  sources: [{{dataset: gsm8k_train}}]
-  budget: {{tokens: 200}}
-  rollout: {{engine: hf, t_max: 8, batch_size: 8}}
-prune:
-  method: sparsegpt
-  sparsity: 0.5
-  scopes: [{{name: all, modules: [mlp], blocks: all}}]
-run: {{output_dir: {tmp_path / "runs"}, device: cpu}}
-""")
-    return path
+@pytest.fixture()
+def grid_recipe(rac_recipe_file, tiny_model_dir) -> Path:
+    """SparseGPT on every MLP of the tiny model (the grid sweeps its sparsity)."""
+    return rac_recipe_file(tiny_model_dir, 200, 8, name="tiny", prune={
+        "method": "sparsegpt", "sparsity": 0.5, "scopes": [{"name": "all", "modules": ["mlp"], "blocks": "all"}]})
 
 
 def _grid(recipe: Path, out: Path, *extra: str) -> int:
@@ -52,8 +39,8 @@ def _check_shared_once(grid_dir: Path) -> None:
         assert json.loads((Path(cell["run_dir"]) / "status.json").read_text())["rollout"]["status"] == "cached"
 
 
-def test_ray_grid_status_and_resubmit(ray_cluster, tmp_path, tiny_model_dir, capsys):
-    recipe, out = _grid_recipe(tmp_path, tiny_model_dir), tmp_path / "g"
+def test_ray_grid_status_and_resubmit(ray_cluster, tmp_path, grid_recipe, capsys):
+    recipe, out = grid_recipe, tmp_path / "g"
     assert _grid(recipe, out, "--status") == 0
     assert capsys.readouterr().out.count("pending") >= 2
     assert _grid(recipe, out, "--executor", "ray") == 0
@@ -72,15 +59,15 @@ def test_ray_grid_status_and_resubmit(ray_cluster, tmp_path, tiny_model_dir, cap
     assert [p.stat().st_mtime_ns for p in sorted((out / "tiny").glob("*/status.json"))] == stamps
 
 
-def test_submitit_local_grid(tmp_path, tiny_model_dir):
+def test_submitit_local_grid(tmp_path, grid_recipe):
     pytest.importorskip("submitit")
-    recipe, out = _grid_recipe(tmp_path, tiny_model_dir), tmp_path / "g"
+    recipe, out = grid_recipe, tmp_path / "g"
     assert _grid(recipe, out, "--executor", "submitit-local") == 0
     _check_shared_once(out / "tiny")
     assert list((out / "tiny" / "submitit").glob("*_log.out"))  # the jobs went through submitit
 
 
-def test_bad_slurm_option(tmp_path, tiny_model_dir, capsys):
-    recipe = _grid_recipe(tmp_path, tiny_model_dir)
+def test_bad_slurm_option(tmp_path, grid_recipe, capsys):
+    recipe = grid_recipe
     assert _grid(recipe, tmp_path / "g", "--executor", "slurm", "--slurm", "account") == 2
     assert "--slurm 'account': expected KEY=VALUE" in capsys.readouterr().err
