@@ -432,9 +432,30 @@ def cmd_rollouts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _paper_report(args: argparse.Namespace, records: list, aggregate: list[str], detected: bool = False) -> int:
+    """``--paper NAME`` (or, with ``detected``, the layout the grid directory's name implies, if any)."""
+    from rac.report.paper import detect_layout, paper_layout, render_paper
+    from rac.report.runs import ReportError
+
+    name = detect_layout(args.path, records) if detected else paper_layout(args.paper)
+    if name is None:
+        return EXIT_OK
+    try:
+        table, files = render_paper(name, records, args.out or args.path / "report", aggregate)
+    except ReportError as exc:
+        if not detected:
+            raise
+        ui.warning(f"paper layout {name} (detected from the grid directory's name) not rendered: {exc}")
+        return EXIT_OK
+    ui.report_table(table)
+    for written in files:
+        ui.message(f"wrote {written}" + (f" (--paper {name}, detected from the grid directory's name)" if detected else ""))
+    return EXIT_OK
+
+
 @_guard
 def cmd_report(args: argparse.Namespace) -> int:
-    from rac.report.tables import ReportError, collect_runs, table_one, write_report
+    from rac.report.tables import collect_runs, table_one, write_report
 
     if not args.path.exists():
         raise FileNotFoundError(f"{args.path}: no such run or grid directory")
@@ -448,26 +469,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         ui.verbatim(demo_table(records))
         return EXIT_OK
-    from rac.report.paper import detect_layout, paper_layout, render_paper
-
-    out = args.out or args.path / "report"
     if getattr(args, "paper", None):
-        table, files = render_paper(paper_layout(args.paper), records, out, aggregate)
-        ui.report_table(table)
-        for written in files:
-            ui.message(f"wrote {written}")
-        return EXIT_OK
+        return _paper_report(args, records, aggregate)
     ui.report_table(table_one(records, aggregate=aggregate))
-    for written in write_report(args.path, out, aggregate=aggregate):
+    for written in write_report(args.path, args.out or args.path / "report", aggregate=aggregate):
         ui.message(f"wrote {written}")
-    detected = detect_layout(args.path, records)
-    if detected:
-        try:
-            table, files = render_paper(detected, records, out, aggregate)
-        except ReportError as exc:
-            ui.warning(f"paper layout {detected} (detected from the grid name) not rendered: {exc}")
-        else:
-            ui.report_table(table)
-            for written in files:
-                ui.message(f"wrote {written} (--paper {detected}, detected from the grid name)")
+    _paper_report(args, records, aggregate, detected=True)
     return EXIT_OK

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rac.eval.length import length_ratio
 from rac.report import metric_keys as mk
-from rac.report.cells import FILL, arrange
+from rac.report.cells import FILL, Cell, arrange
 from rac.report.labels import value_text
 from rac.report.paper_cells import is_dense, measure, task_value
 from rac.report.runs import RunRecord
@@ -144,8 +144,11 @@ def write_length_plots(records: Sequence[RunRecord], out_dir: Path, aggregate: S
     layout = arrange(records, aggregate)
     written: list[Path] = []
     tokens, accuracy = task_value(task, mk.LENGTH, mk.LENGTH_MEAN_TOKENS), task_value(task, mk.ACCURACY)
-    points = [(measure(c.runs, tokens, 1)[0], measure(c.runs, accuracy, 3)[0], c) for c in layout.cells]
-    points = [(x, y, c) for x, y, c in points if x is not None and y is not None]
+    points: list[tuple[float, float, Cell]] = []
+    for cell in layout.cells:
+        x, y = measure(cell.runs, tokens, 1)[0], measure(cell.runs, accuracy, 3)[0]
+        if x is not None and y is not None:
+            points.append((x, y, cell))
     if points:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         for x, y, cell in points:
@@ -162,3 +165,25 @@ def write_length_plots(records: Sequence[RunRecord], out_dir: Path, aggregate: S
         written.append(out_dir / "length_vs_accuracy.png")
     path = plot_metric_vs_sparsity(layout, task, mk.MEAN_LENGTH, "mean generated tokens", out_dir / "length_vs_sparsity.png")
     return written + ([path] if path else [])
+
+
+def summary_length_ratios(rows: list[dict]) -> None:
+    """Grid summary rows (one per cell, with ``run_dir``) get ``<task>.length_ratio``: each cell's length
+    relative to the grid's dense cell of the same model (rows whose run is unreadable are left as they are)."""
+    from rac.report.runs import ReportError, load_run
+
+    loaded: list[tuple[dict, RunRecord]] = []
+    for row in rows:
+        try:
+            loaded.append((row, load_run(Path(row["run_dir"])))) if row.get("run_dir") else None
+        except ReportError:
+            continue
+    records = [record for _, record in loaded]
+    tasks = {name for r in records for name, m in r.evaluate.items()
+             if isinstance(m, dict) and isinstance(m.get(mk.LENGTH), dict)}
+    for task in sorted(tasks):
+        annotate_length_ratios(records, task)
+        for row, record in loaded:
+            ratio = ((record.evaluate.get(task) or {}).get(mk.LENGTH) or {}).get(mk.LENGTH_RATIO)
+            if isinstance(ratio, (int, float)):
+                row[f"{task}.length_ratio"] = round(float(ratio), 4)

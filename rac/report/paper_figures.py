@@ -61,7 +61,7 @@ def figure1_series(records: Sequence[RunRecord], aggregate: Sequence[str] = ()) 
         a, _ = measure(runs, acc, 3)
         s = se(runs[0]) if len(runs) == 1 else None
         series.setdefault((model, calibration), []).append((100 * value, a, s, measure(runs, minutes, 1)[0]))
-    for (model, calibration), points in series.items():
+    for (model, _calibration), points in series.items():
         dense = cells.get((model, "Dense", 0.0))
         if dense:
             points.append((0.0, measure(dense, acc, 3)[0], se(dense[0]) if len(dense) == 1 else None,

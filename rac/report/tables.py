@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rac.markdown import markdown_table
 from rac.report import metric_keys as mk
 from rac.report.cells import FILL, Cell, arrange
 from rac.report.runs import ReportError, RunRecord, collect_runs, load_run
@@ -175,7 +174,9 @@ def table_one(records: Sequence[RunRecord], task: str | None = None, aggregate: 
 
 
 def to_markdown(table: ReportTable) -> str:
-    """GitHub markdown; best cells in bold."""
+    """GitHub markdown (the one writer, rac.markdown); best cells in bold."""
+    from rac.markdown import markdown_table
+
     rows = ([f"**{c}**" if b else c for c, b in zip(cells, best)] for cells, best in zip(table.rows, table.best))
     lines = [f"**{table.title}**", "", *markdown_table(table.columns, rows)]
     lines.extend(["", *(f"_{note}_" for note in table.notes)])

@@ -54,3 +54,11 @@ def test_default_table_and_headline_show_length_ratio_and_budget_hits(runs):
     rac = next(r for r in records if r.path.name == "rac")
     assert mk.headline(rac.evaluate["math500"])["length_ratio"] == 1.5
     assert mk.headline(rac.evaluate["math500"])["budget_hit_rate"] == 0.5
+
+
+def test_grid_summary_rows_get_the_length_ratio(runs):
+    from rac.report.length import summary_length_ratios
+
+    rows = [{"cell": name, "run_dir": str(runs / name)} for name in ("dense", "rac", "prompt")] + [{"cell": "gone"}]
+    summary_length_ratios(rows)
+    assert [row.get("math500.length_ratio") for row in rows] == [1.0, 1.5, None, None]
