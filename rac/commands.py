@@ -441,7 +441,7 @@ def _paper_report(args: argparse.Namespace, records: list, aggregate: list[str],
     if name is None:
         return EXIT_OK
     try:
-        table, files = render_paper(name, records, args.out or args.path / "report", aggregate)
+        table, files = render_paper(name, records, args.out or args.path / "report", aggregate, root=args.path)
     except ReportError as exc:
         if not detected:
             raise

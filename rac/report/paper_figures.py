@@ -80,7 +80,9 @@ def figure1(records: Sequence[RunRecord], out_dir: Path | None, aggregate: Seque
     acc, se, minutes = task_value(task, mk.ACCURACY), task_value(task, mk.ACCURACY_SE), task_minutes(task)
     table = ReportTable(title="Figure 1: accuracy and total evaluation time vs sparsity",
                         columns=["Model", "Calibration", "Sparsity", "Accuracy ± SE", "Eval time (min)"], lead=3)
-    for model, calibration, value in sorted(cells, key=lambda k: (model_order(k[0]), k[1] != "Dense", k[1], k[2])):
+    plotted = {model for model, _ in series}  # a dense run of a model with no pruned run is no point of the figure
+    for model, calibration, value in sorted((k for k in cells if k[0] in plotted),
+                                            key=lambda k: (model_order(k[0]), k[1] != "Dense", k[1], k[2])):
         runs = cells[(model, calibration, value)]
         table.rows.append([model, calibration, f"{100 * value:g}%", measure(runs, acc, 3, se)[1],
                            measure(runs, minutes, 1)[1]])

@@ -44,3 +44,20 @@ def test_cli_renders_the_detected_layout_and_the_flag_wins(tmp_path, capsys):
     assert "would share one Table 1 cell" in capsys.readouterr().err
     assert main(["report", str(root), "--paper", "tabel5"]) == 2
     assert "did you mean 'table5'" in capsys.readouterr().err
+
+
+def test_a_directory_of_several_grids_reads_only_the_layouts_grids(tmp_path):
+    """Table 5's dense 32k cell is the same experiment as Table 1's dense 7B cell: without selecting the
+    grid directories, `rac report runs/paper --paper table5` would be a collision error."""
+    from rac.report.paper import render_paper
+
+    root = tmp_path / "paper"
+    _budgets(root / "table5_budgets")
+    write_run(root / "table1_dense", "7b_dense", merge(PAPER_BASE, DENSE), math_metrics(0.9))
+    write_run(root / "figure1_c4_sparsity", "c4_30", merge(PAPER_BASE, {"prune": {"sparsity": 0.3}}), math_metrics(0.8))
+    records = collect_runs(root)
+    table, _ = render_paper("table5", records, None, root=root)
+    assert [row[:2] for row in table.rows] == [["7B", "Dense"], ["7B", "RAC 50%"]]
+    assert "read the 4 runs under" in table.notes[-1] and "2 other runs not read" in table.notes[-1]
+    figure, _ = render_paper("figure1", records, None, root=root)
+    assert [row[:3] for row in figure.rows] == [["7B", "Dense", "0%"], ["7B", "RAC", "30%"]]
