@@ -48,6 +48,15 @@ def is_dense(record: RunRecord) -> bool:
     return not record.recipe.get("prune") and not record.recipe.get("quantize")
 
 
+def unstructured(record: RunRecord) -> bool:
+    """Pruned without an N:M pattern in any scope and not quantized (Table 1 / 2 rows, Figure 1 points);
+    the row label is the compression label ("50%", "50% Wanda", "50% blocks [0, 3)" for a CPU mirror)."""
+    prune = record.recipe.get("prune") or {}
+    scopes = prune.get("scopes") or [{}]
+    return bool(prune) and not record.recipe.get("quantize") and not prune.get("pattern") and \
+        not any(isinstance(s, dict) and s.get("pattern") for s in scopes)
+
+
 def calibration_column(recipe: dict, contrast_policy: bool = False) -> str:
     """The paper's column names: "C4", "Prompt", "RAC" (or "RAC on-policy" / "RAC off-policy (14B)")."""
     label = calibration_label(recipe, contrast_policy)

@@ -29,6 +29,7 @@ from rac.report.paper_cells import (
     short_model,
     task_minutes,
     task_value,
+    unstructured,
 )
 from rac.report.plots import error_ratio_matrix, plot_error_ratio
 from rac.report.runs import ReportError, RunRecord
@@ -40,9 +41,8 @@ Point = tuple[float, float | None, float | None, float | None]  # sparsity %, ac
 def _figure1_key(record: RunRecord) -> tuple | str:
     if is_dense(record):
         return (short_model(record.recipe), "Dense", 0.0)
-    label = compression_label(record.recipe)
-    if record.recipe.get("quantize") or not label.endswith("%"):
-        return f"{label} is not plain unstructured sparsity"
+    if not unstructured(record):
+        return f"{compression_label(record.recipe)} is not unstructured sparsity"
     return (short_model(record.recipe), calibration_column(record.recipe), compression_value(record.recipe))
 
 

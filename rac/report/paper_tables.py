@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from rac.report import metric_keys as mk
@@ -26,6 +25,7 @@ from rac.report.paper_cells import (
     short_model,
     task_minutes,
     task_value,
+    unstructured,
 )
 from rac.report.runs import ReportError, RunRecord
 from rac.report.tables import ReportTable, primary_task
@@ -42,12 +42,6 @@ def _task(records: Sequence[RunRecord], types: tuple[str, ...], layout: str) -> 
     return task
 
 
-def _unstructured(record: RunRecord) -> bool:
-    """Plain unstructured sparsity of every block ("50%", "50% Wanda"), nothing quantized."""
-    return not record.recipe.get("quantize") and \
-        re.fullmatch(r"\d+(\.\d+)?%( [A-Za-z]+)?", compression_label(record.recipe)) is not None
-
-
 def calibration_table(records: Sequence[RunRecord], layout: str, types: tuple[str, ...], title: str,
                       aggregate: Sequence[str] = ()) -> ReportTable:
     """Tables 1 and 2: rows model x sparsity (dense first), columns accuracy ± SE and run time per calibration."""
@@ -58,8 +52,8 @@ def calibration_table(records: Sequence[RunRecord], layout: str, types: tuple[st
             return f"no {task} task"
         if is_dense(record):
             return (short_model(record.recipe), DENSE_ROW, "*")
-        if not _unstructured(record):
-            return f"{compression_label(record.recipe)} is not plain unstructured sparsity of all blocks"
+        if not unstructured(record):
+            return f"{compression_label(record.recipe)} is not unstructured sparsity"
         return (short_model(record.recipe), compression_label(record.recipe), calibration_column(record.recipe))
 
     cells, notes = place(records, key, layout, aggregate)
