@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def figure2(records: Sequence[RunRecord], out_dir: Path | None, aggregate: Seque
         assert arrays_p is not None and arrays_r is not None
         matrix, boundary = error_ratio_matrix(arrays_p, arrays_r)
         prompt_r, decode_r, share = _ratio_stats(matrix, boundary)
-        name = f"figure2_{model}_{sparsity}".replace("%", "pct").replace(" ", "_").replace("/", "_")
+        name = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9.-]", "_", f"figure2_{model}_{sparsity}".replace("%", "pct"))).strip("_")
         if out_dir is not None:
             written.append(plot_error_ratio(arrays_p, arrays_r, "Prompt", "RAC", Path(out_dir) / f"{name}.png",
                                             f"{model}, {sparsity}: r_t = e_t(Prompt) / e_t(RAC)"))
