@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average runs that differ only in KEY (mean ± SE), e.g. seed or run.seed; repeatable")
     p.add_argument("--format", choices=("table", "readme"), default="table",
                    help="readme: print the README's demo-results table (C4 / prompt-only / RAC) instead")
+    p.add_argument("--paper", metavar="NAME",
+                   help="render a paper layout: table1..table5, figure1, figure2 or length (default: detected "
+                        "from the grid directory's name, e.g. runs/table1_math500)")
     return parser
 
 

@@ -434,6 +434,27 @@ def cmd_rollouts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _paper_report(args: argparse.Namespace, records: list, aggregate: list[str], detected: bool = False) -> int:
+    """``--paper NAME`` (or, with ``detected``, the layout the grid directory's name implies, if any)."""
+    from rac.report.paper import detect_layout, paper_layout, render_paper
+    from rac.report.runs import ReportError
+
+    name = detect_layout(args.path, records) if detected else paper_layout(args.paper)
+    if name is None:
+        return EXIT_OK
+    try:
+        table, files = render_paper(name, records, args.out or args.path / "report", aggregate, root=args.path)
+    except ReportError as exc:
+        if not detected:
+            raise
+        ui.warning(f"paper layout {name} (detected from the grid directory's name) not rendered: {exc}")
+        return EXIT_OK
+    ui.report_table(table)
+    for written in files:
+        ui.message(f"wrote {written}" + (f" (--paper {name}, detected from the grid directory's name)" if detected else ""))
+    return EXIT_OK
+
+
 @_guard
 def cmd_report(args: argparse.Namespace) -> int:
     from rac.report.tables import collect_runs, table_one, write_report
@@ -451,7 +472,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         ui.verbatim(demo_table(records))
         return EXIT_OK
+    if getattr(args, "paper", None):
+        return _paper_report(args, records, aggregate)
     ui.report_table(table_one(records, aggregate=aggregate))
     for written in write_report(args.path, args.out or args.path / "report", aggregate=aggregate, cache=cache):
         ui.message(f"wrote {written}")
+    _paper_report(args, records, aggregate, detected=True)
     return EXIT_OK

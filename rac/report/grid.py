@@ -56,6 +56,9 @@ def grid_summary_rows(results: Sequence[tuple[Any, RunResult | None, str | None]
                     for key, number in headline(metrics).items():
                         row[f"{task}.{key}"] = round(number, 4)
         rows.append(row)
+    from rac.report.length import summary_length_ratios
+
+    summary_length_ratios(rows)  # length relative to the grid's dense cell (needs both cells' records)
     return rows
 
 

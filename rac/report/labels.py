@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rac.nm_pattern import parse_pattern
+
 SCHEME_LABELS = {"fp8_w8a8": "FP8"}
 METHOD_LABELS = {"sparsegpt": "", "wanda": "Wanda", "magnitude": "magnitude"}
 BLOCK_LABELS = {"first_third": "first", "middle_third": "middle", "last_third": "last"}
@@ -50,9 +52,10 @@ def _percent(value: float) -> str:
 
 def _target(prune: dict, scope: dict) -> tuple[str, float]:
     pattern = scope.get("pattern") or prune.get("pattern")
-    if pattern:
-        n, m = (int(x) for x in str(pattern).split(":"))
-        return str(pattern), n / m
+    parsed = parse_pattern(pattern) if pattern else None
+    if parsed:
+        n, m = parsed
+        return f"{n}:{m}", (m - n) / m
     raw = scope.get("sparsity")
     if raw is None:  # the scope inherits prune.sparsity
         raw = prune.get("sparsity")

@@ -28,6 +28,18 @@ DENSE_DECODE_NLL = "dense_decode_nll"
 MEAN_DECODE_LENGTH = "mean_decode_length"
 # every task: the evaluate stage's wall time for the task
 SECONDS = "seconds"
+# generation tasks' ``length`` block (rac.eval.length.length_metrics)
+LENGTH = "length"
+LENGTH_MEAN_TOKENS = "mean_tokens"
+BUDGET_HIT_RATE = "budget_hit_rate"
+EOS_RATE = "eos_rate"
+REASONING_END_RATE = "reasoning_end_rate"
+LOOP_SHARE = "loop_share"
+LENGTH_KEYS = (LENGTH_MEAN_TOKENS, "p90_tokens", "budget", BUDGET_HIT_RATE, EOS_RATE, REASONING_END_RATE, LOOP_SHARE,
+               "looping_samples")
+# derived by the report, not written by evaluate: rac.report.length.annotate_length_ratios puts the
+# run's length relative to the dense run of the same model (same problems) into the ``length`` block
+LENGTH_RATIO = "ratio_to_dense"
 
 GENERATION_KEYS = (N_PROBLEMS, SAMPLES, ACCURACY, ACCURACY_SE, MEAN_LENGTH, TRUNCATED_FRACTION,
                    WALL_SECONDS, TOKENS_PER_SECOND, MAX_NEW_TOKENS)
@@ -37,11 +49,15 @@ LM_EVAL_KEYS = (ACCURACY, ACCURACY_SE)
 THROUGHPUT_PATHS = (("decode_speedup", ("speedup", "decode")), ("prefill_speedup", ("speedup", "prefill")),
                     ("decode_tokens_per_s", ("variants", "compressed", "decode_tokens_per_s")),
                     ("dense_decode_tokens_per_s", ("variants", "dense", "decode_tokens_per_s")))
+# generation tasks' length columns: (flat key, path inside the task's metrics); the ratio shows when annotated
+LENGTH_PATHS = (("length_ratio", (LENGTH, LENGTH_RATIO)), (BUDGET_HIT_RATE, (LENGTH, BUDGET_HIT_RATE)))
 
 # what a grid summary shows per task (in this order)
 HEADLINE_KEYS = {
-    "math": (ACCURACY, ACCURACY_SE, MEAN_LENGTH, TRUNCATED_FRACTION, TOKENS_PER_SECOND, SECONDS),
-    "code": (ACCURACY, ACCURACY_SE, MEAN_LENGTH, TRUNCATED_FRACTION, TOKENS_PER_SECOND, SECONDS),
+    "math": (ACCURACY, ACCURACY_SE, MEAN_LENGTH, *(key for key, _ in LENGTH_PATHS), TRUNCATED_FRACTION,
+             TOKENS_PER_SECOND, SECONDS),
+    "code": (ACCURACY, ACCURACY_SE, MEAN_LENGTH, *(key for key, _ in LENGTH_PATHS), TRUNCATED_FRACTION,
+             TOKENS_PER_SECOND, SECONDS),
     "probe": (DECODE_NLL, DENSE_DECODE_NLL, DECODE_ERROR, PROMPT_ERROR, MEAN_DECODE_LENGTH),
     "lm_eval": (ACCURACY, ACCURACY_SE),
     "throughput": tuple(key for key, _ in THROUGHPUT_PATHS),
@@ -52,7 +68,7 @@ def headline(task_metrics: dict) -> dict[str, float]:
     """The numeric headline metrics of one task's metrics (flat keys; absent or null ones left out)."""
     kind = str(task_metrics.get("type", ""))
     out: dict[str, float] = {}
-    paths = dict(THROUGHPUT_PATHS) if kind == "throughput" else {}
+    paths = dict(THROUGHPUT_PATHS) if kind == "throughput" else dict(LENGTH_PATHS)
     for key in HEADLINE_KEYS.get(kind, ()):
         value: Any = task_metrics
         for part in paths.get(key, (key,)):

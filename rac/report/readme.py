@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from rac.markdown import markdown_table
 from rac.report import metric_keys as mk
 from rac.report.cells import FILL, Cell, arrange
 from rac.report.runs import ReportError, RunRecord
@@ -36,14 +37,14 @@ def _prune_seconds(record: RunRecord) -> float | None:
 
 
 def _row(label: str, runs: list[RunRecord], get: Callable[[RunRecord], float | None], digits: int,
-         bold_min: bool) -> str | None:
+         bold_min: bool) -> list[str] | None:
     values = [get(r) for r in runs]
     if all(v is None for v in values):
         return None
     present = [v for v in values if v is not None]
     best = min(present) if bold_min and len(set(present)) > 1 else None
     cells = ["–" if v is None else (f"**{v:.{digits}f}**" if v == best else f"{v:.{digits}f}") for v in values]
-    return "| " + " | ".join([label, *cells]) + " |"
+    return [label, *cells]
 
 
 def demo_table(records: Sequence[RunRecord]) -> str:
@@ -66,8 +67,7 @@ def demo_table(records: Sequence[RunRecord]) -> str:
         dense_nll = (_number(reference, probe, mk.DECODE_NLL) if reference else None)
         dense_nll = dense_nll if dense_nll is not None else _number(runs[0], probe, mk.DENSE_DECODE_NLL)
         title = ", ".join([row[0], " ".join(p for p in (row[1], method) if p), *row[2:]])
-        lines = ["| " + " | ".join([title, *(COLUMN_NAMES.get(k, k) for k in kinds)]) + " |",
-                 "|" + "---|" * (len(kinds) + 1)]
+        body: list[list[str]] = []
         nll_label = "decode NLL" + (f" (dense: {dense_nll:.3f})" if dense_nll is not None else "")
         for line in (
             _row(nll_label, runs, lambda r: _number(r, probe, mk.DECODE_NLL), 3, True),
@@ -79,6 +79,6 @@ def demo_table(records: Sequence[RunRecord]) -> str:
             _row("prune stage (s)", runs, _prune_seconds, 1, False),
         ):
             if line:
-                lines.append(line)
-        tables.append("\n".join(lines))
+                body.append(line)
+        tables.append("\n".join(markdown_table([title, *(COLUMN_NAMES.get(k, k) for k in kinds)], body)))
     return "\n\n".join(tables) + "\n"

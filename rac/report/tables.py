@@ -86,6 +86,8 @@ def _groups(task: str | None, probe: str | None, throughput: str | None) -> list
         ("acc", _get(task, mk.ACCURACY), _get(task, mk.ACCURACY_SE), 3, "max"),
         ("min", _minutes(task), None, 1, "min"),
         ("len", _get(task, mk.MEAN_LENGTH), None, 0, None),
+        ("len/dense", _get(task, mk.LENGTH, mk.LENGTH_RATIO), None, 2, None),
+        ("budget hit", _get(task, mk.LENGTH, mk.BUDGET_HIT_RATE), None, 2, None),
         ("tok/s", _decode_tokens_per_s(throughput), None, 0, "max"),
         ("dec NLL", _get(probe, mk.DECODE_NLL), None, 3, "min"),
         ("dec err", _get(probe, mk.DECODE_ERROR), None, 3, "min"),
@@ -121,8 +123,12 @@ def _status(cell: Cell) -> str:
 
 def table_one(records: Sequence[RunRecord], task: str | None = None, aggregate: Sequence[str] = ()) -> ReportTable:
     """Table 1 (and Tables 3-5): every distinct run its own cell; rows = settings, columns = calibration."""
+    from rac.report.length import annotate_length_ratios
+
     layout = arrange(records, aggregate)
     task = task or primary_task(records)
+    if task:
+        annotate_length_ratios(records, task)  # length relative to the dense run, when both keep their records
     probe = primary_task(records, ("probe",))
     throughput = primary_task(records, ("throughput",))
     groups = [g for g in _groups(task, probe, throughput) if any(g[1](r.evaluate) is not None for r in records)]
@@ -160,11 +166,11 @@ def table_one(records: Sequence[RunRecord], task: str | None = None, aggregate: 
 
 
 def to_markdown(table: ReportTable) -> str:
-    """GitHub markdown; best cells in bold."""
-    lines = [f"**{table.title}**", "", "| " + " | ".join(table.columns) + " |",
-             "|" + "|".join("---" for _ in table.columns) + "|"]
-    for cells, best in zip(table.rows, table.best):
-        lines.append("| " + " | ".join(f"**{c}**" if b else c for c, b in zip(cells, best)) + " |")
+    """GitHub markdown (the one writer, rac.markdown); best cells in bold."""
+    from rac.markdown import markdown_table
+
+    rows = ([f"**{c}**" if b else c for c, b in zip(cells, best)] for cells, best in zip(table.rows, table.best))
+    lines = [f"**{table.title}**", "", *markdown_table(table.columns, rows)]
     lines.extend(["", *(f"_{note}_" for note in table.notes)])
     return "\n".join(lines).rstrip() + "\n"
 

@@ -75,11 +75,19 @@ def _probe_arrays(scale: float, seed: int) -> dict:
 
 
 def write_run(root: Path, name: str, recipe: dict, evaluate: dict, failed_stage: str | None = None,
-              probe_scale: float | None = None, seed: int = 0) -> Path:
-    """One run directory as ``rac run`` leaves it (``failed_stage``: that stage raised after evaluate)."""
+              probe_scale: float | None = None, seed: int = 0, samples: dict[str, list[dict]] | None = None,
+              stages_before: tuple[str, ...] = ()) -> Path:
+    """One run directory as ``rac run`` leaves it (``failed_stage``: that stage raised after evaluate,
+    or before it when it is in ``stages_before``: evaluate then never ran); ``samples``: per-task
+    sample records written to the evaluate artifact's ``records/<task>.jsonl``."""
     run = root / name
     artifact = run / "artifacts" / "evaluate"
     artifact.mkdir(parents=True)
+    for task, rows in (samples or {}).items():
+        (artifact / "records").mkdir(exist_ok=True)
+        (artifact / "records" / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if failed_stage in stages_before:
+        evaluate = {}
     if probe_scale is not None:
         (artifact / "probe").mkdir()
         save_file(_probe_arrays(max(probe_scale, 1e-6), seed), str(artifact / "probe" / "probe.safetensors"))
@@ -91,7 +99,8 @@ def write_run(root: Path, name: str, recipe: dict, evaluate: dict, failed_stage:
     stages = [s for s in stages if s != "quantize" or recipe.get("quantize")] + ["evaluate", "export"]
     records, status = {}, {}
     for stage in stages:
-        state = "failed" if stage == failed_stage else "done"
+        state = "failed" if stage == failed_stage else "pending" if failed_stage in stages_before and \
+            stages.index(stage) > stages.index(failed_stage) else "done"
         records[stage] = {"status": state, "fingerprint": f"{stage}-{name}", "cache_hit": False, "seconds": 12.5,
                           "summary": evaluate if stage == "evaluate" else {}}
         status[stage] = {"status": state, "fingerprint": f"{stage}-{name}", "attempts": 1}
@@ -124,3 +133,23 @@ def throughput_metrics(tokens_per_s: float) -> dict:
                            "decode_len": 128, "variants": {"dense": {**phase, "decode_tokens_per_s": 1426.0},
                                                            "compressed": phase},
                            "speedup": {"prefill": 1.0, "decode": tokens_per_s / 1426.0}}}
+
+
+def length_block(mean: float, budget_hit: float = 0.1, eos: float = 0.9, loop: float = 0.05,
+                 reasoning_end: float | None = 0.95, budget: int = 32768) -> dict:
+    """The ``length`` block evaluate writes for a generation task (rac.eval.length.length_metrics)."""
+    return {"mean_tokens": mean, "p90_tokens": mean * 1.5, "budget": budget, "budget_hit_rate": budget_hit,
+            "eos_rate": eos, "reasoning_end_rate": reasoning_end, "loop_share": loop, "looping_samples": loop * 2}
+
+
+def sample_records(lengths: list[int], budget: int = 32768) -> list[dict]:
+    """Per-sample records of a generation task, problem ids p0, p1, ... (one sample each)."""
+    return [{"id": f"p{i}", "sample": 0, "length": n, "correct": True,
+             "finish_reason": "length" if n >= budget else "stop"} for i, n in enumerate(lengths)]
+
+
+def code_metrics(acc: float, minutes: float = 300.0, samples: int = 16, n: int = 279) -> dict:
+    return {"lcb": {"type": "code", "status": "ok", "n_problems": n, "samples": samples, "accuracy": acc,
+                    "accuracy_se": (acc * (1 - acc) / n) ** 0.5, "mean_length": 9000.0, "truncated_fraction": 0.05,
+                    "wall_seconds": minutes * 60, "tokens_per_second": 1500.0, "max_new_tokens": 32768,
+                    "seconds": minutes * 60}}

@@ -63,3 +63,14 @@ def test_budget_label_and_flatten():
                                                                    "256 tokens"]
     flat = flatten({"a": {"b": 1, "c": None, "d": [1, 2]}, "e": {}})
     assert flat == {"a.b": 1, "a.c": None, "a.d": [1, 2], "e": {}}
+
+
+def test_nm_patterns_go_through_the_one_parser():
+    """1:4 keeps one weight in four (75% sparse, not 25%); a malformed pattern is a PatternError."""
+    from rac.nm_pattern import PatternError
+
+    one_of_four = merge(PAPER_BASE, {"prune": {"pattern": "1 : 4"}})
+    assert compression_label(one_of_four) == "1:4"
+    assert compression_value(one_of_four) == 0.75
+    with pytest.raises(PatternError):
+        compression_label(merge(PAPER_BASE, {"prune": {"pattern": "2/4"}}))
