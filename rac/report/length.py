@@ -21,8 +21,8 @@ from rac.report import metric_keys as mk
 from rac.report.cells import FILL, Cell, arrange
 from rac.report.labels import value_text
 from rac.report.paper_cells import is_dense, measure, task_value
-from rac.report.runs import RunRecord
-from rac.report.tables import ReportTable, primary_task
+from rac.report.report_table import ReportTable
+from rac.report.runs import RunRecord, primary_task
 
 
 def task_records(record: RunRecord, task: str) -> list[dict] | None:

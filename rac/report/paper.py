@@ -17,8 +17,8 @@ from rac.report.length import length_table, write_length_plots
 from rac.report.paper_figures import figure1, figure2
 from rac.report.paper_table4 import table4
 from rac.report.paper_tables import table1, table2, table3, table5
+from rac.report.report_table import ReportTable, to_csv, to_markdown
 from rac.report.runs import RunRecord
-from rac.report.tables import ReportTable, to_csv, to_markdown
 from rac.suggest import did_you_mean
 
 Build = Callable[[Sequence[RunRecord], "Path | None", Sequence[str]], tuple[ReportTable, list[Path]]]

@@ -33,8 +33,8 @@ from rac.report.paper_cells import (
     unstructured,
 )
 from rac.report.plots import error_ratio_matrix, plot_error_ratio
-from rac.report.runs import ReportError, RunRecord
-from rac.report.tables import ReportTable, primary_task
+from rac.report.report_table import ReportTable
+from rac.report.runs import ReportError, RunRecord, primary_task
 
 Point = tuple[float, float | None, float | None, float | None]  # sparsity %, accuracy, SE, minutes
 

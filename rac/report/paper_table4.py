@@ -25,8 +25,8 @@ from rac.report.paper_cells import (
     short_model,
     task_value,
 )
-from rac.report.runs import ReportError, RunRecord
-from rac.report.tables import ReportTable, primary_task
+from rac.report.report_table import ReportTable
+from rac.report.runs import ReportError, RunRecord, primary_task
 
 DENSE = ("Dense baseline", "—")
 SCOPE_ORDER = ("first third", "first+last third", "all blocks")

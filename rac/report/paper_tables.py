@@ -27,8 +27,8 @@ from rac.report.paper_cells import (
     task_value,
     unstructured,
 )
-from rac.report.runs import ReportError, RunRecord
-from rac.report.tables import ReportTable, primary_task
+from rac.report.report_table import ReportTable
+from rac.report.runs import ReportError, RunRecord, primary_task
 
 DENSE_ROW = "Dense"
 PAPER_COLUMNS = ("C4", "Prompt", "RAC")

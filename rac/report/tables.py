@@ -10,41 +10,21 @@ failure.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rac.pipeline.cache import Cache
 from rac.report import metric_keys as mk
 from rac.report.cells import FILL, Cell, arrange
+from rac.report.report_table import ReportTable, to_csv, to_markdown
 from rac.report.runs import ReportError, RunRecord, collect_runs, load_run, primary_task
 
 __all__ = ["KIND_ORDER", "ReportError", "ReportTable", "RunRecord", "collect_runs", "load_run", "primary_task",
            "table_one", "to_csv", "to_markdown", "write_report"]
 
 KIND_ORDER = ("C4", "text", "prompt", "RAC")
-
-
-@dataclass
-class ReportTable:
-    """Rows of string cells; ``best[i][j]`` marks a highlighted cell.
-
-    The first ``lead`` columns label the row; the rest are "<metric> (<kind>)" for every metric in
-    ``metrics`` and calibration column in ``kinds`` (so a terminal can pivot them).
-    """
-
-    title: str
-    columns: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    best: list[list[bool]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    lead: int = 2
-    kinds: list[str] = field(default_factory=list)
-    metrics: list[str] = field(default_factory=list)
 
 
 def _get(task: str | None, *path: str) -> Callable[[dict], float | None]:
@@ -163,25 +143,6 @@ def table_one(records: Sequence[RunRecord], task: str | None = None, aggregate: 
         table.notes.append(f"cells with n=... are mean ± SE over runs differing only in {', '.join(layout.aggregated)}")
     table.notes += [f"{r.path}: {r.failure}" for r in failed]
     return table
-
-
-def to_markdown(table: ReportTable) -> str:
-    """GitHub markdown (the one writer, rac.markdown); best cells in bold."""
-    from rac.markdown import markdown_table
-
-    rows = ([f"**{c}**" if b else c for c, b in zip(cells, best)] for cells, best in zip(table.rows, table.best))
-    lines = [f"**{table.title}**", "", *markdown_table(table.columns, rows)]
-    lines.extend(["", *(f"_{note}_" for note in table.notes)])
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def to_csv(table: ReportTable) -> str:
-    """CSV of the cells (no highlighting) with a header row."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(table.columns)
-    writer.writerows(table.rows)
-    return buffer.getvalue()
 
 
 def write_report(path: Path | str, out_dir: Path | str, aggregate: Sequence[str] = (),
