@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import time
 from contextlib import closing
+from typing import TYPE_CHECKING, Any
 
 from rac.algorithms.prune_group import PruneSettings
 from rac.calibration.hessian_store import HessianStore, replay_base_key, store_policy
 from rac.engine.cache import atomic_write_json
 from rac.engine.stage import Stage, StageContext
 from rac.errors import RacError
+
+if TYPE_CHECKING:
+    from rac.calibration.block_pruner import BlockPruner
+    from rac.calibration.mix import CalibrationSet
+    from rac.recipe.settings import RecipeSettings
 
 
 class PruneStageError(RacError, ValueError):
@@ -39,32 +45,98 @@ def run(ctx: StageContext) -> dict:
     if recipe.prune is None:
         raise PruneStageError("the prune stage needs a prune section")
     settings = PruneSettings.from_recipe(recipe.prune)
-    model, _ = load_model(recipe.model.as_dict(), "cpu")
+    model, tokenizer = load_model(recipe.model.as_dict(), "cpu")
     hessian_dir = ctx.inputs.get("hessian")
     if hessian_dir is None:
         raise PruneStageError("prune needs the hessian stage's artifact (calibration set)")
     calib = CalibrationSet.load(hessian_dir)
     base = replay_base_key(recipe, ctx.model_identity, hessian_dir)
-    assignments = assign_scopes(recipe.prune.as_dict(), len(find_blocks(model)[1]))
+    n_blocks = len(find_blocks(model)[1])
+    assignments = assign_scopes(recipe.prune.as_dict(), n_blocks)
+    groups = _block_groups(recipe, n_blocks)
     batch_size = recipe.prune.batch_size
     walker = BlockWalker(model, lambda: shard(iter_batches(calib, batch_size)), ctx.device)
+    rounds: list[dict] = []
     with closing(HessianStore(ctx.cache, store_policy(recipe.prune))) as store:
         pruner = BlockPruner(model, store, settings, assignments, base, walker, ctx.device, ctx.log)
-        handle = ctx.progress.task("prune blocks", len(pruner.blocks))
-        for index in range(len(pruner.blocks)):
-            pruner.prune_block(index)
-            handle.advance()
+        handle = ctx.progress.task("prune blocks", n_blocks)
+        for round_index, group in enumerate(groups):
+            if round_index > 0:  # closed loop: recalibrate on the partially pruned model's rollouts
+                rounds.append(_next_round(ctx, pruner, calib, tokenizer, base, round_index, group))
+            for index in group:
+                pruner.prune_block(index)
+                handle.advance()
         handle.close()
     pruner.prune_outside()
     save_file(pruner.changed, str(ctx.out_dir / "weights.safetensors"))
     atomic_write_json(ctx.out_dir / "report.json", {"modules": pruner.report, "block_seconds": pruner.block_seconds})
-    return pruner.summary(start)
+    summary = pruner.summary(start)
+    if len(groups) > 1:
+        summary["closed_loop"] = [_dense_round(calib, groups[0]), *rounds]
+        atomic_write_json(ctx.out_dir / "closed_loop.json", {"rounds": summary["closed_loop"]})
+    return summary
+
+
+def _block_groups(recipe: RecipeSettings, n_blocks: int) -> list[range]:
+    """The block groups of the closed loop (one group of every block without it); checked before any work."""
+    from rac.calibration.closed_loop import block_groups
+    from rac.models.distributed import world_size
+
+    assert recipe.prune is not None
+    rounds = recipe.prune.closed_loop.rounds
+    if rounds > 1:
+        if recipe.calibration.kind != "rac":
+            raise PruneStageError(f"prune.closed_loop.rounds {rounds} regenerates on-policy rollouts: it needs "
+                                  f"calibration.kind rac, got {recipe.calibration.kind!r}")
+        if not recipe.prune.sequential:
+            raise PruneStageError("prune.closed_loop.rounds > 1 needs prune.sequential true (later blocks see "
+                                  "the pruned blocks' outputs)")
+        if world_size() > 1:
+            raise PruneStageError("prune.closed_loop.rounds > 1 is not supported under torchrun yet")
+    return block_groups(n_blocks, rounds)
+
+
+def _next_round(ctx: StageContext, pruner: BlockPruner, calib: CalibrationSet, tokenizer: Any, base: str,
+                round_index: int, group: range) -> dict:
+    """Rollouts of the partially pruned model on the calibration prompts become the calibration set of
+    the blocks in ``group`` (saved as ``closed_loop_round<r>/``); returns the round's statistics."""
+    from rac.calibration.closed_loop import calibration_prompts, regenerate, round_base_key
+    from rac.calibration.replay import iter_batches
+    from rac.models.capture import BlockWalker
+    from rac.models.distributed import shard
+    from rac.models.load import load_model
+
+    recipe = ctx.settings
+    assert recipe.prune is not None
+    dense = None
+    if recipe.calibration.weights.position.kind == "confidence":
+        dense = load_model(recipe.model.as_dict(), "cpu")[0]
+    visited, stats = regenerate(pruner.model, tokenizer, calibration_prompts(calib), recipe.calibration,
+                                ctx.device, round_index, dense)
+    visited.save(ctx.out_dir / f"closed_loop_round{round_index + 1}")
+    batch_size = recipe.prune.batch_size
+    walker = BlockWalker(pruner.model, lambda: shard(iter_batches(visited, batch_size)), ctx.device)
+    pruner.recalibrate(walker, round_base_key(base, round_index, visited))
+    ctx.log.info("prune: closed-loop round %d (blocks %d-%d): %d tokens generated, mean rollout %.1f tokens, "
+                 "%.1fs", round_index + 1, group[0], group[-1], stats["tokens_generated"],
+                 stats["mean_rollout_len"], stats["seconds"])
+    return {**stats, "blocks": [group[0], group[-1]]}
+
+
+def _dense_round(calib: CalibrationSet, group: range) -> dict:
+    """Round 1's statistics: the dense model's rollouts of the calibration set (nothing generated here)."""
+    from rac.calibration.closed_loop import decode_lengths
+
+    lengths = decode_lengths(calib)
+    return {"round": 1, "blocks": [group[0], group[-1]], "rollouts": len(lengths), "tokens_generated": 0,
+            "mean_rollout_len": round(sum(lengths) / max(len(lengths), 1), 3), "seconds": 0.0}
 
 
 STAGE = Stage(
     name="prune",
     needs=("hessian",),
-    reads=("model", "prune"),
+    # the closed loop regenerates rollouts (calibration.rollout) weighted like the calibration set
+    reads=("model", "prune", "calibration.kind", "calibration.rollout", "calibration.weights"),
     version="1",
     run=run,
     enabled=lambda recipe: bool(recipe.get("prune")),
