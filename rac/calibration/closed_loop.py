@@ -118,7 +118,7 @@ def regenerate(model: Any, tokenizer: Any, prompts: list[list[int]], calibration
     lengths = [len(c) for samples in completions for c in samples]
     truncated = sum(gen.finish_reason == "length" for gens in outputs for gen in gens)
     seconds_generate = time.perf_counter() - start
-    stats = {"round": round_index + 1, "prompts": len(prompts), "rollouts": len(lengths),
+    stats: dict[str, Any] = {"round": round_index + 1, "prompts": len(prompts), "rollouts": len(lengths),
              "tokens_generated": sum(lengths), "mean_rollout_len": round(sum(lengths) / max(len(lengths), 1), 3),
              "truncated": truncated, "generate_seconds": round(seconds_generate, 3)}
     weights = calibration.weights
