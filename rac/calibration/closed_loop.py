@@ -3,7 +3,8 @@
 Plain RAC calibrates every block on the dense model's own rollouts. A pruned model, once it starts to
 drift, visits other token sequences (longer, loopier traces) and other hidden states than the dense
 model does, so the blocks pruned last are calibrated on states the pruned model rarely reaches. With
-``rounds: R`` the decoder blocks are pruned in R consecutive groups; after each group but the last,
+``rounds: R`` the pruned decoder blocks (those a scope prunes) form R consecutive groups; after each
+group but the last,
 the PARTIALLY pruned model (groups so far pruned, the rest still dense) generates new rollouts for the
 same calibration prompts with the same sampling as ``calibration.rollout`` (t_max, temperature, top_p,
 top_k, seed, samples_per_prompt; through ``rac.engines.hf.HFEngine``, the model in memory), and the
@@ -48,13 +49,14 @@ class ClosedLoopError(RacError, ValueError):
     """Closed-loop settings that cannot run (the message names the recipe key)."""
 
 
-def block_groups(n_blocks: int, rounds: int) -> list[range]:
-    """The decoder blocks split into ``rounds`` consecutive, non-empty groups (sizes differ by <= 1)."""
-    if not 1 <= rounds <= n_blocks:
-        raise ClosedLoopError(f"prune.closed_loop.rounds must be between 1 and the number of decoder blocks "
-                              f"({n_blocks}), got {rounds}")
-    bounds = [round(k * n_blocks / rounds) for k in range(rounds + 1)]
-    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+def block_groups(blocks: list[int], rounds: int) -> list[list[int]]:
+    """The pruned ``blocks`` (ascending) split into ``rounds`` consecutive, non-empty groups (sizes
+    differ by at most one)."""
+    if not 1 <= rounds <= max(len(blocks), 1):
+        raise ClosedLoopError(f"prune.closed_loop.rounds must be between 1 and the number of pruned decoder "
+                              f"blocks ({len(blocks)}), got {rounds}")
+    bounds = [round(k * len(blocks) / rounds) for k in range(rounds + 1)]
+    return [blocks[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def calibration_prompts(calib: CalibrationSet) -> list[list[int]]:

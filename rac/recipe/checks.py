@@ -346,9 +346,16 @@ def check_closed_loop(loaded: LoadedRecipe, n_blocks: int | None) -> list[Recipe
     if prune.get("sequential") is False:
         issues.append(_issue(loaded, path, "closed-loop rounds need prune.sequential true (later blocks see "
                                            "the pruned blocks' outputs)"))
-    if n_blocks is not None and rounds > n_blocks:
-        issues.append(_issue(loaded, path, f"{rounds} rounds but the model has {n_blocks} decoder blocks "
-                                           "(each round prunes at least one block)"))
+    if n_blocks is not None:
+        try:
+            assigned = assign_scopes(prune, n_blocks, strict=True)
+        except (ScopeError, PatternError, TypeError, ValueError):
+            return issues  # check_prune reports it
+        pruned = {block for (block, _), spec in assigned.items()
+                  if block >= 0 and (spec.pattern is not None or spec.sparsity > 0)}
+        if rounds > len(pruned):
+            issues.append(_issue(loaded, path, f"{rounds} rounds but the recipe prunes {len(pruned)} decoder "
+                                               "blocks (each round prunes at least one block)"))
     return issues
 
 

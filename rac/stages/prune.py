@@ -53,19 +53,19 @@ def run(ctx: StageContext) -> dict:
     base = replay_base_key(recipe, ctx.model_identity, hessian_dir)
     n_blocks = len(find_blocks(model)[1])
     assignments = assign_scopes(recipe.prune.as_dict(), n_blocks)
-    groups = _block_groups(recipe, n_blocks)
+    groups = _block_groups(recipe, settings, assignments)
     batch_size = recipe.prune.batch_size
     walker = BlockWalker(model, lambda: shard(iter_batches(calib, batch_size)), ctx.device)
     rounds: list[dict] = []
     with closing(HessianStore(ctx.cache, store_policy(recipe.prune))) as store:
         pruner = BlockPruner(model, store, settings, assignments, base, walker, ctx.device, ctx.log)
         handle = ctx.progress.task("prune blocks", n_blocks)
-        for round_index, group in enumerate(groups):
-            if round_index > 0:  # closed loop: recalibrate on the partially pruned model's rollouts
-                rounds.append(_next_round(ctx, pruner, calib, tokenizer, base, round_index, group))
-            for index in group:
-                pruner.prune_block(index)
-                handle.advance()
+        starts = {group[0]: r for r, group in enumerate(groups) if r > 0 and group}
+        for index in range(n_blocks):
+            if index in starts:  # closed loop: recalibrate on the partially pruned model's rollouts
+                rounds.append(_next_round(ctx, pruner, calib, tokenizer, base, starts[index], groups[starts[index]]))
+            pruner.prune_block(index)
+            handle.advance()
         handle.close()
     pruner.prune_outside()
     save_file(pruner.changed, str(ctx.out_dir / "weights.safetensors"))
@@ -77,8 +77,8 @@ def run(ctx: StageContext) -> dict:
     return summary
 
 
-def _block_groups(recipe: RecipeSettings, n_blocks: int) -> list[range]:
-    """The block groups of the closed loop (one group of every block without it); checked before any work."""
+def _block_groups(recipe: RecipeSettings, settings: PruneSettings, assignments: dict) -> list[list[int]]:
+    """The closed loop's groups of pruned blocks (one group without it); checked before any work."""
     from rac.calibration.closed_loop import block_groups
     from rac.models.distributed import world_size
 
@@ -93,11 +93,12 @@ def _block_groups(recipe: RecipeSettings, n_blocks: int) -> list[range]:
                                   "the pruned blocks' outputs)")
         if world_size() > 1:
             raise PruneStageError("prune.closed_loop.rounds > 1 is not supported under torchrun yet")
-    return block_groups(n_blocks, rounds)
+    pruned = sorted({block for (block, _), a in assignments.items() if block >= 0 and settings.active(a)})
+    return block_groups(pruned, rounds)
 
 
 def _next_round(ctx: StageContext, pruner: BlockPruner, calib: CalibrationSet, tokenizer: Any, base: str,
-                round_index: int, group: range) -> dict:
+                round_index: int, group: list[int]) -> dict:
     """Rollouts of the partially pruned model on the calibration prompts become the calibration set of
     the blocks in ``group`` (saved as ``closed_loop_round<r>/``); returns the round's statistics."""
     from rac.calibration.closed_loop import calibration_prompts, regenerate, round_base_key
@@ -123,7 +124,7 @@ def _next_round(ctx: StageContext, pruner: BlockPruner, calib: CalibrationSet, t
     return {**stats, "blocks": [group[0], group[-1]]}
 
 
-def _dense_round(calib: CalibrationSet, group: range) -> dict:
+def _dense_round(calib: CalibrationSet, group: list[int]) -> dict:
     """Round 1's statistics: the dense model's rollouts of the calibration set (nothing generated here)."""
     from rac.calibration.closed_loop import decode_lengths
 

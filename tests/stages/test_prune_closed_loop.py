@@ -73,12 +73,14 @@ def _run(tmp_path: Path, recipe: dict, name: str, cache: Cache,
     return summary, outputs["prune"], outputs
 
 
-def test_block_groups_are_consecutive_and_cover_every_block():
-    assert block_groups(5, 2) == [range(0, 2), range(2, 5)] or block_groups(5, 2) == [range(0, 3), range(3, 5)]
-    assert [list(g) for g in block_groups(4, 4)] == [[0], [1], [2], [3]]
-    assert sum(len(g) for g in block_groups(7, 3)) == 7 and all(len(g) > 0 for g in block_groups(7, 3))
+def test_block_groups_split_the_pruned_blocks_in_order():
+    assert block_groups([0, 1, 2, 3, 4], 2) == [[0, 1], [2, 3, 4]]
+    assert block_groups([0, 1, 2, 27, 28, 29], 3) == [[0, 1], [2, 27], [28, 29]]  # scoped: only pruned blocks
+    assert block_groups([3], 1) == [[3]] and block_groups([], 1) == [[]]
+    groups = block_groups(list(range(7)), 3)
+    assert sum(groups, []) == list(range(7)) and all(groups)
     with pytest.raises(ValueError, match="prune.closed_loop.rounds"):
-        block_groups(2, 3)
+        block_groups([0, 1], 3)
 
 
 def test_one_round_is_todays_prune_bit_for_bit(tmp_path, model_dir, monkeypatch):
@@ -159,7 +161,7 @@ def test_rounds_change_the_prune_fingerprint_only(tmp_path, model_dir):
 
 
 @pytest.mark.parametrize(("rounds", "extra", "kind", "message"), [
-    (3, "", "rac", "3 rounds but the model has 2 decoder blocks"),
+    (3, "", "rac", "3 rounds but the recipe prunes 2 decoder blocks"),
     (0, "", "rac", "0 is out of range: must be >= 1"),
     (2, "", "prompt", "need calibration.kind rac"),
 ])
