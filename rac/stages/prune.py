@@ -3,7 +3,10 @@
 The machinery lives below the stages: ``rac.calibration.block_pruner.BlockPruner`` (block order,
 Hessians from the shared store, within-block order, report rows, counters) and
 ``rac.algorithms.prune_group`` (the algorithms on one input group). This module wires them to the
-run: model, calibration set, scopes, and the artifact files.
+run: model, calibration set, scopes, and the artifact files. With ``prune.closed_loop.rounds`` > 1
+the pruned blocks form that many groups and, before each group but the first, the partially pruned
+model regenerates the calibration rollouts (``rac.calibration.closed_loop``; its docstring states the
+objective).
 """
 
 from __future__ import annotations
