@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from rac.algorithms.masks import check_nm
+from rac.algorithms.prune_group import recon_errors
 from rac.models.load import apply_weights, load_model
 from rac.pipeline.cache import Cache
 from rac.recipe import RecipeError
 from rac.stages import hessian, prune
-from rac.stages.prune_group import recon_errors
 
 PRUNE = {"method": "sparsegpt", "sparsity": 0.5, "pattern": None, "block_size": 128, "dampening": 0.01,
          "mask_selection": "per_block", "sequential": True, "batch_size": 2}
