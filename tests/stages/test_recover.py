@@ -13,9 +13,11 @@ from safetensors.torch import load_file
 from rac.calibration.rollouts import RolloutSet, write_rollouts
 from rac.engine.cache import Cache
 from rac.engine.plan import build_plan
+from rac.engine.run import metrics_schema_errors
 from rac.engine.stage import StageContext
 from rac.recipe import load_and_validate
 from rac.recipe.errors import RecipeError
+from rac.report import metric_keys as mk
 from rac.stages import load_stages, recover
 from rac.stages.recover import RecoverError
 
@@ -74,6 +76,11 @@ def _ctx(model_dir: Path, tmp: Path, inputs: dict, **recover_keys) -> StageConte
                         model_identity="x", run_dir=tmp)
 
 
+def _stage_errors(record: dict) -> list[str]:
+    """metrics-schema errors of a ``stages.recover`` record (the rest of the file left out)."""
+    return [e for e in metrics_schema_errors({"stages": {"recover": record}}) if e.startswith("stages")]
+
+
 def test_recover_lowers_heldout_kl_keeps_zeros_and_budget(model_dir, tmp_path, artifacts):
     ctx = _ctx(model_dir, tmp_path, artifacts)
     summary = recover.STAGE.run(ctx)
@@ -86,6 +93,10 @@ def test_recover_lowers_heldout_kl_keeps_zeros_and_budget(model_dir, tmp_path, a
     for name, w in pruned.items():
         assert (recovered[name][w == 0] == 0).all(), f"{name}: a pruned zero came back"
         assert not torch.equal(recovered[name], w), f"{name}: not trained"
+    assert set(mk.RECOVER_KEYS) <= set(summary)
+    record = {"status": "done", "fingerprint": "f", "cache_hit": False, "seconds": 1.0, "summary": summary}
+    assert _stage_errors(record) == []
+    assert _stage_errors({**record, "summary": {k: v for k, v in summary.items() if k != "kl_final"}}) != []
     report = json.loads((ctx.out_dir / "report.json").read_text())
     assert report["summary"]["steps"] == summary["steps"] and len(report["curve"]) == summary["steps"]
     assert report["modules"]  # prune's per-module rows ride along
