@@ -111,7 +111,7 @@ def trim_batch(batch: Batch, keep: int) -> Batch:
     return Batch(batch.input_ids, batch.attention_mask, flat.view_as(batch.loss_at), batch.rows)
 
 
-def loss_logits(model: nn.Module, batch: Batch) -> Tensor:
+def loss_logits(model: Any, batch: Batch) -> Tensor:
     """Logits [N, V] at the batch's loss positions only (the LM head runs on those hidden states alone)."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -253,7 +253,7 @@ def trainable_parameters(model: nn.Module, changed: list[str], which: str) -> di
 
 def traces_of(rollouts: Any, max_seq_len: int) -> list[Trace]:
     """The kept rollouts of a ``RolloutSet`` as traces (prompt + completion, cut at ``max_seq_len``)."""
-    out = []
+    out: list[Trace] = []
     for k in rollouts.kept():
         prompt = list(rollouts.prompt_of(k))
         ids = (prompt + list(rollouts.completion_ids[k]))[:max_seq_len]

@@ -121,7 +121,9 @@ def run(ctx: StageContext) -> dict:
 def enabled(recipe: dict) -> bool:
     """A recover section that is present, not ``enabled: false``, with a prune section to recover from."""
     section = recipe.get("recover")
-    return bool(section) and section.get("enabled") is not False and bool(recipe.get("prune"))
+    if not section or not recipe.get("prune"):
+        return False
+    return section.get("enabled") is not False
 
 
 STAGE = Stage(
