@@ -20,7 +20,7 @@ from rac.pipeline.runtime import Runtime, base_environment
 from rac.pipeline.stage import ProgressReporter, Stage
 
 # The pipeline, in order; each name is a module rac/stages/<name>.py that defines ``STAGE``.
-STAGE_ORDER: tuple[str, ...] = ("rollout", "hessian", "prune", "quantize", "evaluate", "export")
+STAGE_ORDER: tuple[str, ...] = ("rollout", "hessian", "prune", "recover", "quantize", "evaluate", "export")
 
 
 def load_stages() -> tuple[Stage, ...]:

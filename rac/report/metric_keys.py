@@ -40,6 +40,13 @@ LENGTH_KEYS = (LENGTH_MEAN_TOKENS, "p90_tokens", "budget", BUDGET_HIT_RATE, EOS_
 # derived by the report, not written by evaluate: rac.report.length.annotate_length_ratios puts the
 # run's length relative to the dense run of the same model (same problems) into the ``length`` block
 LENGTH_RATIO = "ratio_to_dense"
+# the recover stage's summary (stages.recover.summary in metrics.json): its cost next to prune's seconds
+TOKENS_TRAINED = "tokens_trained"
+STEPS = "steps"
+KL_INITIAL = "kl_initial"
+KL_FINAL = "kl_final"
+KL_RATIO = "kl_ratio"
+RECOVER_KEYS = (SECONDS, TOKENS_TRAINED, STEPS, KL_INITIAL, KL_FINAL, KL_RATIO)
 
 GENERATION_KEYS = (N_PROBLEMS, SAMPLES, ACCURACY, ACCURACY_SE, MEAN_LENGTH, TRUNCATED_FRACTION,
                    WALL_SECONDS, TOKENS_PER_SECOND, MAX_NEW_TOKENS)

@@ -103,7 +103,8 @@ def vllm_env(monkeypatch):
 def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vllm_model_dir, tokenizer, vllm_env,
                                                                      recipe, stage_ctx):
     from rac.calibration.rollouts import read_rollouts
-    from rac.engines.base import SamplingConfig, get_engine
+    from rac.engines.base import SamplingConfig
+    from rac.engines.factory import get_engine
     from rac.pipeline.cache import Cache
     from rac.stages.rollout import STAGE
 
