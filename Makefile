@@ -11,7 +11,7 @@ DEMO_GRID ?= recipes/demo/demo.yaml
 VLLM_VENV ?= .venv-vllm
 UV_SPEC ?= uv>=0.5
 # `uv pip install` into a venv; --find-links carries pip's local wheel folder over (uv does not read pip's config)
-UV_FLAGS = $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
+UV_FLAGS = $(foreach links,$(PIP_FIND_LINKS),--find-links $(links))
 UV = $(BIN)/uv pip install --python $(BIN)/python $(UV_FLAGS)
 VLLM_UV = $(VLLM_VENV)/bin/uv pip install --python $(VLLM_VENV)/bin/python $(UV_FLAGS)
 

@@ -53,7 +53,6 @@ def mirrors(demo_cache: Path, tmp_path_factory) -> dict[str, Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAC_CACHE", str(demo_cache))
         patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.chdir(ROOT)  # the LiveCodeBench sample's `path` is relative to the working directory
         for stem in ORDER:
             start = time.perf_counter()
             assert main(["grid", str(MIRRORS_DIR / f"{stem}.yaml"), "--output-dir", str(out / stem)]) == 0, stem
