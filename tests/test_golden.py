@@ -2,8 +2,9 @@
 
 ``recipes/demo/golden.yaml`` (dense, prompt-only and RAC calibration of ``golden_base.yaml``:
 SparseGPT 50% on decoder blocks 0-2, 1,024 calibration tokens, 32-token rollouts, a 4-problem
-decode-fidelity probe, greedy) runs end to end on CPU with a fresh cache (model conversion
-included). A change that moves a pinned number (decode NLL and L2 error per calibration, realized
+decode-fidelity probe, greedy) runs end to end on CPU in the session's SmolLM2 cache (``demo_cache``:
+fresh when this module runs first, model conversion included; tests/test_paper_mirrors.py then
+reuses it). A change that moves a pinned number (decode NLL and L2 error per calibration, realized
 sparsity and pruned modules, calibration token counts, generated length) fails here; if the change is
 intended, rerun this test, read the new values from its failure message, update GOLDEN and say why
 in the CHANGELOG. The README's demo table is regenerated from the same grid (``rac report <grid>
