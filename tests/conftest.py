@@ -220,6 +220,13 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory) -> Path:
+    """One rac cache for the SmolLM2 grids of a session (tests/test_golden.py, tests/test_paper_mirrors.py):
+    the model is converted once, and the paper mirrors reuse the golden grid's rollouts and Hessians."""
+    return tmp_path_factory.mktemp("demo-cache")
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """A local 2-CPU Ray cluster shared by the cluster tests (started once: starting Ray takes seconds)."""
     ray = pytest.importorskip("ray")

@@ -2,8 +2,9 @@
 
 ``recipes/demo/golden.yaml`` (dense, prompt-only and RAC calibration of ``golden_base.yaml``:
 SparseGPT 50% on decoder blocks 0-2, 1,024 calibration tokens, 32-token rollouts, a 4-problem
-decode-fidelity probe, greedy) runs end to end on CPU with a fresh cache (model conversion
-included). A change that moves a pinned number (decode NLL and L2 error per calibration, realized
+decode-fidelity probe, greedy) runs end to end on CPU in the session's SmolLM2 cache (``demo_cache``:
+fresh when this module runs first, model conversion included; tests/test_paper_mirrors.py then
+reuses it). A change that moves a pinned number (decode NLL and L2 error per calibration, realized
 sparsity and pruned modules, calibration token counts, generated length) fails here; if the change is
 intended, rerun this test, read the new values from its failure message, update GOLDEN and say why
 in the CHANGELOG. The README's demo table is regenerated from the same grid (``rac report <grid>
@@ -45,11 +46,13 @@ TOLERANCE = {"probe.decode_nll": 0.008, "probe.decode_error": 0.1, "probe.mean_d
 
 
 @pytest.fixture(scope="module")
-def golden_grid(tmp_path_factory) -> tuple[Path, float]:
+def golden_grid(tmp_path_factory, demo_cache: Path) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("golden")
     start = time.perf_counter()
-    with pytest.MonkeyPatch.context() as patch:  # cold cache, model conversion included; nothing in ~/.cache
-        patch.setenv("RAC_CACHE", str(out / "cache"))
+    # the session's shared SmolLM2 cache (cold when this module runs first, as in `pytest` order; the
+    # paper mirrors then reuse these rollouts and Hessians); nothing in ~/.cache
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAC_CACHE", str(demo_cache))
         patch.setenv("HF_HUB_OFFLINE", "1")
         assert main(["grid", str(GRID), "--output-dir", str(out / "runs")]) == 0
     return out / "runs" / "golden", time.perf_counter() - start
