@@ -331,12 +331,41 @@ def check_model(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
     return issues
 
 
+def check_closed_loop(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:
+    """``prune.closed_loop.rounds`` > 1 regenerates rollouts from the pruned model: it needs RAC
+    calibration, sequential pruning and at most one block per round (against the depth when known)."""
+    prune = _mapping(loaded.data.get("prune"))
+    rounds = _mapping(prune.get("closed_loop")).get("rounds", 1)
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds <= 1:
+        return []  # below 1 the schema reports it
+    path, issues = "prune.closed_loop.rounds", []
+    kind = _mapping(loaded.data.get("calibration")).get("kind")
+    if kind != "rac":
+        issues.append(_issue(loaded, path, f"closed-loop rounds regenerate on-policy rollouts; they need "
+                                           f"calibration.kind rac, got {kind!r}"))
+    if prune.get("sequential") is False:
+        issues.append(_issue(loaded, path, "closed-loop rounds need prune.sequential true (later blocks see "
+                                           "the pruned blocks' outputs)"))
+    if n_blocks is not None:
+        try:
+            assigned = assign_scopes(prune, n_blocks, strict=True)
+        except (ScopeError, PatternError, TypeError, ValueError):
+            return issues  # check_prune reports it
+        pruned = {block for (block, _), spec in assigned.items()
+                  if block >= 0 and (spec.pattern is not None or spec.sparsity > 0)}
+        if rounds > len(pruned):
+            issues.append(_issue(loaded, path, f"{rounds} rounds but the recipe prunes {len(pruned)} decoder "
+                                               "blocks (each round prunes at least one block)"))
+    return issues
+
+
 # Checks of this machine rather than of the recipe (skipped by `rac validate --portable`, e.g. when a
 # reviewer without a GPU validates a vLLM recipe).
 ENVIRONMENT_CHECKS: tuple[Check, ...] = (check_engines,)
 
 SEMANTIC_CHECKS: list[tuple[tuple[str, ...], Check]] = [
     (("prune",), check_prune),
+    (("prune", "calibration"), check_closed_loop),
     (("calibration", "evaluate"), check_engines),
     (("quantize", "export"), check_export),
     (("export", "run", "model"), check_export_path),

@@ -120,6 +120,11 @@ class CalibrationSettings(Section):
 
 
 @dataclass(frozen=True)
+class ClosedLoopSettings(Section):
+    rounds: int
+
+
+@dataclass(frozen=True)
 class PruneSection(Section):
     method: str
     sparsity: float
@@ -133,6 +138,7 @@ class PruneSection(Section):
     keep_hessians: str
     hessian_storage: str
     hessian_cache_max_gb: float | None
+    closed_loop: ClosedLoopSettings
     scopes: tuple[Mapping[str, Any], ...]
 
 

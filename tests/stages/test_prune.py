@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from rac.algorithms.masks import check_nm
+from rac.algorithms.prune_group import recon_errors
 from rac.engine.cache import Cache
 from rac.engine.stage import StageContext
 from rac.models.load import apply_weights, load_model
 from rac.stages import hessian, prune
-from rac.stages.prune_group import recon_errors
 
 RECIPE = {
     "model": {"id": None, "dtype": "float32"},

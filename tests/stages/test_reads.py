@@ -87,7 +87,7 @@ calibration:
   sources: [{{path: calib.jsonl, field: q, answer_field: a}}]
   budget: {{prompts: 2, tokens: null}}
   rollout: {{t_max: 3, batch_size: 2}}
-prune: {{sparsity: 0.5, batch_size: 2}}
+prune: {{sparsity: 0.5, batch_size: 2, closed_loop: {{rounds: 2}}}}  # rounds 2: the closed loop's reads too
 quantize: {{}}
 evaluate:
   max_new_tokens: 2

@@ -1,19 +1,17 @@
 """Apply the pruning algorithms to one input group of a block (modules sharing one Hessian).
 
-ALPS members are solved one by one against the group's Hessian (ADMM + PCG). SparseGPT members of a group share one Cholesky factor (``sparsegpt_prune_group``); Wanda uses the
-group's Hessian diagonal as its activation norms; magnitude needs no Hessian. Modules outside the
-decoder blocks (``lm_head``, ``embed_tokens``) can only be magnitude-pruned: their inputs are not
-block activations (and ``embed_tokens`` has no linear input at all).
+ALPS members are solved one by one against the group's Hessian (ADMM + PCG). SparseGPT members of a
+group share one Cholesky factor (``sparsegpt_prune_group``); Wanda uses the
+group's Hessian diagonal as its activation norms; magnitude needs no Hessian. Torch only: which
+model the members belong to, and where H comes from, is ``rac.calibration.block_pruner``'s business.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from rac.errors import RacError
 
@@ -114,33 +112,3 @@ def recon_errors(originals: list[torch.Tensor], pruned: list[torch.Tensor], H: t
         errors.append(round(num / den, 8) if den > 0 else 0.0)
         r0 += n
     return errors
-
-
-def _module_name(model: nn.Module, target: nn.Module) -> str:
-    for name, module in model.named_modules():
-        if module is target:
-            return name
-    raise PruneSettingsError(f"module {type(target).__name__} not found in the model")
-
-
-def outside_block_results(model: nn.Module, assignments: dict, settings: PruneSettings) -> Iterator[tuple[str, Any, dict]]:
-    """Magnitude-prune ``lm_head`` / ``embed_tokens`` when a scope names them: (param name, result, entry).
-
-    With tied embeddings the two share one tensor, so pruning either prunes both."""
-    from rac.algorithms.magnitude import magnitude_prune
-
-    getters = {"lm_head": "get_output_embeddings", "embed_tokens": "get_input_embeddings"}  # transformers methods
-    for (block, short), assignment in sorted(assignments.items()):
-        if block >= 0 or not settings.active(assignment):
-            continue
-        if assignment.method != "magnitude":
-            raise PruneSettingsError(
-                f"prune scope {assignment.scope!r}: {short} can only use method magnitude (got "
-                f"{assignment.method!r}); its inputs are not decoder-block activations")
-        module = getattr(model, getters[short])()
-        if module is None:
-            raise PruneSettingsError(f"prune scope {assignment.scope!r}: the model has no {short}")
-        result = magnitude_prune(module.weight.data, sparsity=assignment.sparsity, pattern=assignment.pattern)
-        with torch.no_grad():
-            module.weight.copy_(result.weight)
-        yield f"{_module_name(model, module)}.weight", result, settings.entry(short, assignment)
