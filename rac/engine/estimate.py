@@ -234,6 +234,20 @@ def estimate_prune(recipe: dict, facts: Any) -> StageEstimate:
     return StageEstimate("prune", memory, kept + weights, None, host, tuple(notes))
 
 
+def estimate_recover(recipe: dict, facts: Any) -> StageEstimate:
+    """Student + teacher (none on the device with top_k) + float32 grads and two AdamW moments of the
+    block linear weights + the logits of one batch at the loss positions (both models, with backward)."""
+    if facts is None:
+        return StageEstimate("recover")
+    recover, b = recipe["recover"], dtype_bytes(recipe, facts)
+    linear = _block_params(facts) * facts.n_blocks
+    models = facts.params * b * (1 if recover.get("top_k") else 2)
+    logits = int(recover["batch_size"]) * int(recover["max_seq_len"]) * facts.vocab_size * 4 * 4
+    note = f"{recover['tokens']:,} loss tokens" + (f", teacher top-{recover['top_k']} kept on the host"
+                                                   if recover.get("top_k") else ", teacher logits streamed")
+    return StageEstimate("recover", models + linear * 4 * 3 + logits, linear * b, None, None, (note,))
+
+
 def estimate_quantize(recipe: dict, facts: Any) -> StageEstimate:
     if facts is None:
         return StageEstimate("quantize")
@@ -320,6 +334,8 @@ def estimate_stages(recipe: dict, stages: list[str], facts: Any, rollout_facts: 
             out.append(estimate_hessian(recipe, facts))
         elif name == "prune":
             out.append(estimate_prune(recipe, facts))
+        elif name == "recover":
+            out.append(estimate_recover(recipe, facts))
         elif name == "quantize":
             out.append(estimate_quantize(recipe, facts))
         elif name == "evaluate":

@@ -182,6 +182,21 @@ def check_export(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue
     return []
 
 
+def check_recover(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:
+    """An enabled recover section needs something to recover (prune) and the dense model's traces (kind rac)."""
+    recover = loaded.data.get("recover")
+    if not isinstance(recover, dict) or recover.get("enabled") is False:
+        return []
+    if not loaded.data.get("prune"):
+        return [_issue(loaded, "recover", "recover distils a pruned model and needs a prune section "
+                                          "(or set recover.enabled: false)")]
+    kind = _mapping(loaded.data.get("calibration")).get("kind")
+    if kind != "rac":
+        return [_issue(loaded, "recover", f"recover trains on the dense model's rollouts and needs calibration.kind: "
+                                          f"rac (got {kind!r}), or recover.enabled: false")]
+    return []
+
+
 def check_export_path(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:
     """``export.path`` (``~`` expanded, resolved) must not be a folder whose replacement destroys data."""
     from rac.engine.paths import export_path_problem, resolve_user_path
@@ -368,6 +383,7 @@ SEMANTIC_CHECKS: list[tuple[tuple[str, ...], Check]] = [
     (("prune", "calibration"), check_closed_loop),
     (("calibration", "evaluate"), check_engines),
     (("quantize", "export"), check_export),
+    (("recover", "prune", "calibration"), check_recover),
     (("export", "run", "model"), check_export_path),
     (("calibration",), check_calibration),
     (("evaluate",), check_evaluate),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "recipe.schema.json"
-OPTIONAL_SECTIONS = ("prune", "quantize", "evaluate", "export")
+OPTIONAL_SECTIONS = ("prune", "recover", "quantize", "evaluate", "export")
 
 
 @lru_cache(maxsize=1)

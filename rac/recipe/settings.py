@@ -143,6 +143,23 @@ class PruneSection(Section):
 
 
 @dataclass(frozen=True)
+class RecoverSettings(Section):
+    enabled: bool
+    tokens: int
+    lr: float
+    batch_size: int
+    optimizer: str
+    weight_decay: float
+    temperature: float
+    top_k: int | None
+    loss_on_prompt: bool
+    train: str
+    heldout: int
+    max_seq_len: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class QuantizeSettings(Section):
     scheme: str
     ignore: tuple[str, ...]
@@ -188,6 +205,7 @@ class RecipeSettings(Section):
     model: ModelSettings
     calibration: CalibrationSettings
     prune: PruneSection | None
+    recover: RecoverSettings | None
     quantize: QuantizeSettings | None
     evaluate: EvaluateSettings | None
     export: ExportSettings | None
@@ -250,5 +268,5 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
 
 def recipe_settings(recipe: Mapping[str, Any]) -> RecipeSettings:
     """Settings of a recipe (schema defaults are filled first; filling a filled recipe is a no-op)."""
-    return build(RecipeSettings, {**dict.fromkeys(("prune", "quantize", "evaluate", "export")),
+    return build(RecipeSettings, {**dict.fromkeys(("prune", "recover", "quantize", "evaluate", "export")),
                                   **fill_defaults(dict(recipe))}, "")

@@ -28,6 +28,13 @@ DENSE_DECODE_NLL = "dense_decode_nll"
 MEAN_DECODE_LENGTH = "mean_decode_length"
 # every task: the evaluate stage's wall time for the task
 SECONDS = "seconds"
+# the recover stage's summary (stages.recover.summary in metrics.json): its cost next to prune's seconds
+TOKENS_TRAINED = "tokens_trained"
+STEPS = "steps"
+KL_INITIAL = "kl_initial"
+KL_FINAL = "kl_final"
+KL_RATIO = "kl_ratio"
+RECOVER_KEYS = (SECONDS, TOKENS_TRAINED, STEPS, KL_INITIAL, KL_FINAL, KL_RATIO)
 
 GENERATION_KEYS = (N_PROBLEMS, SAMPLES, ACCURACY, ACCURACY_SE, MEAN_LENGTH, TRUNCATED_FRACTION,
                    WALL_SECONDS, TOKENS_PER_SECOND, MAX_NEW_TOKENS)

@@ -6,7 +6,7 @@ import importlib
 
 from rac.engine.stage import Stage
 
-STAGE_ORDER: tuple[str, ...] = ("rollout", "hessian", "prune", "quantize", "evaluate", "export")
+STAGE_ORDER: tuple[str, ...] = ("rollout", "hessian", "prune", "recover", "quantize", "evaluate", "export")
 
 
 def load_stages() -> tuple[Stage, ...]:

@@ -126,7 +126,7 @@ class _EvaluatedModel:
             from rac.models.load import apply_weights, load_model
 
             self._model, self.tokenizer = load_model(self.ctx.settings.model.as_dict(), self.ctx.device)
-            apply_weights(self._model, *[self.ctx.inputs[s] for s in ("prune", "quantize") if s in self.ctx.inputs])
+            apply_weights(self._model, *[self.ctx.inputs[s] for s in ("prune", "recover", "quantize") if s in self.ctx.inputs])
             self.loads += 1
         return self._model
 
@@ -159,7 +159,7 @@ def _engine(ctx: StageContext, held: _EvaluatedModel, task: dict, workdir: Path)
             if "quantize" in ctx.inputs:
                 held.get().config.save_pretrained(str(folder))
                 held.release()  # the FP8 weights are written from a CPU copy, not next to the GPU one
-                write_compressed_tensors(_dense_copy_with(ctx, "prune", device="cpu"), ctx.inputs["quantize"], folder)
+                write_compressed_tensors(_dense_copy_with(ctx, "prune", "recover", device="cpu"), ctx.inputs["quantize"], folder)
             else:
                 held.get().save_pretrained(str(folder), safe_serialization=True)
             held.tokenizer.save_pretrained(str(folder))
@@ -291,14 +291,14 @@ def _throughput_variant(ctx: StageContext, dtype: str | None) -> tuple[Any, dict
     from rac.eval.throughput import kernelize
 
     if "prune" in ctx.inputs and "quantize" in ctx.inputs:  # 2:4 + FP8: torchao when it can, else FP8 alone
-        model = _dense_copy_with(ctx, "prune", dtype=dtype)
+        model = _dense_copy_with(ctx, "prune", "recover", dtype=dtype)
         report = kernelize(model, "2:4+fp8")
         if report["kernel"] != "none":
             return model, report
         del model
-        model = _dense_copy_with(ctx, "prune", "quantize", dtype=dtype)
+        model = _dense_copy_with(ctx, "prune", "recover", "quantize", dtype=dtype)
         return model, {**kernelize(model, "fp8"), "fallback_from": "2:4+fp8", "fallback_note": report.get("note")}
-    model = _dense_copy_with(ctx, "prune", "quantize", dtype=dtype)
+    model = _dense_copy_with(ctx, "prune", "recover", "quantize", dtype=dtype)
     kernel = "fp8" if "quantize" in ctx.inputs else "2:4" if "prune" in ctx.inputs else "none"
     return model, kernelize(model, kernel)
 
@@ -432,7 +432,7 @@ def run(ctx: StageContext) -> dict:
 
 STAGE = Stage(
     name="evaluate",
-    needs=("prune", "quantize"),
+    needs=("prune", "recover", "quantize"),
     reads=("model", "evaluate", "calibration.render", "run.seed"),
     version="3",  # 2: strict answer specs, trusted code runner; 3: length metrics, probe termination
     run=run,

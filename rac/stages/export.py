@@ -145,7 +145,7 @@ def run(ctx: StageContext) -> dict:
     out = Path(ctx.out_dir)
     model, tokenizer = load_model(ctx.settings.model.as_dict(), "cpu")
     if ctx.inputs.get("prune") is not None:
-        apply_weights(model, ctx.inputs["prune"])
+        apply_weights(model, ctx.inputs["prune"], ctx.inputs.get("recover"))
     summary: dict = {"format": fmt}
     max_shard = cfg.max_shard_size
     if fmt == "hf":
@@ -172,7 +172,7 @@ def run(ctx: StageContext) -> dict:
 
 STAGE = Stage(
     name="export",
-    needs=("prune", "quantize", "evaluate"),
+    needs=("prune", "recover", "quantize", "evaluate"),
     reads=("export", "model", "prune", "quantize", "calibration", "evaluate", "run"),
     version="1",
     run=run,

@@ -109,7 +109,7 @@ def run(ctx: StageContext) -> dict:
     model, _ = load_model(ctx.settings.model.as_dict(), ctx.device)
     prune_dir = ctx.inputs.get("prune")
     if prune_dir is not None:
-        apply_weights(model, prune_dir)
+        apply_weights(model, prune_dir, ctx.inputs.get("recover"))
     patterns = pruned_patterns(prune_dir)
     names = target_modules(model, targets, ignore)
     if not names:
@@ -142,7 +142,7 @@ def run(ctx: StageContext) -> dict:
 
 STAGE = Stage(
     name="quantize",
-    needs=("prune",),
+    needs=("prune", "recover"),
     reads=("quantize", "model"),
     version="1",
     run=run,

@@ -88,6 +88,7 @@ calibration:
   budget: {{prompts: 2, tokens: null}}
   rollout: {{t_max: 3, batch_size: 2}}
 prune: {{sparsity: 0.5, batch_size: 2, closed_loop: {{rounds: 2}}}}  # rounds 2: the closed loop's reads too
+recover: {{tokens: 4, batch_size: 1, heldout: 1}}
 quantize: {{}}
 evaluate:
   max_new_tokens: 2
