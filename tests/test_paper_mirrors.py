@@ -11,13 +11,14 @@ cell after the paper row or column it fills.
 To add a check on a finished mirror (e.g. its ``rac report --paper`` layout), take the ``mirrors``
 fixture: ``{grid stem: grid run directory}``; ``_cells(mirrors[stem])`` gives each cell's metrics.
 
-Runtime: not measured to the end on the shared 2-core machine (see the mirrors notes); budgeted at a
-few minutes on an idle one, most of it evaluation (26 new evaluate stages) and Table 4's MLP pruning.
+Runtime (2-core AMD EPYC, 2026-11-30): the CI set (``RUN``) about 2 minutes after the golden test; all nine
+about 14 minutes (Table 1 about 2, Table 4 alone 7.5).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 MIRRORS_DIR = ROOT / "recipes" / "demo" / "paper"
 # the README's order: Table 1 (and its dense rows) first, so the others reuse its rollouts and Hessians
 ORDER = ("table1_dense", "table1", "figure1", "figure2", "table2_dense", "table2", "table3", "table4", "table5")
+# CI runs the mirrors whose machinery nothing else exercises end to end within its time budget (the dense row
+# of Table 1, Figure 2's prompt-only vs RAC probe arrays on MATH-500, Table 2's Codeforces calibration and
+# sandboxed LiveCodeBench grading; the golden test runs Table 1's prompt-only / RAC conditions);
+# RAC_MIRRORS=full runs all nine (about 15 more minutes on 2 CPU cores: Table 4 prunes 10-30 MLP blocks and
+# evaluates FP8 without a CPU kernel). Every mirror's cells are checked by the dry-run test either way.
+FULL = os.environ.get("RAC_MIRRORS") == "full"
+RUN = ORDER if FULL else ("table1_dense", "figure2", "table2_dense", "table2")
+
+
+def _needs(*stems: str) -> None:
+    missing = [s for s in stems if s not in RUN]
+    if missing:
+        pytest.skip(f"mirror(s) {', '.join(missing)} run only with RAC_MIRRORS=full (CI time budget)")
 
 
 def _cells(grid_dir: Path) -> dict[str, dict]:
@@ -44,13 +58,13 @@ def _cells(grid_dir: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def mirrors(demo_cache: Path, tmp_path_factory) -> dict[str, Path]:
-    """Run every mirror grid (README order) into the shared cache; {grid stem: grid run directory}."""
+    """Run the mirror grids of ``RUN`` (README order) into the shared cache; {grid stem: grid run directory}."""
     out = tmp_path_factory.mktemp("mirrors")
     grids: dict[str, Path] = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAC_CACHE", str(demo_cache))
         patch.setenv("HF_HUB_OFFLINE", "1")
-        for stem in ORDER:
+        for stem in RUN:
             assert main(["grid", str(MIRRORS_DIR / f"{stem}.yaml"), "--output-dir", str(out / stem)]) == 0, stem
             (grid_dir,) = [p for p in (out / stem).iterdir() if (p / "grid.json").is_file()]
             grids[stem] = grid_dir
@@ -101,6 +115,7 @@ PRUNED = {f"smollm2-135m_{cal}_sparsegpt_first-blocks-{s}" for cal in ("c4", "pr
 
 def test_table1_mirror(mirrors) -> None:
     """Dense row + C4 / prompt-only / RAC at 40 and 50%: acc +- SE, length, time and probe fidelity."""
+    _needs("table1_dense", "table1")
     (dense,) = _finished(mirrors["table1_dense"], {"dense"}).values()
     cells = _finished(mirrors["table1"], PRUNED)
     for name, cell in {"dense": dense, **cells}.items():
@@ -120,6 +135,7 @@ def test_table1_mirror(mirrors) -> None:
 
 def test_figure1_mirror(mirrors) -> None:
     """C4 at 30 / 50 / 70%: accuracy and evaluation time per sparsity; the 50% cell is Table 1's."""
+    _needs("figure1")
     cells = _finished(mirrors["figure1"], {f"smollm2-135m_c4_sparsegpt_first-blocks-{s}" for s in (30, 50, 70)})
     for name, cell in cells.items():
         _accuracy_and_time(cell["metrics"], "math500", problems=4, budget=32)
@@ -132,13 +148,15 @@ def test_figure1_mirror(mirrors) -> None:
 
 def test_figure2_mirror(mirrors) -> None:
     """Prompt-only vs RAC probe on MATH-500: per-token error arrays of the same dense rollouts."""
+    _needs("figure2")
     from safetensors.torch import load_file
 
     names = {f"smollm2-135m_{cal}_sparsegpt_first-blocks-50" for cal in ("prompt", "rac")}
     cells = _finished(mirrors["figure2"], names)
     arrays = {}
     for name, cell in cells.items():
-        _cached(cell, "hessian", "prune")  # Table 1's pruned weights
+        if "table1" in RUN:
+            _cached(cell, "hessian", "prune")  # Table 1's pruned weights
         metrics = _probe(cell["metrics"], "probe_math500")
         arrays[name] = load_file(str(_artifact(cell["run_dir"], "evaluate") / metrics["arrays"]))
     prompt, rac = (arrays[f"smollm2-135m_{cal}_sparsegpt_first-blocks-50"] for cal in ("prompt", "rac"))
@@ -150,6 +168,7 @@ def test_figure2_mirror(mirrors) -> None:
 def test_table2_mirror(mirrors) -> None:
     """LiveCodeBench-format sample graded in the sandbox (pass@1 over 2 samples +- SE), Codeforces
     statements as calibration prompts, and the dense row."""
+    _needs("table2_dense", "table2")
     (dense,) = _finished(mirrors["table2_dense"], {"dense"}).values()
     cells = _finished(mirrors["table2"], {f"smollm2-135m_{cal}_sparsegpt_first-blocks-50" for cal in ("prompt", "rac")})
     for cell in (dense, *cells.values()):
@@ -163,6 +182,7 @@ def test_table2_mirror(mirrors) -> None:
 
 def test_table3_mirror(mirrors) -> None:
     """On-policy (Table 1's RAC cell, all cached) vs the off-policy stand-in (bfloat16 source model)."""
+    _needs("table3")
     on, off = "smollm2-135m_rac_sparsegpt_first-blocks-50", "smollm2-135m_rac-from-smollm2-135m_sparsegpt_first-blocks-50"
     cells = _finished(mirrors["table3"], {on, off})
     _cached(cells[on], "rollout", "hessian", "prune", "evaluate")
@@ -176,6 +196,7 @@ def test_table3_mirror(mirrors) -> None:
 def test_table4_mirror(mirrors) -> None:
     """2:4 MLP first third / first+last / all as RAC and RAC+FP8, plus the dense baseline:
     accuracy, and throughput per phase with the kernel that ran named."""
+    _needs("table4")
     scopes = ("mlp-first-2of4", "mlp-first-2of4+mlp-last-2of4", "mlp-all-2of4")
     names = {f"smollm2-135m_{row}_sparsegpt_{scope}{fp8}" for scope in scopes
              for row, fp8 in (("rac", ""), ("rac", "_fp8"))}
@@ -209,6 +230,7 @@ def test_table4_mirror(mirrors) -> None:
 def test_table5_mirror(mirrors) -> None:
     """Dense vs RAC-40% at budgets 32 / 8 / 4 (the paper's / 1024): accuracy, length and time per budget;
     the 32-token cells are Table 1's."""
+    _needs("table5")
     names = {f"smollm2-135m_{row}_max_new_tokens-{b}" for row in ("dense", "rac_sparsegpt_first-blocks-40")
              for b in (32, 8, 4)}
     cells = _finished(mirrors["table5"], names)

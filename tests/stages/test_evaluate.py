@@ -118,7 +118,7 @@ def test_duplicate_task_names_rejected(eval_recipe):
 
 
 def test_stage_contract(recipe):
-    assert STAGE.name == "evaluate" and STAGE.needs == ("prune", "quantize")
+    assert STAGE.name == "evaluate" and STAGE.needs == ("prune", "recover", "quantize")
     assert not STAGE.enabled(recipe(**{"model.id": "m"}))
     assert STAGE.enabled(recipe(**{"model.id": "m", "evaluate.tasks": [{"name": "x", "type": "probe"}]}))
 
