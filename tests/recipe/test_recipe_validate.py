@@ -178,6 +178,16 @@ def test_vllm_missing(write, monkeypatch):
         "machines), or use engine: hf")]
 
 
+def test_math_verify_missing_is_located_before_any_work(write, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "math_verify" else real(name, *a))
+    body = "evaluate:\n  tasks:\n    - {name: t, type: throughput}\n    - {name: m, type: math, dataset: gsm8k_test}\n"
+    assert errors(write, body) == [
+        "r.yaml:7:7: $.evaluate.tasks[1]: math grading needs math-verify, which is not installed: install rac[eval]"]
+    write("ok.yaml", HEAD + body.split("    - {name: m")[0])
+    load_and_validate("ok.yaml")
+
+
 def test_ray_missing_for_data_parallel(write, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
