@@ -54,9 +54,17 @@ def fp8_linear_reference(
     """Simulated W8A8 linear: dequant(quant(x)) @ dequant(q)^T + bias, returned in x's dtype."""
     if x.shape[-1] != q.shape[1]:
         raise Fp8Error(f"fp8 linear: input features {x.shape[-1]} != weight in-features {q.shape[1]}")
+    return fp8_linear_dequantized(x, dequantize_fp8(q, w_scale).to(x.device), bias)
+
+
+def fp8_linear_dequantized(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`fp8_linear_reference` with the weight already dequantized (float32 ``dequant(q)``): the
+    activations are still quantized per token, so the result is the same; a caller that keeps ``w``
+    across calls saves one weight dequantization per forward."""
+    if x.shape[-1] != w.shape[1]:
+        raise Fp8Error(f"fp8 linear: input features {x.shape[-1]} != weight in-features {w.shape[1]}")
     qa, sa = quantize_activation_fp8_per_token(x)
     a = dequantize_fp8(qa, sa)
-    w = dequantize_fp8(q, w_scale).to(a.device)
     y = a @ w.t()
     if bias is not None:
         y = y + bias.to(torch.float32)

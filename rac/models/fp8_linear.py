@@ -10,7 +10,7 @@ from torch import nn
 from rac.algorithms.fp8 import (
     FP8_DTYPE,
     dequantize_fp8,
-    fp8_linear_reference,
+    fp8_linear_dequantized,
     fp8_linear_scaled_mm,
     quantize_weight_fp8,
     scaled_mm_supported,
@@ -22,6 +22,9 @@ class Fp8Linear(nn.Module):
 
     Forward is simulated (quantize-dequantize) on CPU and uses `torch._scaled_mm` on CUDA when the
     shapes allow. The state dict holds `weight` (float8_e4m3fn), `weight_scale` and `bias`.
+    The simulated path keeps the float32 ``dequant(weight)`` between calls (the same values, computed
+    once instead of per forward: a decode step would otherwise dequantize every weight of the model);
+    it is rebuilt whenever ``weight`` or ``weight_scale`` is replaced or modified in place.
     """
 
     def __init__(self, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None = None) -> None:
@@ -36,6 +39,7 @@ class Fp8Linear(nn.Module):
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.weight_scale = nn.Parameter(weight_scale.reshape(-1, 1).to(torch.float32), requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self._dequantized: tuple[tuple, torch.Tensor] | None = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Fp8Linear:
@@ -49,10 +53,24 @@ class Fp8Linear(nn.Module):
         if scaled_mm_supported(x, self.weight):
             out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
             return fp8_linear_scaled_mm(x, self.weight, self.weight_scale, self.bias, out_dtype)
-        return fp8_linear_reference(x, self.weight, self.weight_scale, self.bias)
+        return fp8_linear_dequantized(x, self._simulated_weight(x.device), self.bias)
+
+    def _simulated_weight(self, device: torch.device) -> torch.Tensor:
+        """float32 dequant(weight) on ``device``, cached until either tensor changes (identity or version)."""
+        key = (self.weight.data_ptr(), _version(self.weight), self.weight_scale.data_ptr(),
+               _version(self.weight_scale), self.weight.device, device)
+        if self._dequantized is None or self._dequantized[0] != key:
+            self._dequantized = (key, dequantize_fp8(self.weight, self.weight_scale).to(device))
+        return self._dequantized[1]
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3"
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The in-place modification counter; None for inference tensors (made under ``torch.inference_mode``,
+    which cannot be modified in place outside it and keep no counter)."""
+    return None if tensor.is_inference() else tensor._version
 
 
 def swap_in_fp8(

@@ -77,6 +77,36 @@ def _differing(flats: Sequence[dict[str, Any]], keys: Sequence[str] | None = Non
     return [k for k in union if len({value_text(f[k]) if k in f else "<unset>" for f in flats}) > 1]
 
 
+def _collapse_sections(flats: Sequence[dict[str, Any]], keys: list[str]) -> tuple[list[str], set[str]]:
+    """Keys that differ only because their section is off in some runs (``recover: null`` there,
+    ``recover.tokens: 4096`` in one run) become one column for the section, read "on" / "off"; a key
+    whose value also differs among the runs that set the section stays. Returns (keys, sections)."""
+    out: list[str] = []
+    sections: set[str] = set()
+    for key in keys:
+        parts = key.split(".")
+        section = next((".".join(parts[:n]) for n in range(1, len(parts))
+                        if not all(_has_section(f, ".".join(parts[:n])) for f in flats)), None)
+        if section is not None and len({value_text(f[key]) for f in flats if key in f}) == 1 and all(
+                key in f or not _has_section(f, section) for f in flats):
+            key = section
+            sections.add(section)
+        if key not in out:
+            out.append(key)
+    return out, sections
+
+
+def _has_section(flat: dict[str, Any], section: str) -> bool:
+    """Whether a flattened recipe sets anything under ``section`` (absent or null: off)."""
+    return any(k.startswith(section + ".") for k in flat)
+
+
+def _cell_text(flat: dict[str, Any], key: str, sections: set[str]) -> str:
+    if key in sections:
+        return "on" if _has_section(flat, key) else "off"
+    return value_text(flat[key]) if key in flat else "–"
+
+
 def group_runs(records: Sequence[RunRecord], aggregate: Sequence[str] = ()) -> tuple[list[list[RunRecord]], list[str]]:
     """Runs grouped by identity; raises ReportError when two runs would silently share a cell."""
     flats = [{k: v for k, v in flatten(r.recipe).items() if not _under(k, BOOKKEEPING)} for r in records]
@@ -115,7 +145,7 @@ def arrange(records: Sequence[RunRecord], aggregate: Sequence[str] = ()) -> Layo
     heads = [g[0] for g in groups]
     flats = [{k: v for k, v in flatten(r.recipe).items() if not _under(k, BOOKKEEPING) and k not in agg_keys}
              for r in heads]
-    varying = _differing(flats)
+    varying, sections = _collapse_sections(flats, _differing(flats))
     calibrated = [r.recipe for r in heads if uses_calibration(r.recipe)]
     policies = {bool(((c.get("calibration") or {}).get("rollout") or {}).get("model"))
                 for c in calibrated if (c.get("calibration") or {}).get("kind", "rac") == "rac"}
@@ -141,7 +171,7 @@ def arrange(records: Sequence[RunRecord], aggregate: Sequence[str] = ()) -> Layo
                 sort.append(value_text(flat.get(BUDGET_KEY)).zfill(12))
             if seed_keys:
                 row.append(_seed_label(flat, seed_keys))
-            row += [value_text(flat.get(k)) if k in flat else "–" for k in generic + extra]
+            row += [_cell_text(flat, k, sections) for k in generic + extra]
             sort += row[2:]
             column = calibration_label(head.recipe, contrast, show_sources) if uses_calibration(head.recipe) else FILL
             cells.append(Cell(runs, tuple(row), column, tuple(sort)))

