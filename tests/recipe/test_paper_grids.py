@@ -105,3 +105,16 @@ def test_table2_calibration_source_reads_codeforces_rows() -> None:
     theatre = items[0].text
     assert "Input\nThe input contains three" in theatre and "Examples\nInput\n6 6 4\nOutput\n4" in theatre
     assert not theatre.rstrip().endswith("Note") and "Note\nFor example, the boys" in items[1].text
+
+
+def test_length_grid_has_each_lever_and_the_combination() -> None:
+    """recipes/demo/length.yaml (issue 18): the reference cells, one cell per lever, and tail + recover, whose
+    pruned weights are the tail cell's (same calibration and prune sections) with the recover stage on top."""
+    cells = {cell.loaded.data["name"]: cell.loaded.data for cell in
+             expand_grid(grid_file=GRIDS.parent / "demo" / "length.yaml", environment=False)}
+    assert set(cells) == {"dense", "rac", "prompt", "rac-tail", "rac-closed-loop", "rac-recover", "rac-confidence",
+                          "rac-uncertain", "rac-tail-alps", "rac-tail-recover"}
+    tail, combo = cells["rac-tail"], cells["rac-tail-recover"]
+    assert combo["calibration"] == tail["calibration"] and combo["prune"] == tail["prune"]
+    assert tail.get("recover") is None and combo["recover"] == cells["rac-recover"]["recover"]
+    assert combo["calibration"]["weights"]["position"]["kind"] == "tail"
