@@ -11,8 +11,9 @@ cell after the paper row or column it fills.
 To add a check on a finished mirror (e.g. its ``rac report --paper`` layout), take the ``mirrors``
 fixture: ``{grid stem: grid run directory}``; ``_cells(mirrors[stem])`` gives each cell's metrics.
 
-Runtime (2-core AMD EPYC, 2026-11-30): the CI set (``RUN``) about 2 minutes after the golden test; all nine
-about 14 minutes (Table 1 about 2, Table 4 alone 7.5).
+Runtime (2-core AMD EPYC, 2026-11-30, one core busy with another job): the CI set (``RUN``) about 2.7 minutes
+after the golden test; all nine about 15 minutes (Table 1 2.4, Table 3 2.5, Table 4 5.8 before its Prompt+FP8
+row); see the README, "CPU mirrors".
 """
 
 from __future__ import annotations
@@ -194,12 +195,12 @@ def test_table3_mirror(mirrors) -> None:
 
 
 def test_table4_mirror(mirrors) -> None:
-    """2:4 MLP first third / first+last / all as RAC and RAC+FP8, plus the dense baseline:
+    """2:4 MLP first third / first+last / all as RAC, Prompt+FP8 and RAC+FP8, plus the dense baseline:
     accuracy, and throughput per phase with the kernel that ran named."""
     _needs("table4")
     scopes = ("mlp-first-2of4", "mlp-first-2of4+mlp-last-2of4", "mlp-all-2of4")
     names = {f"smollm2-135m_{row}_sparsegpt_{scope}{fp8}" for scope in scopes
-             for row, fp8 in (("rac", ""), ("rac", "_fp8"))}
+             for row, fp8 in (("rac", ""), ("prompt", "_fp8"), ("rac", "_fp8"))}
     cells = _finished(mirrors["table4"], names | {"smollm2-135m_dense"})
     expected_blocks = {"mlp-first-2of4": 10, "mlp-first-2of4+mlp-last-2of4": 20, "mlp-all-2of4": 30}
     for name, cell in cells.items():
@@ -221,10 +222,13 @@ def test_table4_mirror(mirrors) -> None:
         assert summary["modules"] == 3 * expected_blocks[scope], summary  # gate, up, down per block
         assert summary["mean_sparsity"] == pytest.approx(0.5, abs=1e-3), summary
         assert (_stage(cell, "quantize").get("status") in ("done", "cached")) == name.endswith("_fp8")
-    # RAC and RAC+FP8 share the pruned weights; FP8 only adds the quantize stage
+    # RAC and RAC+FP8 share the pruned weights; FP8 only adds the quantize stage. Prompt+FP8 prunes on its
+    # own (prompt-only) Hessians
     for scope in scopes:
         plain, fp8 = (cells[f"smollm2-135m_rac_sparsegpt_{scope}{q}"] for q in ("", "_fp8"))
         assert _artifact(plain["run_dir"], "prune") == _artifact(fp8["run_dir"], "prune")
+        prompt = cells[f"smollm2-135m_prompt_sparsegpt_{scope}_fp8"]
+        assert _artifact(prompt["run_dir"], "prune") != _artifact(plain["run_dir"], "prune")
 
 
 def test_table5_mirror(mirrors) -> None:
@@ -252,7 +256,8 @@ def test_dry_run_names_cells_after_the_papers_rows_and_columns(capsys) -> None:
         "table2": [f"{cal}_sparsegpt_first-blocks-50" for cal in ("prompt", "rac")],
         "table3": ["rac_sparsegpt_first-blocks-50", "rac-from-smollm2-135m_sparsegpt_first-blocks-50"],
         "table4": ["dense", "rac_sparsegpt_mlp-first-2of4", "rac_sparsegpt_mlp-first-2of4_fp8",
-                   "rac_sparsegpt_mlp-first-2of4+mlp-last-2of4", "rac_sparsegpt_mlp-all-2of4_fp8"],
+                   "prompt_sparsegpt_mlp-first-2of4_fp8", "rac_sparsegpt_mlp-first-2of4+mlp-last-2of4",
+                   "prompt_sparsegpt_mlp-all-2of4_fp8", "rac_sparsegpt_mlp-all-2of4_fp8"],
         "table5": ["dense_max_new_tokens-32", "dense_max_new_tokens-8", "dense_max_new_tokens-4",
                    "rac_sparsegpt_first-blocks-40_max_new_tokens-32"],
     }
