@@ -167,11 +167,12 @@ def test_figure2_mirror(mirrors) -> None:
 
 
 def test_table2_mirror(mirrors) -> None:
-    """LiveCodeBench-format sample graded in the sandbox (pass@1 over 2 samples +- SE), Codeforces
-    statements as calibration prompts, and the dense row."""
+    """LiveCodeBench-format sample graded in the sandbox (pass@1 over 2 samples +- SE), C4 / prompt-only / RAC
+    with Codeforces statements as calibration prompts, and the dense row."""
     _needs("table2_dense", "table2")
     (dense,) = _finished(mirrors["table2_dense"], {"dense"}).values()
-    cells = _finished(mirrors["table2"], {f"smollm2-135m_{cal}_sparsegpt_first-blocks-50" for cal in ("prompt", "rac")})
+    cells = _finished(mirrors["table2"], {f"smollm2-135m_{cal}_sparsegpt_first-blocks-50"
+                                          for cal in ("c4", "prompt", "rac")})
     for cell in (dense, *cells.values()):
         _accuracy_and_time(cell["metrics"], "livecodebench", problems=4, budget=32, samples=2)
         assert set(cell["metrics"]["evaluate"]) == {"livecodebench"}
@@ -253,7 +254,7 @@ def test_dry_run_names_cells_after_the_papers_rows_and_columns(capsys) -> None:
     expected = {
         "figure1": ["c4_sparsegpt_first-blocks-30", "c4_sparsegpt_first-blocks-50", "c4_sparsegpt_first-blocks-70"],
         "table1": [f"{cal}_sparsegpt_first-blocks-{s}" for s in (40, 50) for cal in ("c4", "prompt", "rac")],
-        "table2": [f"{cal}_sparsegpt_first-blocks-50" for cal in ("prompt", "rac")],
+        "table2": [f"{cal}_sparsegpt_first-blocks-50" for cal in ("c4", "prompt", "rac")],
         "table3": ["rac_sparsegpt_first-blocks-50", "rac-from-smollm2-135m_sparsegpt_first-blocks-50"],
         "table4": ["dense", "rac_sparsegpt_mlp-first-2of4", "rac_sparsegpt_mlp-first-2of4_fp8",
                    "prompt_sparsegpt_mlp-first-2of4_fp8", "rac_sparsegpt_mlp-first-2of4+mlp-last-2of4",
