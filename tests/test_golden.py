@@ -49,8 +49,9 @@ TOLERANCE = {"probe.decode_nll": 0.008, "probe.decode_error": 0.1, "probe.mean_d
 def golden_grid(tmp_path_factory, demo_cache: Path) -> tuple[Path, float]:
     out = tmp_path_factory.mktemp("golden")
     start = time.perf_counter()
-    # the session's shared SmolLM2 cache (cold when this module runs first, as in `pytest` order; the
-    # paper mirrors then reuse these rollouts and Hessians); nothing in ~/.cache
+    # the session's shared SmolLM2 cache (in `pytest` order it holds only the model that
+    # tests/models/test_load.py converted; the paper mirrors then reuse these rollouts and Hessians);
+    # nothing in ~/.cache
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAC_CACHE", str(demo_cache))
         patch.setenv("HF_HUB_OFFLINE", "1")
