@@ -113,8 +113,12 @@ def test_length_grid_has_each_lever_and_the_combination() -> None:
     cells = {cell.loaded.data["name"]: cell.loaded.data for cell in
              expand_grid(grid_file=GRIDS.parent / "demo" / "length.yaml", environment=False)}
     assert set(cells) == {"dense", "rac", "prompt", "rac-tail", "rac-closed-loop", "rac-recover", "rac-confidence",
-                          "rac-uncertain", "rac-tail-alps", "rac-tail-recover"}
+                          "rac-uncertain", "rac-tail-recover"}
     tail, combo = cells["rac-tail"], cells["rac-tail-recover"]
     assert combo["calibration"] == tail["calibration"] and combo["prune"] == tail["prune"]
     assert tail.get("recover") is None and combo["recover"] == cells["rac-recover"]["recover"]
     assert combo["calibration"]["weights"]["position"]["kind"] == "tail"
+    # the ALPS cell is its own grid (hours on CPU), on the same base: the tail cell with prune.method alps
+    (alps,) = [c.loaded.data for c in expand_grid(grid_file=GRIDS.parent / "demo" / "length_alps.yaml",
+                                                  environment=False)]
+    assert alps["prune"] == {**tail["prune"], "method": "alps"} and alps["calibration"] == tail["calibration"]
