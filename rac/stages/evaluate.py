@@ -401,10 +401,10 @@ def run_torch_throughput_tasks(ctx: StageContext, tasks: list[dict],
             own[task["name"]] += time.perf_counter() - start
         del variant
     names = [t["name"] for t in tasks]
+    share = loading / len(tasks)
     results = {}
     for task in tasks:
         result = _throughput_result(ctx, task, measured[task["name"]], ("prefill", "decode"), dtype)
-        share = loading / len(tasks)
         result.update(seconds=round(own[task["name"]] + share, 3), load_seconds=round(share, 3), measured_with=names)
         results[task["name"]] = result
     return results
@@ -443,7 +443,7 @@ def run(ctx: StageContext) -> dict:
                 continue
             ctx.log.info("evaluate task %s (%s)", task["name"], task["type"])
             start = time.perf_counter()
-            if task in torch_throughput:  # every backend-torch shape on one load of each variant
+            if task["name"] in {t["name"] for t in torch_throughput}:  # every torch shape on one load per variant
                 results.update(run_torch_throughput_tasks(ctx, torch_throughput, held))
                 continue
             if task["type"] in ("math", "code"):
