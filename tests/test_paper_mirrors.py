@@ -11,9 +11,9 @@ cell after the paper row or column it fills.
 To add a check on a finished mirror (e.g. its ``rac report --paper`` layout), take the ``mirrors``
 fixture: ``{grid stem: grid run directory}``; ``_cells(mirrors[stem])`` gives each cell's metrics.
 
-Runtime (2-core AMD EPYC, 2026-11-30, one core busy with another job): the CI set (``RUN``) about 2.7 minutes
-after the golden test; all nine about 15 minutes (Table 1 2.4, Table 3 2.5, Table 4 5.8 before its Prompt+FP8
-row); see the README, "CPU mirrors".
+Runtime (2-core AMD EPYC, idle, 2026-11-30, after the golden test): the CI set (``RUN``: every mirror but Table 4)
+300 s; Table 4 alone 352 s (six prunes of 10 / 20 / 30 MLP blocks, nine FP8 / 2:4 evaluations with throughput);
+see the README, "CPU mirrors".
 """
 
 from __future__ import annotations
@@ -32,13 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MIRRORS_DIR = ROOT / "recipes" / "demo" / "paper"
 # the README's order: Table 1 (and its dense rows) first, so the others reuse its rollouts and Hessians
 ORDER = ("table1_dense", "table1", "figure1", "figure2", "table2_dense", "table2", "table3", "table4", "table5")
-# CI runs the mirrors whose machinery nothing else exercises end to end within its time budget (the dense row
-# of Table 1, Figure 2's prompt-only vs RAC probe arrays on MATH-500, Table 2's Codeforces calibration and
-# sandboxed LiveCodeBench grading; the golden test runs Table 1's prompt-only / RAC conditions);
-# RAC_MIRRORS=full runs all nine (about 15 more minutes on 2 CPU cores: Table 4 prunes 10-30 MLP blocks and
-# evaluates FP8 without a CPU kernel). Every mirror's cells are checked by the dry-run test either way.
+# CI runs every mirror but Table 4 (300 s on an idle 2-core runner, together with the golden grid's cells they
+# reuse); Table 4's ten cells (six prunes of 10-30 MLP blocks, FP8 evaluated without a CPU kernel, throughput of
+# two variants per cell) take 352 s more, which CI's 20 minutes do not hold. RAC_MIRRORS=full runs all nine.
+# Every mirror's cells are checked by the dry-run test either way.
 FULL = os.environ.get("RAC_MIRRORS") == "full"
-RUN = ORDER if FULL else ("table1_dense", "figure2", "table2_dense", "table2")
+RUN = ORDER if FULL else tuple(stem for stem in ORDER if stem != "table4")
 
 
 def _needs(*stems: str) -> None:
@@ -99,7 +98,7 @@ def _accuracy_and_time(metrics: dict, task: str, problems: int, budget: int, sam
     assert m["wall_seconds"] > 0.0 and m["seconds"] > 0.0, m
 
 
-def _probe(metrics: dict, task: str = "probe") -> dict:
+def _probe(metrics: dict, task: str = "probe_math500") -> dict:
     m = metrics["evaluate"][task]
     assert m["n_problems"] == 4 and 0.0 < m["mean_decode_length"] <= 32, m
     assert m["decode_nll"] > 0.0 and m["decode_error"] >= 0.0, m
@@ -120,10 +119,10 @@ def test_table1_mirror(mirrors) -> None:
     (dense,) = _finished(mirrors["table1_dense"], {"dense"}).values()
     cells = _finished(mirrors["table1"], PRUNED)
     for name, cell in {"dense": dense, **cells}.items():
-        _accuracy_and_time(cell["metrics"], "math500", problems=4, budget=32)
+        _accuracy_and_time(cell["metrics"], "math500", problems=4, budget=16)
         probe = _probe(cell["metrics"])
         if name != "dense":  # the pruned model reproduces the dense decoding worse than the dense one
-            assert probe["decode_nll"] > dense["metrics"]["evaluate"]["probe"]["decode_nll"], name
+            assert probe["decode_nll"] > dense["metrics"]["evaluate"]["probe_math500"]["decode_nll"], name
             summary = _stage(cell, "prune")["summary"]
             assert summary["mean_sparsity"] == pytest.approx(int(name[-2:]) / 100, abs=1e-3), summary
             assert summary["modules"] == 21, summary  # blocks 0-2, attn + mlp
@@ -139,10 +138,10 @@ def test_figure1_mirror(mirrors) -> None:
     _needs("figure1")
     cells = _finished(mirrors["figure1"], {f"smollm2-135m_c4_sparsegpt_first-blocks-{s}" for s in (30, 50, 70)})
     for name, cell in cells.items():
-        _accuracy_and_time(cell["metrics"], "math500", problems=4, budget=32)
+        _accuracy_and_time(cell["metrics"], "math500", problems=4, budget=16)
         assert _stage(cell, "prune")["summary"]["mean_sparsity"] == pytest.approx(int(name[-2:]) / 100, abs=1e-3)
     _cached(cells["smollm2-135m_c4_sparsegpt_first-blocks-50"], "hessian", "prune", "evaluate")
-    nll = [cells[f"smollm2-135m_c4_sparsegpt_first-blocks-{s}"]["metrics"]["evaluate"]["probe"]["decode_nll"]
+    nll = [cells[f"smollm2-135m_c4_sparsegpt_first-blocks-{s}"]["metrics"]["evaluate"]["probe_math500"]["decode_nll"]
            for s in (30, 70)]
     assert nll[0] < nll[1], nll  # 70% of blocks 0-2 removed hurts more than 30%
 
@@ -157,8 +156,8 @@ def test_figure2_mirror(mirrors) -> None:
     arrays = {}
     for name, cell in cells.items():
         if "table1" in RUN:
-            _cached(cell, "hessian", "prune")  # Table 1's pruned weights
-        metrics = _probe(cell["metrics"], "probe_math500")
+            _cached(cell, "hessian", "prune", "evaluate")  # Table 1's cells, read again
+        metrics = _probe(cell["metrics"])
         arrays[name] = load_file(str(_artifact(cell["run_dir"], "evaluate") / metrics["arrays"]))
     prompt, rac = (arrays[f"smollm2-135m_{cal}_sparsegpt_first-blocks-50"] for cal in ("prompt", "rac"))
     assert prompt["abs_error"].shape == rac["abs_error"].shape and prompt["abs_error"].numel() > 4 * 32
@@ -174,7 +173,7 @@ def test_table2_mirror(mirrors) -> None:
     cells = _finished(mirrors["table2"], {f"smollm2-135m_{cal}_sparsegpt_first-blocks-50"
                                           for cal in ("c4", "prompt", "rac")})
     for cell in (dense, *cells.values()):
-        _accuracy_and_time(cell["metrics"], "livecodebench", problems=4, budget=32, samples=2)
+        _accuracy_and_time(cell["metrics"], "livecodebench", problems=4, budget=16, samples=2)
         assert set(cell["metrics"]["evaluate"]) == {"livecodebench"}
     rac = cells["smollm2-135m_rac_sparsegpt_first-blocks-50"]
     rollouts = _artifact(rac["run_dir"], "rollout") / "rollouts.jsonl"
@@ -189,7 +188,7 @@ def test_table3_mirror(mirrors) -> None:
     cells = _finished(mirrors["table3"], {on, off})
     _cached(cells[on], "rollout", "hessian", "prune", "evaluate")
     for cell in cells.values():
-        _accuracy_and_time(cell["metrics"], "math500", problems=4, budget=32)
+        _accuracy_and_time(cell["metrics"], "math500", problems=4, budget=16)
     provenance = json.loads((_artifact(cells[off]["run_dir"], "rollout") / "provenance.json").read_text())
     assert provenance["on_policy"] is False and provenance["model"]["dtype"] == "bfloat16", provenance
     assert _artifact(cells[off]["run_dir"], "rollout") != _artifact(cells[on]["run_dir"], "rollout")
@@ -217,7 +216,7 @@ def test_table4_mirror(mirrors) -> None:
         if name == "smollm2-135m_dense":
             assert set(tasks) == {"throughput_bs1", "throughput_bs4"} and not _stage(cell, "prune")
             continue
-        _accuracy_and_time(cell["metrics"], "math500", problems=4, budget=32)
+        _accuracy_and_time(cell["metrics"], "math500", problems=4, budget=16)
         scope = next(s for s in scopes if name.endswith(s) or name.endswith(s + "_fp8"))
         summary = _stage(cell, "prune")["summary"]
         assert summary["modules"] == 3 * expected_blocks[scope], summary  # gate, up, down per block
@@ -233,16 +232,16 @@ def test_table4_mirror(mirrors) -> None:
 
 
 def test_table5_mirror(mirrors) -> None:
-    """Dense vs RAC-40% at budgets 32 / 8 / 4 (the paper's / 1024): accuracy, length and time per budget;
-    the 32-token cells are Table 1's."""
+    """Dense vs RAC-40% at budgets 16 / 4 / 2 (the paper's / 2048): accuracy, length and time per budget;
+    the 16-token cells are Table 1's."""
     _needs("table5")
     names = {f"smollm2-135m_{row}_max_new_tokens-{b}" for row in ("dense", "rac_sparsegpt_first-blocks-40")
-             for b in (32, 8, 4)}
+             for b in (16, 4, 2)}
     cells = _finished(mirrors["table5"], names)
     for name, cell in cells.items():
         budget = int(name.rsplit("-", 1)[1])
         _accuracy_and_time(cell["metrics"], "math500", problems=4, budget=budget)
-        if budget == 32:
+        if budget == 16:
             _cached(cell, "evaluate")
         elif "rac" in name:
             _cached(cell, "rollout", "hessian", "prune")
@@ -259,8 +258,8 @@ def test_dry_run_names_cells_after_the_papers_rows_and_columns(capsys) -> None:
         "table4": ["dense", "rac_sparsegpt_mlp-first-2of4", "rac_sparsegpt_mlp-first-2of4_fp8",
                    "prompt_sparsegpt_mlp-first-2of4_fp8", "rac_sparsegpt_mlp-first-2of4+mlp-last-2of4",
                    "prompt_sparsegpt_mlp-all-2of4_fp8", "rac_sparsegpt_mlp-all-2of4_fp8"],
-        "table5": ["dense_max_new_tokens-32", "dense_max_new_tokens-8", "dense_max_new_tokens-4",
-                   "rac_sparsegpt_first-blocks-40_max_new_tokens-32"],
+        "table5": ["dense_max_new_tokens-16", "dense_max_new_tokens-4", "dense_max_new_tokens-2",
+                   "rac_sparsegpt_first-blocks-40_max_new_tokens-16"],
     }
     for stem, names in expected.items():
         capsys.readouterr()
