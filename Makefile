@@ -45,16 +45,11 @@ demo: setup
 	$(BIN)/rac grid $(DEMO_GRID) --output-dir runs
 	$(BIN)/rac report runs/demo
 
-# the two venvs install side by side (pip is mostly I/O); then the vLLM test (about one core for two minutes,
-# mostly engine start-up) runs beside the main suite, its output held in a log and printed when both end
+# the two venvs install side by side (pip is mostly I/O), then the vLLM test and the main suite run (CI runs
+# `make lint` beside them: one core each for the lint and the vLLM test)
 test:
 	$(MAKE) -j2 --output-sync=target setup setup-vllm
-	@status=0; \
-	$(MAKE) test-vllm > $(VLLM_VENV)/test-vllm.log 2>&1 & vllm=$$!; \
-	$(MAKE) test-main || status=$$?; \
-	wait $$vllm || status=$$?; \
-	echo "--- make test-vllm"; cat $(VLLM_VENV)/test-vllm.log; \
-	exit $$status
+	$(MAKE) test-vllm test-main
 
 test-main: setup
 	$(BIN)/python -m pytest -q --durations=15
