@@ -340,6 +340,11 @@ def _vllm_throughput(ctx: StageContext, task: dict, shape: dict, held: _Evaluate
     return variants
 
 
+def _shape(task: dict) -> dict[str, int]:
+    """A throughput task's batch shape: batch_size, prompt_len, decode_len."""
+    return {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
+
+
 def _speedup(variants: dict, phases: tuple[str, ...]) -> dict:
     speedup: dict[str, float | None] = {}
     if "compressed" in variants:
@@ -351,9 +356,8 @@ def _speedup(variants: dict, phases: tuple[str, ...]) -> dict:
 
 def _throughput_result(ctx: StageContext, task: dict, variants: dict, phases: tuple[str, ...],
                        dtype: str | None) -> dict:
-    shape = {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
     return {"type": "throughput", "status": "ok", "backend": task["backend"], "device": ctx.device,
-            "dtype": dtype or ctx.settings.model.dtype, **shape, "repeats": int(task["repeats"]),
+            "dtype": dtype or ctx.settings.model.dtype, **_shape(task), "repeats": int(task["repeats"]),
             "variants": variants, "speedup": _speedup(variants, phases)}
 
 
@@ -365,8 +369,7 @@ def run_throughput_task(ctx: StageContext, task: dict, held: _EvaluatedModel | N
         return run_torch_throughput_tasks(ctx, [task], held)[task["name"]]
     if held is None or workdir is None:
         raise EvaluateError(f"evaluate.tasks[{task['name']}]: backend vllm needs the evaluated model and a workdir")
-    shape = {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
-    variants = _vllm_throughput(ctx, task, shape, held, workdir)
+    variants = _vllm_throughput(ctx, task, _shape(task), held, workdir)
     return _throughput_result(ctx, task, variants, ("generation",), None)
 
 
@@ -396,8 +399,8 @@ def run_torch_throughput_tasks(ctx: StageContext, tasks: list[dict],
         loading += time.perf_counter() - start
         for task in tasks:
             start = time.perf_counter()
-            shape = {k: int(task[k]) for k in ("batch_size", "prompt_len", "decode_len")}
-            measured[task["name"]][label] = {**measure_phases(variant, repeats=int(task["repeats"]), **shape), **report}
+            measured[task["name"]][label] = {**measure_phases(variant, repeats=int(task["repeats"]), **_shape(task)),
+                                             **report}
             own[task["name"]] += time.perf_counter() - start
         del variant
     names = [t["name"] for t in tasks]
@@ -437,13 +440,14 @@ def run(ctx: StageContext) -> dict:
     out = Path(ctx.out_dir)
     results: dict[str, dict] = {}
     torch_throughput = [t for t in tasks if t["type"] == "throughput" and t["backend"] != "vllm"]
+    torch_throughput_names = {t["name"] for t in torch_throughput}
     with tempfile.TemporaryDirectory(prefix="rac-eval-") as workdir:
         for task in tasks:
             if task["name"] in results:  # measured with an earlier throughput task
                 continue
             ctx.log.info("evaluate task %s (%s)", task["name"], task["type"])
             start = time.perf_counter()
-            if task["name"] in {t["name"] for t in torch_throughput}:  # every torch shape on one load per variant
+            if task["name"] in torch_throughput_names:  # every torch shape on one load per variant
                 results.update(run_torch_throughput_tasks(ctx, torch_throughput, held))
                 continue
             if task["type"] in ("math", "code"):
