@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expand and validate the cells, show what each changes and its cache state; runs nothing "
                         "(portable: works without vLLM)")
     p.add_argument("--status", action="store_true", help="each cell's state from its run directory")
+    p.add_argument("--cell", action="append", default=[], metavar="NAME",
+                   help="only this cell (repeatable): its full name, the name without the hash, or a unique part "
+                        "of it; the other cells' finished runs stay in the grid summary")
     p.add_argument("--executor", choices=("local", "ray", "slurm", "submitit-local"), default="local",
                    help="where cells run: this process (default), Ray tasks, Slurm jobs (submitit), "
                         "or submitit's local processes")

@@ -308,21 +308,25 @@ def _grid_base(path: Path, overrides: list[str]) -> Any:
 def cmd_grid(args: argparse.Namespace) -> int:
     from rac.app import run_loaded
     from rac.pipeline.run import StageFailed
+    from rac.recipe.cells import select_cells
     from rac.recipe.grid import expand_grid, is_grid_file
     from rac.report.grid import grid_dir_for, grid_summary_rows, write_grid_summary
 
     path = Path(args.recipe)
     environment = not args.dry_run
     if is_grid_file(path):
-        cells = expand_grid(grid_file=path, axes=args.axis, overrides=args.overrides, environment=environment)
+        every = expand_grid(grid_file=path, axes=args.axis, overrides=args.overrides, environment=environment)
     else:
-        cells = expand_grid(recipe_path=path, axes=args.axis, overrides=args.overrides, environment=environment)
+        every = expand_grid(recipe_path=path, axes=args.axis, overrides=args.overrides, environment=environment)
+    cells = select_cells(every, args.cell, str(path))
+    if len(cells) < len(every):
+        ui.message(f"--cell: {len(cells)} of the grid's {len(every)} cells")
     if args.dry_run:
         from rac.workflow.preview import grid_preview
 
         ui.grid_preview(grid_preview(cells, _grid_base(path, args.overrides), _cache(args)))
         return EXIT_OK
-    ui.message(f"{len(cells)} cells, all valid")
+    ui.message(f"{len(every)} cells, all valid" + (f"; running {len(cells)}" if len(cells) < len(every) else ""))
     for cell in cells:
         ui.message(f"  {cell.name}: {' '.join(map(str, cell.overrides)) or '(base)'}")
     first = cells[0].loaded.data
@@ -345,11 +349,25 @@ def cmd_grid(args: argparse.Namespace) -> int:
             except StageFailed as exc:
                 ui.error(str(exc))
                 results.append((cell, exc.result, str(exc)))  # completed stages' metrics stay
+    if len(cells) < len(every):  # the cells not run keep their finished runs in the summary
+        results = _with_earlier_results(every, results, grid_dir, cache)
     rows = grid_summary_rows(results)
     paths = write_grid_summary(grid_dir, rows)
     ui.grid_summary(rows, paths)
     ui.message(f"grid directory: {grid_dir}")
     return EXIT_FAILED if any(error for _, _, error in results) else EXIT_OK
+
+
+def _with_earlier_results(every: list, results: list, grid_dir: Path, cache: Any) -> list:
+    """``results`` of the cells run, plus the finished runs of the others (``--cell``), in grid order."""
+    from rac.workflow.executors import finished_results
+
+    ran = {cell.name: (cell, result, error) for cell, result, error in results}
+    earlier = finished_results([cell for cell in every if cell.name not in ran], grid_dir, cache)
+    ui.message(f"--cell: {len(ran)} of {len(every)} cells run; {len(earlier)} other(s) finished earlier, kept in "
+               "the summary")
+    return [ran[cell.name] if cell.name in ran else (cell, earlier[cell.name], None)
+            for cell in every if cell.name in ran or cell.name in earlier]
 
 
 def _cache_names() -> tuple[str, ...]:

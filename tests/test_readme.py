@@ -45,6 +45,9 @@ DRY = {  # heavy line -> what runs in its place: the same recipe and arguments, 
     "@recipes/demo/overlays/c4.yaml,@recipes/demo/overlays/rac.yaml":
         "rac grid recipes/demo/base.yaml --axis prune.sparsity=0.3,0.5 --axis "
         "@recipes/demo/overlays/c4.yaml,@recipes/demo/overlays/rac.yaml --dry-run",
+    # the two cells picked, previewed (their recipes need a GPU and the hub)
+    "rac grid recipes/grids/table4_2of4_fp8.yaml --cell dense_baseline --cell rac_fp8_first_third":
+        "rac grid recipes/grids/table4_2of4_fp8.yaml --cell dense_baseline --cell rac_fp8_first_third --dry-run",
     # every cell expanded and validated; only the engine check of this machine is left out
     "rac grid recipes/grids/table1_math500.yaml":
         "rac validate --portable recipes/grids/table1_math500.yaml",

@@ -1,4 +1,4 @@
-"""Pick one cell of a grid by name (for ``rac plan`` / ``rac show`` on a grid file).
+"""Pick cells of a grid by name (one for ``rac plan`` / ``rac show``, some for ``rac grid --cell``).
 
 A name matches a cell exactly, by its prefix without the recipe hash (``14b_rac_sparsity-0.5``), or
 as a unique substring. No match, or several, is an error that lists the cells (and the closest one).
@@ -43,3 +43,11 @@ def pick_cell(cells: Sequence[GridCell], name: str | None, grid: str) -> GridCel
             raise CellError(f"--cell {name!r} matches {len(matches)} cells of {grid}:{_listing(matches)}")
     hint = did_you_mean(name, [c.name for c in cells], cutoff=0.5)
     raise CellError(f"--cell {name!r}: no such cell in {grid}{hint}; cells:{_listing(cells)}")
+
+
+def select_cells(cells: Sequence[GridCell], names: Sequence[str] | None, grid: str) -> list[GridCell]:
+    """The cells ``names`` designate (each as :func:`pick_cell`), in grid order; all cells without names."""
+    if not names:
+        return list(cells)
+    chosen = {pick_cell(cells, name, grid).name for name in names}
+    return [c for c in cells if c.name in chosen]

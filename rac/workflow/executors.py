@@ -9,6 +9,7 @@ path as Slurm, as local processes (tests, a workstation).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -143,6 +144,20 @@ def grid_states(cells: Sequence[Any], grid_dir: Path, cache: Cache) -> list[Cell
     from rac.app import plan_recipe
 
     return [cell_state(cell.name, plan_recipe(cell.loaded.data, cache), grid_dir / cell.name) for cell in cells]
+
+
+def finished_results(cells: Sequence[Any], grid_dir: Path, cache: Cache) -> dict[str, Any]:
+    """{cell name: RunResult} of the cells whose run directory holds a finished run of their current
+    recipe (every stage done for today's fingerprints, artifacts present): what ``rac grid --cell`` keeps in
+    the grid summary for the cells it does not run."""
+    from rac.pipeline.plan import Plan
+    from rac.pipeline.run import RunResult
+
+    out: dict[str, Any] = {}
+    for state in grid_states(cells, grid_dir, cache):
+        if state.state == "done":
+            out[state.name] = RunResult(state.run_dir, Plan(), json.loads((state.run_dir / "metrics.json").read_text()))
+    return out
 
 
 def run_grid_cells(cells: Sequence[Any], grid_dir: Path, cache: Cache, options: ExecutorOptions,

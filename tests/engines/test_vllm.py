@@ -101,37 +101,29 @@ def vllm_env(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vllm_model_dir, tokenizer, vllm_env,
-                                                                     recipe, stage_ctx):
+                                                                     recipe, stage_ctx, monkeypatch):
+    """One vLLM engine (starting one costs ~40 s on CPU): the rollout stage builds it from the recipe, and the
+    same engine then answers the direct checks (seeded sampling, greedy equals transformers)."""
     from rac.calibration.rollouts import read_rollouts
+    from rac.engines import factory
     from rac.engines.base import SamplingConfig
-    from rac.engines.factory import get_engine
+    from rac.engines.hf import HFEngine
+    from rac.models.load import load_model
     from rac.pipeline.cache import Cache
     from rac.stages.rollout import STAGE
 
     spec = {"id": str(vllm_model_dir), "dtype": "float32"}
-    prompts = [tokenizer("a b c d")["input_ids"], tokenizer("hello there")["input_ids"]]
-    engine = get_engine("vllm", spec, "cpu", None, {"gpu_memory_utilization": 0.3, "enforce_eager": True,
-                                                    "max_model_len": 256})
-    try:
-        sampling = SamplingConfig(max_new_tokens=5, temperature=0.8, seed=1, n=2)
-        first = engine.generate(prompts, sampling)
-        again = engine.generate(prompts, sampling)
-        greedy = engine.generate(prompts, SamplingConfig(max_new_tokens=5, temperature=0.0))
-    finally:
-        engine.close()
-    assert [[g.completion_ids for g in row] for row in first] == [[g.completion_ids for g in row] for row in again]
-    for prompt, row in zip(prompts, first):
-        assert len(row) == 2
-        for gen in row:
-            assert gen.prompt_ids == prompt and gen.finish_reason in ("stop", "length")
-            assert gen.text == tokenizer.decode(gen.completion_ids, skip_special_tokens=True)
-            assert gen.finish_reason == "stop" or len(gen.completion_ids) == 5
-    from rac.engines.hf import HFEngine
-    from rac.models.load import load_model
+    built: list = []
+    real_get_engine = factory.get_engine
 
-    hf = HFEngine(*load_model(spec, "cpu"))
-    hf_greedy = hf.generate(prompts, SamplingConfig(max_new_tokens=5, temperature=0.0))
-    assert [r[0].completion_ids for r in greedy] == [r[0].completion_ids for r in hf_greedy]
+    def keep_vllm_open(name, *args, **kwargs):
+        engine = real_get_engine(name, *args, **kwargs)
+        if name == "vllm":
+            built.append(engine)
+            monkeypatch.setattr(engine, "close", lambda: None)  # closed at the end of this test
+        return engine
+
+    monkeypatch.setattr(factory, "get_engine", keep_vllm_open)
 
     def rollout(engine_name, name):
         data = recipe(**{"model": spec, "calibration": {
@@ -144,13 +136,35 @@ def test_vllm_generations_and_rollout_artifact_match_the_hf_format(tmp_path, vll
         STAGE.run(ctx)
         return read_rollouts(out)
 
-    via_vllm, via_hf = rollout("vllm", "v"), rollout("hf", "h")
-    assert via_vllm.prompt_ids == via_hf.prompt_ids
-    assert via_vllm.completion_ids == via_hf.completion_ids  # greedy: the same tokens
-    strip = lambda r: {k: v for k, v in r.items() if k != "text"}
-    assert [sorted(r) for r in via_vllm.records] == [sorted(r) for r in via_hf.records]
-    assert [strip(r) for r in via_vllm.records] == [strip(r) for r in via_hf.records]
-    assert via_vllm.provenance["engine_version"].startswith("vllm")
+    try:
+        via_vllm, via_hf = rollout("vllm", "v"), rollout("hf", "h")
+        assert len(built) == 1, "the vllm rollout builds one vLLM engine"
+        engine = built[0]
+        assert via_vllm.prompt_ids == via_hf.prompt_ids
+        assert via_vllm.completion_ids == via_hf.completion_ids  # greedy: the same tokens
+        strip = lambda r: {k: v for k, v in r.items() if k != "text"}
+        assert [sorted(r) for r in via_vllm.records] == [sorted(r) for r in via_hf.records]
+        assert [strip(r) for r in via_vllm.records] == [strip(r) for r in via_hf.records]
+        assert via_vllm.provenance["engine_version"].startswith("vllm")
+
+        prompts = [tokenizer("a b c d")["input_ids"], tokenizer("hello there")["input_ids"]]
+        sampling = SamplingConfig(max_new_tokens=5, temperature=0.8, seed=1, n=2)
+        first = engine.generate(prompts, sampling)
+        again = engine.generate(prompts, sampling)
+        greedy = engine.generate(prompts, SamplingConfig(max_new_tokens=5, temperature=0.0))
+    finally:
+        for engine in built:
+            type(engine).close(engine)
+    assert [[g.completion_ids for g in row] for row in first] == [[g.completion_ids for g in row] for row in again]
+    for prompt, row in zip(prompts, first):
+        assert len(row) == 2
+        for gen in row:
+            assert gen.prompt_ids == prompt and gen.finish_reason in ("stop", "length")
+            assert gen.text == tokenizer.decode(gen.completion_ids, skip_special_tokens=True)
+            assert gen.finish_reason == "stop" or len(gen.completion_ids) == 5
+    hf = HFEngine(*load_model(spec, "cpu"))
+    hf_greedy = hf.generate(prompts, SamplingConfig(max_new_tokens=5, temperature=0.0))
+    assert [r[0].completion_ids for r in greedy] == [r[0].completion_ids for r in hf_greedy]
 
 
 class _Handle:
