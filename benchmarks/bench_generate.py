@@ -1,6 +1,7 @@
 """Rollout throughput of the ``hf`` engine on CPU: plain path vs the CPU fast path, side by side.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_generate.py [--batch-sizes 16 32 64] [--max-new-tokens 128]
+    python benchmarks/bench_generate.py --dtype bfloat16 --variants plain fast   # bf16 linears in float32
 
 SmolLM2-135M (float32) generates greedily for the first ``B`` GSM8K-test prompts (rendered with the
 chat template, the way rollouts render them), one batch of ``B`` per run. For every batch size the
@@ -64,6 +65,17 @@ def timed(engine, variant: str, batch: list[list[int]], sampling) -> tuple[float
     return seconds, sum(len(c) for c in ids), ids
 
 
+def _cpu_name() -> str:
+    """The CPU model (/proc/cpuinfo), so a result says which CPU produced it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
@@ -74,21 +86,29 @@ def main() -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                         help="which columns to run (plain is the reference for token equality)")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "generate_cpu.json")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="model dtype (bfloat16: on a CPU without bfloat16 GEMMs the fast path computes the "
+                             "bfloat16 linears in float32)")
+    parser.add_argument("--out", type=Path, help="results JSON (default: results/generate_cpu[_<dtype>].json)")
     args = parser.parse_args()
 
     from rac.engines.base import SamplingConfig
+    from rac.engines.cpu_linear import native_bf16_gemm
     from rac.engines.hf import HFEngine
     from rac.models.load import load_model
 
-    model, tokenizer = load_model({"id": "smollm2-135m", "dtype": "float32"}, "cpu")
+    suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
+    out = args.out or HERE / "results" / f"generate_cpu{suffix}.json"
+    model, tokenizer = load_model({"id": "smollm2-135m", "dtype": args.dtype}, "cpu")
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
     warm = prompts(tokenizer, 4)
     for fast in (False, True):  # first-call costs (allocator, MKL init) out of the timings
         HFEngine(model, tokenizer, batch_size=4, fast_cpu=fast).generate(warm, SamplingConfig(max_new_tokens=4))
 
     rows = []
-    print(f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+    cpu = _cpu_name()
+    print(f"{cpu} ({torch.backends.cpu.get_cpu_capability()}, native bfloat16 GEMMs: {native_bf16_gemm()}), "
+          f"{args.dtype}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
     variants = [v for v in VARIANTS if v in args.variants]
     reference = variants[0]
     print("| batch | " + " | ".join(f"{v} tok/s" for v in variants) + f" | {variants[-1]} / {reference} | tokens | "
@@ -99,11 +119,13 @@ def main() -> None:
         best = {v: float("inf") for v in variants}
         outputs: dict[str, list[list[int]]] = {}
         tokens: dict[str, int] = {}
+        layouts: dict[str, str] = {}
         for _ in range(args.repeats):
             for variant in variants:
                 engine = HFEngine(model, tokenizer, batch_size=size, fast_cpu=variant != "plain")
                 seconds, tokens[variant], outputs[variant] = timed(engine, variant, batch, sampling)
                 best[variant] = min(best[variant], seconds)
+                layouts[variant] = engine.layout
         rate = {v: tokens[v] / best[v] for v in variants}
         differing = {v: sum(a != b for a, b in zip(outputs[reference], outputs[v])) for v in variants}
         last = variants[-1]
@@ -111,22 +133,24 @@ def main() -> None:
             "batch": size, **{f"{v}_tok_s": rate[v] for v in variants}, "ratio": rate[last] / rate[reference],
             "ratio_of": f"{last} / {reference}",
             **{f"tokens_{v}": tokens[v] for v in variants}, "rows_differing": differing,
-            "same_tokens": not any(differing.values()), "load_average": os.getloadavg()[0],
+            "same_tokens": not any(differing.values()), "load_average": os.getloadavg()[0], "layouts": layouts,
         }
         rows.append(row)
         same = "yes" if row["same_tokens"] else f"no (rows differing: {differing})"
         print(f"| {size} | " + " | ".join(f"{rate[v]:.1f}" for v in variants) +
               f" | {row['ratio']:.2f}x | {tokens[last]} | {same} |", flush=True)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(), "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16_gemm": native_bf16_gemm(),
+        "dtype": args.dtype,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "dataset": args.dataset,
         "temperature": args.temperature, "top_p": args.top_p,
     }
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {args.out}")
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ packed GEMM format at 104. Two layouts, both exact (the same float32 products an
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -28,6 +28,8 @@ import torch
 # Packed weights take ~4x the float32 weights (MKL pads for its blocking); above this the transposed
 # layout is used instead.
 PACKED_BUDGET_BYTES = 4 * 2**30
+# float32 copies of bfloat16 weights (CPUs without bfloat16 GEMMs) up to this size; above, bfloat16 as is
+UPCAST_BUDGET_BYTES = 8 * 2**30
 
 
 def _decoder_linears(model: torch.nn.Module, include_output: bool) -> list[torch.nn.Linear]:
@@ -116,13 +118,69 @@ def _packed_forward(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) 
     return forward
 
 
+def native_bf16_gemm() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX tiles): there bfloat16 GEMMs run
+    ~5x float32; without, torch's bfloat16 GEMM runs several times slower than float32 (benchmarks/README.md)."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(check is None for check in checks):  # an older torch: ask oneDNN
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return any(bool(check()) for check in checks if check is not None)
+
+
+@contextmanager
+def float32_bf16_linears(model: torch.nn.Module, rows: int) -> Iterator[int]:
+    """Compute every bfloat16 CPU ``nn.Linear`` (output embedding included) in float32 while the block runs.
+
+    For CPUs without bfloat16 GEMMs (:func:`native_bf16_gemm`). Each layer gets an instance-level
+    ``forward``: bfloat16 input -> float32 -> GEMM with a float32 copy of the weight (MKL-packed for
+    ``rows`` rows within :data:`PACKED_BUDGET_BYTES`) -> bfloat16 output. The arithmetic of a bfloat16
+    GEMM with float32 accumulation (what CUDA and AVX512-BF16 kernels do): the inputs and weights hold the
+    same bfloat16 values, and each product of two of them is exact in float32; only the summation order
+    may differ. Costs float32 copies of the weights (2x their bfloat16 size; packed ~10x), so only within
+    :data:`UPCAST_BUDGET_BYTES`. On exit the instance ``forward`` is removed and the copies freed. Yields the
+    count changed."""
+    layers = [m for m in _decoder_linears(model, include_output=True)
+              if m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu"]
+    float32_bytes = 4 * sum(m.weight.numel() for m in layers)
+    if float32_bytes > UPCAST_BUDGET_BYTES:  # the copies would not fit: bfloat16 GEMMs as they are
+        yield 0
+        return
+    packed = mkl_packing_available() and 5 * float32_bytes <= PACKED_BUDGET_BYTES  # the copy + its packed form
+    try:
+        for layer in layers:
+            layer.forward = _float32_forward(layer.weight, layer.bias, rows, packed)  # type: ignore[method-assign]
+        yield len(layers)
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)
+
+
+def _float32_forward(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, packed: bool) -> Any:
+    with torch.no_grad():
+        weight32 = weight.detach().float()
+        bias32 = None if bias is None else bias.detach().float()
+    inner = _packed_forward(weight32, bias32, rows) if packed else \
+        (lambda x: torch.nn.functional.linear(x, weight32, bias32))
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.bfloat16:  # what the layer itself would do (a dtype mismatch raises there)
+            return torch.nn.functional.linear(x, weight, bias)
+        return inner(x.float()).to(torch.bfloat16)
+
+    return forward
+
+
 @contextmanager
 def fast_linear_weights(model: torch.nn.Module, rows: int) -> Iterator[str]:
     """The fastest exact layout available for decoding ``rows`` rows on CPU; yields its name
-    (``"mkl-packed"`` or ``"transposed"``)."""
-    if mkl_packing_available() and packed_bytes(model) <= PACKED_BUDGET_BYTES:
-        with packed_linear_weights(model, rows):
-            yield "mkl-packed"
-    else:
-        with transposed_linear_weights(model):
-            yield "transposed"
+    (``"mkl-packed"`` or ``"transposed"`` for float32 weights; ``"bf16-as-float32"`` joins it when
+    bfloat16 weights are computed in float32 on a CPU without bfloat16 GEMMs)."""
+    with ExitStack() as stack:
+        upcast = 0 if native_bf16_gemm() else stack.enter_context(float32_bf16_linears(model, rows))
+        if mkl_packing_available() and packed_bytes(model) <= PACKED_BUDGET_BYTES:
+            stack.enter_context(packed_linear_weights(model, rows))
+            layout = "mkl-packed"
+        else:
+            stack.enter_context(transposed_linear_weights(model))
+            layout = "transposed"
+        yield f"{layout}+bf16-as-float32" if upcast else layout

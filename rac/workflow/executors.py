@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rac.errors import UsageError
+from rac.errors import RacError, UsageError
 from rac.pipeline.cache import Cache
 from rac.pipeline.gridstate import CellState, cell_state, shared_prefix_waves
 from rac.pipeline.rundir import RunDir
@@ -150,13 +150,22 @@ def finished_results(cells: Sequence[Any], grid_dir: Path, cache: Cache) -> dict
     """{cell name: RunResult} of the cells whose run directory holds a finished run of their current
     recipe (every stage done for today's fingerprints, artifacts present): what ``rac grid --cell`` keeps in
     the grid summary for the cells it does not run."""
+    from rac.app import plan_recipe
     from rac.pipeline.plan import Plan
     from rac.pipeline.run import RunResult
 
     out: dict[str, Any] = {}
-    for state in grid_states(cells, grid_dir, cache):
+    for cell in cells:
+        run_dir = grid_dir / cell.name
+        if not run_dir.is_dir():
+            continue
+        try:
+            state = cell_state(cell.name, plan_recipe(cell.loaded.data, cache), run_dir)
+        except RacError as exc:  # e.g. its model cannot be resolved here: not known to be finished
+            log.warning("grid summary: cell %s left out (cannot plan it here: %s)", cell.name, exc)
+            continue
         if state.state == "done":
-            out[state.name] = RunResult(state.run_dir, Plan(), json.loads((state.run_dir / "metrics.json").read_text()))
+            out[cell.name] = RunResult(run_dir, Plan(), json.loads((run_dir / "metrics.json").read_text()))
     return out
 
 

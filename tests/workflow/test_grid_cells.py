@@ -25,7 +25,8 @@ def _summary(grid_dir: Path) -> list[str]:
     return [cell["cell"] for cell in json.loads((grid_dir / "grid.json").read_text())["cells"]]
 
 
-def test_cell_runs_only_that_cell_and_keeps_the_others_finished_runs(tmp_path, grid_recipe, capsys):
+def test_cell_runs_only_that_cell_and_keeps_the_others_finished_runs(tmp_path, grid_recipe, capsys, monkeypatch,
+                                                                      caplog):
     out = tmp_path / "g"
     assert _grid(grid_recipe, out, "--cell", "sparsity-0.5") == 0
     grid_dir = out / "tiny"
@@ -41,6 +42,25 @@ def test_cell_runs_only_that_cell_and_keeps_the_others_finished_runs(tmp_path, g
     assert "1 other(s) finished earlier" in capsys.readouterr().out
     rows = json.loads((grid_dir / "grid.json").read_text())["cells"]
     assert all(row["status"] == "done" and Path(row["run_dir"]).is_dir() for row in rows)
+
+    # a cell that cannot be planned here (say its model is not resolvable) is left out of the summary, said
+    from rac import app
+    from rac.errors import RacError
+    from rac.pipeline.cache import Cache
+    from rac.recipe.grid import expand_grid
+    from rac.workflow.executors import finished_results
+
+    cells = expand_grid(recipe_path=grid_recipe, axes=["prune.sparsity=0.3,0.5"], overrides=[], environment=False)
+    cache = Cache(tmp_path / "rac-cache")
+    assert sorted(finished_results(cells, grid_dir, cache)) == sorted(c.name for c in cells)
+
+    def unplannable(*args, **kwargs):
+        raise RacError("model not resolvable here")
+
+    with monkeypatch.context() as patch, caplog.at_level("WARNING"):
+        patch.setattr(app, "plan_recipe", unplannable)
+        assert finished_results(cells, grid_dir, cache) == {}
+    assert "left out (cannot plan it here: model not resolvable here)" in caplog.text
 
     # a finished run of a recipe that has changed since is not kept: it is not this grid's cell any more
     assert main(["grid", str(grid_recipe), "--axis", "prune.sparsity=0.3,0.5", "--output-dir", str(out),
