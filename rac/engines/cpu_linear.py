@@ -1,4 +1,4 @@
-"""Faster float32 ``nn.Linear`` layouts for CPU decoding, applied only for the duration of a block.
+"""Faster ``nn.Linear`` layouts for CPU decoding, applied only for the duration of a block.
 
 A decode step multiplies a few rows (the batch) by every weight of the model once; with MKL on an
 AVX-512 Xeon the weight layout decides the speed of those small-M GEMMs far more than the FLOPs do
@@ -13,7 +13,12 @@ packed GEMM format at 104. Two layouts, both exact (the same float32 products an
 * :func:`transposed_linear_weights`: ``W.t().contiguous().t()`` (same shape and values, transposed
   strides); the fallback where MKL's packed GEMM is unavailable or too large.
 
-:func:`fast_linear_weights` picks one. Parameters are never replaced (hooks, tied weights and
+For bfloat16 weights on a CPU without bfloat16 GEMMs (no AVX512-BF16 / AMX; torch's bfloat16 GEMM
+then runs several times slower than float32), :func:`float32_bf16_linears` computes them in float32
+on float32 copies and rounds the output back: the arithmetic of a bfloat16 GEMM with float32
+accumulation, 2.4-3.4x faster decoding on SmolLM2 (benchmarks/README.md).
+
+:func:`fast_linear_weights` picks the layouts. Parameters are never replaced (hooks, tied weights and
 ``named_parameters`` are untouched) and every change is undone on exit, also after an error.
 """
 
