@@ -12,7 +12,7 @@ To add a check on a finished mirror (e.g. its ``rac report --paper`` layout), ta
 fixture: ``{grid stem: grid run directory}``; ``_cells(mirrors[stem])`` gives each cell's metrics.
 
 Runtime (2-core AMD EPYC, 2026-11-30, CI-like run after the golden test): all nine with Table 4's two CI cells
-(``TABLE4_CI_CELLS``) 333 s (Table 3: 39, Table 4: 44 of them); all ten cells of Table 4 352 s (six prunes of
+(``TABLE4_CI_CELLS``) 333 s (Table 3: 39, Table 4: 44 of them); all ten cells of Table 4 337 s (six prunes of
 10 / 20 / 30 MLP blocks, nine FP8 / 2:4 evaluations with throughput); see the README, "CPU mirrors".
 """
 
@@ -33,7 +33,7 @@ MIRRORS_DIR = ROOT / "recipes" / "demo" / "paper"
 # the README's order: Table 1 (and its dense rows) first, so the others reuse its rollouts and Hessians
 ORDER = ("table1_dense", "table1", "figure1", "figure2", "table2_dense", "table2", "table3", "table4", "table5")
 # Every mirror runs in CI. Table 4 runs two of its ten cells there (`rac grid --cell`: the dense baseline and
-# RAC+FP8 on the first third, 2:4 MLPs of blocks 0-9; 44 s): all ten take 352 s on an idle 2-core runner (six
+# RAC+FP8 on the first third, 2:4 MLPs of blocks 0-9; 44 s): all ten take 337 s on a 2-core runner (six
 # prunes of 10-30 MLP blocks, nine FP8 / 2:4 evaluations with throughput of two variants), which CI's 20 minutes
 # do not hold beside the rest of the suite. RAC_MIRRORS=full runs all ten. The dry-run test checks every cell of
 # every mirror either way.
