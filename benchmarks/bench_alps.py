@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from functools import partial
@@ -26,18 +25,9 @@ from bench_sparsegpt import SHAPES, problems, rel_error, timed  # noqa: E402
 from rac.algorithms.alps import alps_prune  # noqa: E402
 from rac.algorithms.sparsegpt import sparsegpt_prune  # noqa: E402
 from rac.algorithms.wanda import wanda_prune  # noqa: E402
+from rac.pipeline.inputs import cpu_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -52,7 +42,7 @@ def main() -> None:
     wanted = set(args.modules.split(","))
     probs = problems(SHAPES[args.shapes], args.device)
     settings = [(None, args.pattern)] if args.pattern else [(s, None) for s in args.sparsity]
-    print(f"device={args.device} cpu={cpu_name()!r} threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(f"device={args.device} cpu={cpu_model()!r} threads={torch.get_num_threads()} torch={torch.__version__}")
     print(f"{'module':10s}{'shape':>11s}{'target':>8s}{'alps err':>11s}{'gpt err':>11s}{'wanda err':>11s}"
           f"{'gpt/alps':>9s}{'alps s':>8s}{'gpt s':>8s}")
     rows = []
@@ -78,7 +68,7 @@ def main() -> None:
         ratio = sum(r["sparsegpt_err"] for r in sel) / sum(r["alps_err"] for r in sel)
         slow = sum(r["alps_s"] for r in sel) / sum(r["sparsegpt_s"] for r in sel)
         print(f"target {target}: summed error SparseGPT / ALPS = {ratio:.2f}x; time ALPS / SparseGPT = {slow:.1f}x")
-    result = {"rows": rows, "config": {"device": args.device, "cpu": cpu_name(), "shapes": args.shapes,
+    result = {"rows": rows, "config": {"device": args.device, "cpu": cpu_model(), "shapes": args.shapes,
                                        "threads": torch.get_num_threads(), "torch": torch.__version__,
                                        "date": time.strftime("%Y-%m-%d %H:%M")}}
     out = Path(args.out) if args.out else HERE / "results" / f"alps_{args.shapes}_{args.device.split(':')[0]}.json"

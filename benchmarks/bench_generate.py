@@ -65,17 +65,6 @@ def timed(engine, variant: str, batch: list[list[int]], sampling) -> tuple[float
     return seconds, sum(len(c) for c in ids), ids
 
 
-def _cpu_name() -> str:
-    """The CPU model (/proc/cpuinfo), so a result says which CPU produced it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
@@ -96,6 +85,7 @@ def main() -> None:
     from rac.engines.cpu_linear import native_bf16_gemm
     from rac.engines.hf import HFEngine
     from rac.models.load import load_model
+    from rac.pipeline.inputs import cpu_model
 
     suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
     out = args.out or HERE / "results" / f"generate_cpu{suffix}.json"
@@ -106,7 +96,7 @@ def main() -> None:
         HFEngine(model, tokenizer, batch_size=4, fast_cpu=fast).generate(warm, SamplingConfig(max_new_tokens=4))
 
     rows = []
-    cpu = _cpu_name()
+    cpu = cpu_model()
     print(f"{cpu} ({torch.backends.cpu.get_cpu_capability()}, native bfloat16 GEMMs: {native_bf16_gemm()}), "
           f"{args.dtype}, threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
     variants = [v for v in VARIANTS if v in args.variants]

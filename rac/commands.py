@@ -319,14 +319,15 @@ def cmd_grid(args: argparse.Namespace) -> int:
     else:
         every = expand_grid(recipe_path=path, axes=args.axis, overrides=args.overrides, environment=environment)
     cells = select_cells(every, args.cell, str(path))
-    if len(cells) < len(every):
+    subset = len(cells) < len(every)
+    if subset:
         ui.message(f"--cell: {len(cells)} of the grid's {len(every)} cells")
     if args.dry_run:
         from rac.workflow.preview import grid_preview
 
         ui.grid_preview(grid_preview(cells, _grid_base(path, args.overrides), _cache(args)))
         return EXIT_OK
-    ui.message(f"{len(every)} cells, all valid" + (f"; running {len(cells)}" if len(cells) < len(every) else ""))
+    ui.message(f"{len(every)} cells, all valid" + (f"; running {len(cells)}" if subset else ""))
     for cell in cells:
         ui.message(f"  {cell.name}: {' '.join(map(str, cell.overrides)) or '(base)'}")
     first = cells[0].loaded.data
@@ -349,7 +350,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
             except StageFailed as exc:
                 ui.error(str(exc))
                 results.append((cell, exc.result, str(exc)))  # completed stages' metrics stay
-    if len(cells) < len(every):  # the cells not run keep their finished runs in the summary
+    if subset:  # the cells not run keep their finished runs in the summary
         results = _with_earlier_results(every, results, grid_dir, cache)
     rows = grid_summary_rows(results)
     paths = write_grid_summary(grid_dir, rows)
